@@ -1,0 +1,310 @@
+"""One local cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok on 127.0.0.1.
+
+Everything a cluster has lives in its folder (`.local/clusters/<name>/`): PKI, kubeconfigs,
+etcd data, logs and `state.json` (ports and PIDs). Ports are picked free by the kernel, so
+several clusters and several test runs on one machine do not collide.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from localcluster import nodes, paths, pki, procs
+
+SERVICE_CIDR = "10.96.0.0/16"
+SERVICE_IP = "10.96.0.1"
+# Knative's webhook server cannot run here, so webhook configurations are stored but never called.
+DISABLED_ADMISSION = "ValidatingAdmissionWebhook,MutatingAdmissionWebhook"
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+STOP_ORDER = ("simulator", "kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
+
+
+class ClusterError(RuntimeError):
+    """A local cluster could not be started or stopped; the message says which component and why."""
+
+
+@dataclass
+class Spec:
+    cpu_nodes: int = 2
+    gpu_nodes: int = 2
+    gpus_per_node: int = 2
+    ready_delay_ms: int = 1000
+    simulator: bool = True
+    time_factor: float = 1.0  # compresses the simulated autoscaler's idle window (tests use < 1)
+
+
+@dataclass
+class State:
+    name: str
+    ports: dict[str, int] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)
+    markers: dict[str, str] = field(default_factory=dict)
+    spec: dict = field(default_factory=dict)
+    started_seconds: float = 0.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalCluster:
+    def __init__(self, name: str, root: Path | None = None, spec: Spec | None = None) -> None:
+        self.name = name
+        self.dir = (root or paths.clusters_dir()) / name
+        self.spec = spec or Spec()
+
+    # --- paths -------------------------------------------------------------------------------------
+    @property
+    def kubeconfig(self) -> Path:
+        return self.dir / "kubeconfig"
+
+    @property
+    def state_file(self) -> Path:
+        return self.dir / "state.json"
+
+    def log(self, component: str) -> Path:
+        return self.dir / "logs" / f"{component}.log"
+
+    def load_state(self) -> State | None:
+        try:
+            return State(**json.loads(self.state_file.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def _save(self, state: State) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(state), indent=2))
+        tmp.replace(self.state_file)
+
+    # --- status ------------------------------------------------------------------------------------
+    def running_components(self) -> dict[str, int]:
+        state = self.load_state()
+        if not state:
+            return {}
+        return {c: pid for c, pid in state.pids.items() if procs.alive(pid, state.markers.get(c, c))}
+
+    def is_running(self) -> bool:
+        state = self.load_state()
+        if not state or not state.pids:
+            return False
+        return set(self.running_components()) == set(state.pids)
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+    def up(self, bin_dir: Path, attempts: int = 3) -> State:
+        """Start the cluster (a no-op when it already runs). Retries with new ports if one was taken."""
+        if self.is_running():
+            state = self.load_state()
+            assert state is not None
+            return state
+        last: ClusterError | None = None
+        for _ in range(attempts):
+            self.down()
+            try:
+                return self._start(bin_dir)
+            except ClusterError as err:
+                last = err
+                if "address already in use" not in str(err):
+                    break
+        self.down()
+        assert last is not None
+        raise last
+
+    def down(self) -> list[str]:
+        """Stop every process this cluster started (by PID). Returns the components that were running."""
+        state = self.load_state()
+        stopped: list[str] = []
+        if state:
+            for comp in STOP_ORDER:
+                pid = state.pids.get(comp)
+                if pid and procs.stop(pid, state.markers.get(comp, comp)):
+                    stopped.append(comp)
+            state.pids = {}
+            self._save(state)
+        return stopped
+
+    def remove(self) -> None:
+        self.down()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # --- start -------------------------------------------------------------------------------------
+    def _spawn(self, state: State, comp: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        state.pids[comp] = procs.start(argv, self.log(comp), cwd=self.dir, env=env)
+        state.markers[comp] = argv[0] if comp != "simulator" else f"--cluster-dir={self.dir}"
+        self._save(state)
+
+    def _check_alive(self, state: State, comp: str) -> None:
+        if not procs.alive(state.pids[comp], state.markers[comp]):
+            tail = self.log(comp).read_text(errors="replace")[-3000:] if self.log(comp).exists() else ""
+            raise ClusterError(f"{self.name}: {comp} exited during start-up. Last log lines:\n{tail}")
+
+    def _wait(self, state: State, comp: str, check, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive(state, comp)
+            try:
+                if check():
+                    return
+            except Exception:  # noqa: BLE001 - not ready yet, whatever the reason
+                pass
+            time.sleep(0.2)
+        raise ClusterError(f"{self.name}: {comp} not {what} after {timeout:.0f}s (log: {self.log(comp)})")
+
+    def _start(self, bin_dir: Path) -> State:
+        t0 = time.monotonic()
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        (self.dir / "pki").mkdir(parents=True)
+        (self.dir / "logs").mkdir()
+        state = State(
+            name=self.name,
+            ports={k: free_port() for k in ("etcd", "etcd_peer", "apiserver")},
+            spec=asdict(self.spec),
+        )
+        self._save(state)
+        pkid = self.dir / "pki"
+        ca = pki.make_ca(pkid, self.name)
+        serving = pki.issue(
+            ca, pkid, "apiserver", "kube-apiserver",
+            server_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                          "kubernetes.default.svc.cluster.local"),
+            server_ips=("127.0.0.1", SERVICE_IP),
+        )
+        sa = pki.make_service_account_keys(pkid)
+        server = f"https://127.0.0.1:{state.ports['apiserver']}"
+        creds = {
+            "admin": ("kubernetes-admin", ("system:masters",)),
+            "controller-manager": ("system:kube-controller-manager", ()),
+            "scheduler": ("system:kube-scheduler", ()),
+            "kwok": ("kwok", ("system:masters",)),
+        }
+        kubeconfigs: dict[str, Path] = {}
+        for stem, (cn, orgs) in creds.items():
+            pair = pki.issue(ca, pkid, stem, cn, orgs)
+            path = self.kubeconfig if stem == "admin" else self.dir / f"{stem}.kubeconfig"
+            write_kubeconfig(path, self.name, server, ca.cert, pair)
+            kubeconfigs[stem] = path
+
+        b = lambda n: str(bin_dir / n)  # noqa: E731
+        ep, pp, ap = state.ports["etcd"], state.ports["etcd_peer"], state.ports["apiserver"]
+        self._spawn(state, "etcd", [
+            b("etcd"), "--name=default", f"--data-dir={self.dir / 'etcd'}",
+            f"--listen-client-urls=http://127.0.0.1:{ep}", f"--advertise-client-urls=http://127.0.0.1:{ep}",
+            f"--listen-peer-urls=http://127.0.0.1:{pp}", f"--initial-advertise-peer-urls=http://127.0.0.1:{pp}",
+            f"--initial-cluster=default=http://127.0.0.1:{pp}", "--unsafe-no-fsync=true",
+            "--quota-backend-bytes=4294967296", "--log-level=warn",
+        ])
+        self._wait(state, "etcd", lambda: _http_ok(f"http://127.0.0.1:{ep}/health"), 60, "healthy")
+
+        self._spawn(state, "kube-apiserver", [
+            b("kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{ep}",
+            "--bind-address=127.0.0.1", f"--secure-port={ap}", "--advertise-address=127.0.0.1",
+            f"--tls-cert-file={serving.cert}", f"--tls-private-key-file={serving.key}",
+            f"--client-ca-file={ca.cert}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={sa.cert}", f"--service-account-signing-key-file={sa.key}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}", "--authorization-mode=RBAC",
+            f"--disable-admission-plugins={DISABLED_ADMISSION}", "--allow-privileged=true",
+            "--endpoint-reconciler-type=none", "--profiling=false", f"--cert-dir={pkid}", "--v=0",
+        ])
+        ctx = ssl.create_default_context(cafile=str(ca.cert))
+        admin_crt, admin_key = pkid / "admin.crt", pkid / "admin.key"
+        ctx.load_cert_chain(str(admin_crt), str(admin_key))
+        self._wait(state, "kube-apiserver", lambda: _http_ok(f"{server}/readyz", ctx), 120, "ready (/readyz)")
+
+        self._spawn(state, "kube-controller-manager", [
+            b("kube-controller-manager"), f"--kubeconfig={kubeconfigs['controller-manager']}",
+            "--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false",
+            "--use-service-account-credentials=true", f"--root-ca-file={ca.cert}",
+            f"--service-account-private-key-file={sa.key}",
+            f"--cluster-signing-cert-file={ca.cert}", f"--cluster-signing-key-file={ca.key}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}", "--controllers=*", "--v=0",
+        ])
+        self._spawn(state, "kube-scheduler", [
+            b("kube-scheduler"), f"--kubeconfig={kubeconfigs['scheduler']}",
+            "--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false", "--v=0",
+        ])
+        stages = self.dir / "kwok.yaml"
+        stages.write_text(nodes.kwok_config(self.spec.ready_delay_ms))
+        self._spawn(state, "kwok", [
+            b("kwok"), f"--kubeconfig={kubeconfigs['kwok']}", f"--config={stages}",
+            "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={nodes.KWOK_ANNOTATION}=fake",
+            "--node-ip=10.0.0.1", "--cidr=10.0.0.0/16", "--node-lease-duration-seconds=40",
+        ])
+        kubectl = [b("kubectl"), f"--kubeconfig={self.kubeconfig}"]
+        manifest = nodes.render_nodes(self.spec.cpu_nodes, self.spec.gpu_nodes, self.spec.gpus_per_node)
+        run_checked(kubectl + ["create", "-f", "-"], manifest, f"{self.name}: creating kwok nodes")
+        self._wait(state, "kwok", lambda: _all_nodes_ready(kubectl, self.spec.cpu_nodes + self.spec.gpu_nodes),
+                   60, "managing the nodes (nodes Ready)")
+        self._wait(state, "kube-controller-manager",
+                   lambda: subprocess.run(kubectl + ["get", "serviceaccount", "default", "-n", "default"],
+                                          capture_output=True).returncode == 0,
+                   90, "running (no default service account)")
+        self._check_alive(state, "kube-scheduler")
+        if self.spec.simulator:
+            self._spawn(state, "simulator", [
+                sys.executable, "-m", "localcluster.simulator", f"--cluster-dir={self.dir}",
+            ], env=_python_env())
+            self._wait(state, "simulator", lambda: (self.dir / "internal.url").exists(), 60, "serving")
+        state.started_seconds = round(time.monotonic() - t0, 1)
+        self._save(state)
+        return state
+
+
+def _python_env() -> dict[str, str]:
+    import os
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(paths.REPO) + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def _http_ok(url: str, ctx: ssl.SSLContext | None = None) -> bool:
+    with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:  # noqa: S310 - loopback only
+        return resp.status == 200
+
+
+def _all_nodes_ready(kubectl: list[str], count: int) -> bool:
+    out = subprocess.run(
+        kubectl + ["get", "nodes", "-o",
+                   'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}'],
+        capture_output=True, text=True,
+    )
+    return out.returncode == 0 and out.stdout.split().count("True") == count
+
+
+def run_checked(argv: list[str], stdin: str | None, what: str) -> str:
+    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ClusterError(f"{what} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout
+
+
+def write_kubeconfig(path: Path, name: str, server: str, ca: Path, client: pki.Pair) -> None:
+    import base64
+
+    b64 = lambda p: base64.b64encode(p.read_bytes()).decode()  # noqa: E731
+    user = f"{name}-{client.cert.stem}"
+    cfg = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": name, "cluster": {"server": server, "certificate-authority-data": b64(ca)}}],
+        "users": [{"name": user, "user": {
+            "client-certificate-data": b64(client.cert), "client-key-data": b64(client.key)}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": user}}],
+        "current-context": name,
+    }
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    path.chmod(0o600)

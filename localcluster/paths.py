@@ -1,0 +1,38 @@
+"""Where the local clusters keep their binaries (outside the repo) and state (.local/)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from localcluster import versions
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cache_root() -> Path:
+    """Cache for built binaries, shared by every clone: $KNFLEET_CACHE or ~/.cache/knfleet."""
+    env = os.environ.get("KNFLEET_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "knfleet"
+
+
+def bin_dir() -> Path:
+    return cache_root() / "bin" / versions.bin_key()
+
+
+def binary(name: str) -> Path:
+    return bin_dir() / name
+
+
+def state_root() -> Path:
+    """Runtime state of the local clusters: $KNFLEET_LOCAL or <repo>/.local."""
+    env = os.environ.get("KNFLEET_LOCAL")
+    return Path(env) if env else REPO / ".local"
+
+
+def clusters_dir() -> Path:
+    return state_root() / "clusters"
+
+
+def cluster_dir(name: str) -> Path:
+    return clusters_dir() / name

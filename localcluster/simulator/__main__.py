@@ -1,0 +1,70 @@
+"""python -m localcluster.simulator --cluster-dir DIR: the Knative/gateway simulator of one local cluster."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+from localcluster.simulator.gateway import Gateway
+from localcluster.simulator.knative import Controller
+from localcluster.simulator.kubeapi import KSVC, Kube, watch_forever
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m localcluster.simulator", description=__doc__)
+    ap.add_argument("--cluster-dir", required=True, type=Path)
+    ap.add_argument("--time-factor", type=float, default=None,
+                    help="compresses the autoscaler's idle window (default: the cluster's spec, else 1.0)")
+    args = ap.parse_args(argv)
+    cdir: Path = args.cluster_dir
+    factor = args.time_factor
+    if factor is None:
+        import json
+
+        factor = float(json.loads((cdir / "state.json").read_text()).get("spec", {}).get("time_factor", 1.0))
+
+    def log(msg: str) -> None:
+        print(f"{datetime.now().strftime('%H:%M:%S.%f')[:-3]} {msg}", flush=True)
+
+    kube = Kube(str(cdir / "kubeconfig"))
+    ctl = Controller(kube, time_factor=factor, log=log)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    gateways = {"internal": Gateway(ctl, public=False), "public": Gateway(ctl, public=True)}
+    for name, gw in gateways.items():
+        threading.Thread(target=gw.serve_forever, name=f"gateway-{name}", daemon=True).start()
+        (cdir / f"{name}.url").write_text(gw.url + "\n")
+        log(f"simulated {name} entry point on {gw.url}")
+
+    watches = [
+        (kube.custom.list_cluster_custom_object, {"group": KSVC[0], "version": KSVC[1], "plural": KSVC[2]}),
+        (kube.apps.list_deployment_for_all_namespaces, {}),
+        (kube.core.list_pod_for_all_namespaces, {"label_selector": "serving.knative.dev/revision"}),
+        (kube.core.list_namespaced_config_map, {"namespace": "knative-serving"}),
+    ]
+    for fn, kwargs in watches:
+        threading.Thread(target=watch_forever, args=(fn, ctl.wake, stop), kwargs=kwargs, daemon=True).start()
+
+    while not stop.is_set():
+        ctl.wake.clear()
+        try:
+            ctl.reconcile()
+        except Exception as err:  # noqa: BLE001 - the apiserver may be briefly unavailable
+            log(f"reconcile failed: {err}")
+            time.sleep(1)
+        ctl.wake.wait(0.5)
+    for gw in gateways.values():
+        gw.shutdown()
+    log("simulator stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

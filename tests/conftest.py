@@ -1,0 +1,63 @@
+"""Shared fixtures: local clusters (real kube-apiserver + kwok) for integration tests.
+
+Clusters are started once per test session into a temporary state folder, so a test run never
+touches the clusters of `make local-up`, and stopped (by PID) when the session ends.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from localcluster import build
+from localcluster.cluster import LocalCluster, Spec
+from tests.kube import Kube
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_KNATIVE = REPO.parent / "shared" / "knative" / "v1.17.0"
+
+
+class ClusterPool:
+    """Starts uniquely named clusters on demand; stops them all at the end of the session."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.bin_dir = build.build()
+        os.environ["PATH"] = f"{self.bin_dir}{os.pathsep}{os.environ['PATH']}"
+        self._ids = itertools.count(1)
+        self.started: list[LocalCluster] = []
+
+    def start(self, prefix: str = "local", spec: Spec | None = None) -> Kube:
+        cluster = LocalCluster(f"{prefix}-{next(self._ids)}", self.root, spec or Spec(ready_delay_ms=300))
+        self.started.append(cluster)
+        cluster.up(self.bin_dir)
+        return Kube(cluster, self.bin_dir)
+
+    def stop(self, kube: Kube) -> None:
+        kube.cluster.down()
+
+    def close(self) -> None:
+        for c in self.started:
+            c.down()
+
+
+@pytest.fixture(scope="session")
+def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterPool]:
+    root = tmp_path_factory.mktemp("clusters")
+    p = ClusterPool(root)
+    yield p
+    p.close()
+    if not os.environ.get("KNFLEET_KEEP_TEST_CLUSTERS"):
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def shared_knative() -> Path:
+    if not (SHARED_KNATIVE / "serving-core.yaml").exists():
+        pytest.fail(f"the offline Knative bundle is missing at {SHARED_KNATIVE}")
+    return SHARED_KNATIVE
