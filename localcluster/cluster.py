@@ -241,7 +241,7 @@ class LocalCluster:
         self._spawn(state, "kwok", [
             b("kwok"), f"--kubeconfig={kubeconfigs['kwok']}", f"--config={stages}",
             "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={nodes.KWOK_ANNOTATION}=fake",
-            "--node-ip=10.0.0.1", "--cidr=10.0.0.0/16", "--node-lease-duration-seconds=40",
+            "--node-ip=10.0.0.1", "--cidr=10.0.0.1/16", "--node-lease-duration-seconds=40",
         ])
         kubectl = [b("kubectl"), f"--kubeconfig={self.kubeconfig}"]
         manifest = nodes.render_nodes(self.spec.cpu_nodes, self.spec.gpu_nodes, self.spec.gpus_per_node)

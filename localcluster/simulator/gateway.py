@@ -33,6 +33,9 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "envoy"
     sys_version = ""
 
+    def version_string(self) -> str:
+        return "envoy"
+
     def log_message(self, fmt: str, *args: Any) -> None:  # quiet; the simulator logs what matters
         return
 

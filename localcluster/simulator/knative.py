@@ -151,6 +151,10 @@ def revision_deployment(ksvc: dict[str, Any], rev_name: str, number: int, thash:
     pod_spec = {k: v for k, v in (template.get("spec") or {}).items()
                 if k not in ("containerConcurrency", "timeoutSeconds", "responseStartTimeoutSeconds",
                              "idleTimeoutSeconds")}
+    containers = [dict(c) for c in pod_spec.get("containers") or []]
+    for i, c in enumerate(containers):  # Knative's defaulting webhook names unnamed containers
+        c.setdefault("name", "user-container" if len(containers) == 1 else f"user-container-{i}")
+    pod_spec["containers"] = containers
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -200,7 +204,8 @@ class Controller:
     def ingress_problem(self, network: dict[str, str]) -> str | None:
         cls = ingress_class(network)
         if cls != KOURIER:
-            return f"Ingress class {cls!r} is not served: no ingress controller for it is installed (Kourier is {KOURIER!r})."
+            return (f"Ingress class {cls!r} is not served: no ingress controller for it is installed "
+                    f"(Kourier is {KOURIER!r}).")
         if not self._available(self.kube.deployment("knative-serving", "net-kourier-controller")):
             return "Ingress has not yet been reconciled: net-kourier-controller is not available."
         return None

@@ -185,8 +185,8 @@ def test_make_local_down_stops_every_process_and_local_up_works_again(tmp_path):
     again = subprocess.run([*make, "local-up", "CLUSTERS=1"], env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
     assert cluster.is_running()
-    kubectl = subprocess.run([str(build.build() / "kubectl"), f"--kubeconfig={cluster.kubeconfig}", "get", "--raw", "/readyz"],
-                             capture_output=True, text=True)
+    kubectl = subprocess.run([str(build.build() / "kubectl"), f"--kubeconfig={cluster.kubeconfig}",
+                              "get", "--raw", "/readyz"], capture_output=True, text=True)
     assert kubectl.stdout.strip() == "ok"
     subprocess.run([*make, "local-down"], env=env, capture_output=True, text=True, timeout=300)
     assert not cluster.is_running()
