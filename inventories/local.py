@@ -1,0 +1,19 @@
+"""Every running local cluster (`make local-up`), one host per cluster: pyinfra inventories/local.py deploy.py
+
+Uses the offline Knative bundle at ../shared/knative/v1.17.0 when it exists.
+"""
+
+from pathlib import Path
+
+from localcluster import fleet
+
+_BUNDLE = Path(__file__).resolve().parent.parent.parent / "shared" / "knative" / "v1.17.0"
+
+local = [
+    (f"@kube/{c.name}", {
+        "kubeconfig": str(c.kubeconfig),
+        **({"knative_bundle_dir": str(_BUNDLE)} if _BUNDLE.is_dir() else {}),
+    })
+    for c in fleet.existing()
+    if c.is_running()
+]

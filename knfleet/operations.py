@@ -1,0 +1,235 @@
+"""knfleet's pyinfra operations: apply, wait, delete and verify, each against one cluster (one host).
+
+Like pyinfra's own operations: a fact tells whether the cluster already matches; the operation yields
+commands only when it does not, and otherwise reports no change (`host.noop`). Waits first look
+(read-only); they only wait, and count as a change, when something is not ready yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pyinfra import host, logger
+from pyinfra.api import FunctionCommand, operation
+
+from knfleet import kubectl, readiness, summary, waits
+from knfleet.errors import KnfleetError, NotReadyError, PreflightError, StuckError
+from knfleet.facts import CanI, KubeJson, ManifestDiff, ServerVersion
+from knfleet.kubectl import KubectlError, Target
+
+MIN_KUBERNETES = (1, 30)
+INSTALL_RIGHTS = (
+    ("create", "customresourcedefinitions"), ("create", "namespaces"), ("create", "clusterroles"),
+    ("create", "clusterrolebindings"), ("create", "validatingwebhookconfigurations"),
+    ("create", "mutatingwebhookconfigurations"), ("create", "deployments"), ("patch", "configmaps"),
+)
+
+
+def guarded(what: str, fn: Callable[..., Any], *args: Any) -> FunctionCommand:
+    """A command running fn(*args) on this machine; a knfleet error fails the host with a clean message."""
+    def run(state, host):  # noqa: ANN001 - pyinfra passes its State and Host
+        try:
+            fn(*args)
+        except (KnfleetError, KubectlError, FileNotFoundError) as err:
+            summary.record_error(host.name, what, str(err))
+            host.log_styled(f"{what} failed: {err}", fg="red", log_func=logger.error)
+            return False
+        return True
+    run.__name__ = what.replace(" ", "_")
+    return FunctionCommand(run, (), {})
+
+
+def _fail(what: str, message: str) -> FunctionCommand:
+    def raise_it() -> None:
+        raise PreflightError(message)
+    return guarded(what, raise_it)
+
+
+def parse_version(text: str) -> tuple[int, int]:
+    core = text.lstrip("v").split("-")[0].split("+")[0].split(".")
+    return int(core[0]), int("".join(ch for ch in core[1] if ch.isdigit()) or 0)
+
+
+@operation()
+def preflight(target: Target, need_rights: bool = True):
+    """Check the cluster before changing it: API reachable, Kubernetes >= 1.30, the rights the install needs.
+
+    + target: the cluster (kubeconfig, context)
+    + need_rights: check the install's rights with SelfSubjectAccessReviews
+    """
+    version = host.get_fact(ServerVersion, target=target)
+    if "error" in version:
+        yield _fail("preflight", f"API server not reachable with {target.kubeconfig}: {version['error']}")
+        return
+    if parse_version(version["version"]) < MIN_KUBERNETES:
+        yield _fail("preflight", f"Kubernetes {version['version']} is too old: Knative Serving 1.17 needs >= v1.30.0")
+        return
+    if need_rights:
+        missing = host.get_fact(CanI, target=target, checks=INSTALL_RIGHTS)
+        if missing:
+            yield _fail("preflight", f"the identity in {target.kubeconfig} may not: {', '.join(missing)} "
+                                     "(cluster-wide); use a cluster-admin kubeconfig")
+            return
+    host.noop(f"cluster reachable, Kubernetes {version['version']}, rights ok")
+
+
+@operation()
+def apply_manifest(target: Target, path: str, stage: str):
+    """Server-side apply (field manager knfleet) of a rendered manifest, only when the cluster differs.
+
+    + target: the cluster
+    + path: the rendered manifest (one desired state per object)
+    + stage: its name, for messages
+    """
+    diff = host.get_fact(ManifestDiff, target=target, path=path)
+    if diff["in_sync"]:
+        host.noop(f"{stage}: in sync")
+        return
+    if diff["objects"]:
+        logger.info(f"{host.print_prefix}{stage}: {len(diff['objects'])} object(s) differ: "
+                    + ", ".join(diff["objects"][:8]) + (" …" if len(diff["objects"]) > 8 else ""))
+    yield target.command(*kubectl.apply_args(path))
+
+
+def _items(fact: Any) -> list[dict[str, Any]] | None:
+    return None if "error" in fact else fact.get("items", [])
+
+
+@operation()
+def crds_established(target: Target, selector: str = "knative.dev/crd-install=true", timeout: int = 120):
+    """Wait until every CRD with the label is Established."""
+    crds = _items(host.get_fact(KubeJson, target=target, args=("crd", "-l", selector)))
+    if crds and all(readiness.is_true(c, "Established") for c in crds):
+        host.noop(f"{len(crds)} CRDs Established")
+        return
+    yield guarded("wait for CRDs", waits.crds_established, target, selector, timeout)
+
+
+@operation()
+def deployments_available(target: Target, namespace: str, timeout: int = 300):
+    """Wait until every Deployment in the namespace is Available; on timeout say why, pod by pod."""
+    deps = _items(host.get_fact(KubeJson, target=target, args=("deployments", "-n", namespace)))
+    if deps and all(readiness.deployment_available(d) for d in deps):
+        host.noop(f"{len(deps)} deployments Available in {namespace}")
+        return
+    yield guarded(f"wait for deployments in {namespace}", waits.deployments_available, target, namespace, timeout)
+
+
+@operation()
+def webhook_answers(target: Target, timeout: int = 120):
+    """Check that the Knative webhook answers (server-side dry-run patch), retrying while it starts."""
+    probe = host.get_fact(KubeJson, target=target, args=("configmap", "config-network", "-n", "knative-serving"))
+    if "error" not in probe:
+        try:
+            waits.webhook_answers(target, 0)
+            host.noop("webhook answers")
+            return
+        except (NotReadyError, KubectlError):
+            pass
+    yield guarded("wait for the Knative webhook", waits.webhook_answers, target, timeout)
+
+
+@operation()
+def pods_ready(target: Target, namespaces: tuple[str, ...], timeout: int = 300):
+    """Wait until every pod (Job pods aside) in the namespaces is Ready; on timeout say why."""
+    ready = True
+    for ns in namespaces:
+        pods = _items(host.get_fact(KubeJson, target=target, args=("pods", "-n", ns)))
+        pods = [p for p in pods or [] if not readiness.is_job_pod(p)]
+        ready = ready and bool(pods) and all(readiness.pod_ready(p) for p in pods)
+    if ready:
+        host.noop(f"all pods Ready in {', '.join(namespaces)}")
+        return
+    yield guarded("wait for pods", waits.pods_ready, target, namespaces, timeout)
+
+
+@operation()
+def delete_manifest(target: Target, path: str, stage: str, timeout: int = 300):
+    """Delete what a manifest declares (not-found ignored), only if any of it exists."""
+    existing = host.get_fact(KubeJson, target=target, args=("-f", path, "--ignore-not-found"))
+    if "error" not in existing and not existing.get("items"):
+        host.noop(f"{stage}: nothing to delete")
+        return
+    yield target.command(*kubectl.delete_args(path, wait=True, timeout=f"{timeout}s"))
+
+
+@operation()
+def delete_services(target: Target, selector: str, timeout: int = 300):
+    """Delete the Knative Services matching the selector and wait until their routes, revisions and
+    ingresses are gone, while the controllers still run (so their finalizers complete)."""
+    crd = host.get_fact(KubeJson, target=target, args=("crd", "services.serving.knative.dev"))
+    if "error" in crd:
+        host.noop("no Knative Service CRD: nothing to delete")
+        return
+    found = _items(host.get_fact(KubeJson, target=target, args=("ksvc", "-A", "-l", selector))) or []
+    if not found:
+        host.noop("no managed Knative Services")
+        return
+    yield target.command("delete", "ksvc", "-A", "-l", selector, "--wait=true", f"--timeout={timeout}s")
+    yield guarded("wait for routes, revisions and ingresses to go", waits.gone, target,
+                  "ksvc,routes.serving.knative.dev,revisions.serving.knative.dev,"
+                  "ingresses.networking.internal.knative.dev", selector, timeout)
+
+
+def leftovers(target: Target) -> list[str]:
+    """Knative CRDs, webhook configurations and namespaces still present, with their finalizers."""
+    left: list[str] = []
+    crds = kubectl.get_json(target, "crd")["items"]
+    for c in crds:
+        if c["metadata"]["name"].endswith(".knative.dev"):
+            fin = c["metadata"].get("finalizers") or []
+            left.append(f"CRD {c['metadata']['name']}" + (f" (finalizers {fin})" if fin else ""))
+    for kind in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"):
+        for w in kubectl.get_json(target, kind)["items"]:
+            if "knative" in w["metadata"]["name"]:
+                left.append(f"{kind} {w['metadata']['name']}")
+    for ns in ("knative-serving", "kourier-system", "knative-nginx"):
+        proc = kubectl.run(target, "get", "namespace", ns, "-o", "json", check=False)
+        if proc.returncode == 0:
+            import json
+
+            obj = json.loads(proc.stdout)
+            left.append(f"namespace {ns} ({obj.get('status', {}).get('phase', '?')}"
+                        + (f", finalizers {obj['spec'].get('finalizers')}" if obj.get("spec") else "") + ")")
+    return left
+
+
+@operation()
+def verify_removed(target: Target, timeout: int = 300):
+    """No Knative CRD, webhook configuration or namespace remains; name what is stuck if any does."""
+    try:
+        if not leftovers(target):
+            host.noop("nothing of Knative remains")
+            return
+    except KubectlError:
+        pass
+
+    def wait_clean() -> None:
+        try:
+            waits.poll(lambda: (not (left := leftovers(target)), "\n".join(left)), timeout, interval=2)
+        except NotReadyError as err:
+            raise StuckError(f"uninstall left objects behind (remove their finalizers by hand if they stay): {err}") \
+                from None
+    yield guarded("verify uninstall", wait_clean)
+
+
+@operation()
+def no_foreign_services(target: Target, selector: str, force: bool = False):
+    """Refuse to go on when Knative Services knfleet does not manage exist: deleting the CRDs would delete
+    them too. `force_uninstall=true` in data overrides this."""
+    crd = host.get_fact(KubeJson, target=target, args=("crd", "services.serving.knative.dev"))
+    if "error" in crd:
+        host.noop("no Knative Service CRD")
+        return
+    everything = _items(host.get_fact(KubeJson, target=target, args=("ksvc", "-A"))) or []
+    managed = {readiness.name_of(o) for o in _items(host.get_fact(
+        KubeJson, target=target, args=("ksvc", "-A", "-l", selector))) or []}
+    foreign = sorted(readiness.name_of(o) for o in everything if readiness.name_of(o) not in managed)
+    if not foreign or force:
+        host.noop("no Knative Service outside knfleet's" if not foreign
+                  else f"force_uninstall: {len(foreign)} unmanaged Knative Service(s) will be deleted with the CRDs")
+        return
+    yield _fail("uninstall guard", f"Knative Services not managed by knfleet exist ({', '.join(foreign)}); "
+                                   "deleting Knative would delete them. Remove them first or run with "
+                                   "--data force_uninstall=true")

@@ -1,0 +1,70 @@
+"""Per-host preparation of a run: settings, verified bundle, rendered manifests on disk."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from knfleet import bundle, render, settings, summary
+from knfleet.kubectl import Target
+
+_RUN_DIR: Path | None = None
+
+
+def run_dir() -> Path:
+    """A private folder for this run's rendered manifests, removed when the run ends."""
+    global _RUN_DIR
+    if _RUN_DIR is None:
+        _RUN_DIR = Path(tempfile.mkdtemp(prefix="knfleet-run-"))
+        atexit.register(shutil.rmtree, _RUN_DIR, True)
+    return _RUN_DIR
+
+
+def write_stages(host_name: str, stages: list[render.Stage]) -> dict[str, str]:
+    folder = run_dir() / host_name.replace("/", "_").replace("@", "")
+    folder.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, str] = {}
+    for i, stage in enumerate(stages):
+        path = folder / f"{i:02d}-{stage.name}.yaml"
+        path.write_text(stage.yaml())
+        paths[stage.name] = str(path)
+    return paths
+
+
+def prepare(host_name: str, data: Any) -> tuple[Target, settings.InstallSettings, dict[str, str]]:
+    """Check the data, verify the bundle and render; raise SettingsError/BundleError before any change."""
+    cfg = settings.from_data(data)
+    target = Target.from_host_data(data)
+    b = bundle.load(cfg.knative_version, cfg.bundle_dir, cfg.optional_files)
+    stages = render.install_stages(b, cfg) if cfg.action == "install" else render.uninstall_stages(b, cfg)
+    return target, cfg, write_stages(host_name, stages)
+
+
+_SUMMARY_REGISTERED = False
+
+
+def register_summary(state: Any, action: str) -> None:
+    """Print one line per cluster when pyinfra exits (after its own results)."""
+    global _SUMMARY_REGISTERED
+    if _SUMMARY_REGISTERED:
+        return
+    _SUMMARY_REGISTERED = True
+
+    def show() -> None:
+        if state.current_stage is None or not state.ops:
+            return
+        lines = summary.host_lines(state, action)
+        if lines:
+            print("\n".join(lines), file=sys.stderr, flush=True)
+    atexit.register(show)
+
+
+def fail_early(err: Exception) -> None:
+    """Bad input: say so and stop the whole run before any cluster is touched."""
+    print(f"knfleet: error: {err}\nknfleet: nothing was changed on any cluster.", file=sys.stderr, flush=True)
+    os._exit(2)

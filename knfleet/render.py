@@ -1,0 +1,124 @@
+"""Desired state of an install, rendered in memory: release objects transformed with the user's settings.
+
+Like the Knative Operator: load the release objects, apply the settings (ConfigMap keys, the kourier
+Service type, the proxy), and hand out one desired state per object, in apply order. Pure: no cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from knfleet.bundle import Bundle
+from knfleet.settings import InstallSettings
+
+PROXY_MANIFEST = Path(__file__).resolve().parent.parent / "files" / "knative-nginx.yaml"
+NAMESPACES = ("knative-serving", "kourier-system", "knative-nginx")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One apply step: a name, its objects, and the namespaces whose pods must then be Ready."""
+
+    name: str
+    objects: tuple[dict[str, Any], ...]
+
+    def yaml(self) -> str:
+        return yaml.safe_dump_all(list(self.objects), sort_keys=False)
+
+
+def load_docs(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def ref(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    ns = f"{meta['namespace']}/" if meta.get("namespace") else ""
+    return f"{obj.get('kind')}/{ns}{meta.get('name') or meta.get('generateName', '?')}"
+
+
+def _is_crd(o: dict[str, Any]) -> bool:
+    return o.get("kind") == "CustomResourceDefinition"
+
+
+def _config_data(settings: InstallSettings) -> dict[str, dict[str, str]]:
+    """ConfigMap name -> the keys knfleet owns in it."""
+    data: dict[str, dict[str, str]] = {
+        "config-network": {"ingress-class": settings.ingress_class},
+        "config-autoscaler": dict(settings.autoscaler),
+        "config-features": dict(settings.features),
+        "config-defaults": dict(settings.defaults),
+        "config-deployment": dict(settings.deployment),
+    }
+    if settings.domain:
+        data["config-domain"] = {settings.domain: ""}
+    return data
+
+
+def _with_data(cm: dict[str, Any], keys: dict[str, str]) -> dict[str, Any]:
+    out = copy.deepcopy(cm)
+    out["data"] = {**(out.get("data") or {}), **keys}
+    return out
+
+
+def proxy_objects(settings: InstallSettings) -> list[dict[str, Any]]:
+    timeout = max(settings.max_revision_timeout, 600) + 60
+    text = (PROXY_MANIFEST.read_text()
+            .replace("__PROXY_TIMEOUT__", str(timeout))
+            .replace("__IMAGE__", settings.proxy_image)
+            .replace("__SERVICE_TYPE__", settings.proxy_service_type))
+    return load_docs(text)
+
+
+def install_stages(bundle: Bundle, settings: InstallSettings) -> list[Stage]:
+    """crds -> config (namespace + ConfigMaps) -> core -> kourier -> proxy."""
+    crds = [o for o in load_docs(bundle.text("serving-crds.yaml")) if _is_crd(o)]
+    core = load_docs(bundle.text("serving-core.yaml"))
+    owned = _config_data(settings)
+    namespace = [o for o in core if o.get("kind") == "Namespace"]
+    configmaps = [
+        _with_data(o, owned.get(o["metadata"]["name"], {})) for o in core
+        if o.get("kind") == "ConfigMap" and o["metadata"].get("namespace") == "knative-serving"
+    ]
+    rest = [o for o in core if not _is_crd(o) and o.get("kind") not in ("Namespace", "ConfigMap")]
+    rest = [o for o in core if o.get("kind") == "ConfigMap" and o["metadata"].get("namespace") != "knative-serving"] \
+        + rest
+    for name in settings.optional_files:
+        rest += [o for o in load_docs(bundle.text(name)) if "generateName" not in o.get("metadata", {})]
+    kourier = []
+    for o in load_docs(bundle.text("kourier.yaml")):
+        if o.get("kind") == "Service" and o["metadata"].get("name") == "kourier" \
+                and o["metadata"].get("namespace") == "kourier-system":
+            o = copy.deepcopy(o)
+            o["spec"]["type"] = settings.kourier_service_type
+        kourier.append(o)
+    return [
+        Stage("crds", tuple(crds)),
+        Stage("config", tuple(namespace + configmaps)),
+        Stage("core", tuple(namespace + rest)),
+        Stage("kourier", tuple(kourier)),
+        Stage("proxy", tuple(proxy_objects(settings))),
+    ]
+
+
+def _builtin(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Leave out Knative's own custom resources: they go with their CRDs, and once the CRDs are gone
+    kubectl could not even map their kinds (a second uninstall must be a clean no-op)."""
+    return [o for o in objs if not o.get("apiVersion", "").split("/")[0].endswith("knative.dev")
+            and "generateName" not in (o.get("metadata") or {})]
+
+
+def uninstall_stages(bundle: Bundle, settings: InstallSettings) -> list[Stage]:
+    """What to delete, in the runbook's reverse order: proxy, optional files, kourier, core, crds."""
+    stages = [Stage("proxy", tuple(proxy_objects(settings)))]
+    for name in settings.optional_files:
+        stages.append(Stage(name.removesuffix(".yaml"), tuple(_builtin(load_docs(bundle.text(name))))))
+    stages.append(Stage("kourier", tuple(_builtin(load_docs(bundle.text("kourier.yaml"))))))
+    core = _builtin([o for o in load_docs(bundle.text("serving-core.yaml")) if not _is_crd(o)])
+    stages.append(Stage("core", tuple(core)))
+    stages.append(Stage("crds", tuple(o for o in load_docs(bundle.text("serving-crds.yaml")) if _is_crd(o))))
+    return stages
