@@ -1,4 +1,4 @@
-"""Every running local cluster (`make local-up`), one host per cluster: pyinfra inventories/local.py deploy.py
+"""Every started local cluster (`make local-up`), one host per cluster: pyinfra inventories/local.py deploy.py
 
 Uses the offline Knative bundle at ../shared/knative/v1.17.0 when it exists.
 """
@@ -15,5 +15,5 @@ local = [
         **({"knative_bundle_dir": str(_BUNDLE)} if _BUNDLE.is_dir() else {}),
     })
     for c in fleet.existing()
-    if c.is_running()
+    if c.was_started()  # up, or meant to be up (a stopped component is then reported by the run)
 ]

@@ -82,6 +82,8 @@ class KubeJson(FactBase):
         text = "\n".join(lines)
         if rc != 0:
             return {"error": text.strip() or f"kubectl exited {rc}"}
+        if not text.strip():  # --ignore-not-found with nothing found prints nothing
+            return {"items": []}
         try:
             return json.loads(text)
         except ValueError:

@@ -56,9 +56,12 @@ def register_summary(state: Any, action: str) -> None:
     _SUMMARY_REGISTERED = True
 
     def show() -> None:
+        from pyinfra.api.state import StateStage
+
         if state.current_stage is None or not state.ops:
             return
-        lines = summary.host_lines(state, action)
+        dry = state.current_stage in (StateStage.Setup, StateStage.Connect, StateStage.Prepare)
+        lines = summary.dry_lines(state, action) if dry else summary.host_lines(state, action)
         if lines:
             print("\n".join(lines), file=sys.stderr, flush=True)
     atexit.register(show)

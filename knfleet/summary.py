@@ -41,3 +41,20 @@ def host_lines(state: Any, action: str) -> list[str]:
         else:
             lines.append(f"knfleet: {name}: {action} done, no change (already converged)")
     return lines
+
+
+def dry_lines(state: Any, action: str) -> list[str]:
+    """For --dry: per cluster, how many operations would change (nothing was run)."""
+    lines = []
+    for host in state.inventory:
+        if not state.is_host_in_limit(host):
+            continue
+        ops = state.ops.get(host, {})
+        would = [state.get_op_meta(h).names for h, d in ops.items() if d.operation_meta._maybe_is_change]
+        name = host.name.split("/", 1)[-1]
+        if would:
+            lines.append(f"knfleet: {name}: dry run ({action}): {len(would)} operation(s) would change: "
+                         + "; ".join(", ".join(n) for n in would))
+        else:
+            lines.append(f"knfleet: {name}: dry run ({action}): no change needed")
+    return lines

@@ -96,6 +96,11 @@ class LocalCluster:
             return {}
         return {c: pid for c, pid in state.pids.items() if procs.alive(pid, state.markers.get(c, c))}
 
+    def was_started(self) -> bool:
+        """Started by local-up and not stopped by local-down (some process may have died since)."""
+        state = self.load_state()
+        return bool(state and state.pids)
+
     def is_running(self) -> bool:
         state = self.load_state()
         if not state or not state.pids:

@@ -32,8 +32,12 @@ class ClusterPool:
         self._ids = itertools.count(1)
         self.started: list[LocalCluster] = []
 
-    def start(self, prefix: str = "local", spec: Spec | None = None) -> Kube:
-        cluster = LocalCluster(f"{prefix}-{next(self._ids)}", self.root, spec or Spec(ready_delay_ms=300))
+    def root_for(self, group: str) -> Path:
+        """A state folder of its own (<group>/clusters), as KNFLEET_LOCAL=<group> would use."""
+        return self.root / group / "clusters"
+
+    def start(self, prefix: str = "local", spec: Spec | None = None, group: str = "default") -> Kube:
+        cluster = LocalCluster(f"{prefix}-{next(self._ids)}", self.root_for(group), spec or Spec(ready_delay_ms=300))
         self.started.append(cluster)
         cluster.up(self.bin_dir)
         return Kube(cluster, self.bin_dir)
