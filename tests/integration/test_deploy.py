@@ -59,7 +59,9 @@ def test_first_run_installs_everything_on_both_clusters(fleet):
             assert _pods_ready(kube, "knative-serving", "app", app), f"{kube.name}: {app} not Ready"
         assert _pods_ready(kube, "kourier-system", "app", "3scale-kourier-gateway")
         assert _pods_ready(kube, "knative-nginx", "app.kubernetes.io/name", "knative-nginx")
-        cm = lambda n: kube.json("get", "configmap", n, "-n", "knative-serving")["data"]  # noqa: E731
+
+        def cm(name: str, kube: Kube = kube) -> dict:
+            return kube.json("get", "configmap", name, "-n", "knative-serving")["data"]
         assert cm("config-network")["ingress-class"] == "kourier.ingress.networking.knative.dev"
         assert "127.0.0.1.nip.io" in cm("config-domain")
         auto = cm("config-autoscaler")
@@ -107,7 +109,8 @@ def test_hand_edited_keys_of_other_managers_are_left_alone(fleet):
           "-p", '{"data":{"max-scale-up-rate":"500"}}')
     run = pyinfra(root, "-y", "--json", "--limit", f"@kube/{a.name}")
     assert changed_ops(run) == []
-    assert a.json("get", "configmap", "config-autoscaler", "-n", "knative-serving")["data"]["max-scale-up-rate"] == "500"
+    data = a.json("get", "configmap", "config-autoscaler", "-n", "knative-serving")["data"]
+    assert data["max-scale-up-rate"] == "500"
 
 
 def test_checksum_mismatch_stops_before_any_cluster_changes(fleet, shared_knative, tmp_path):

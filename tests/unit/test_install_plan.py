@@ -1,0 +1,117 @@
+"""Settings, bundle verification, rendering and readiness diagnostics: pure logic, no cluster."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from knfleet import bundle, readiness, render, settings
+from tests.conftest import SHARED_KNATIVE
+
+
+@pytest.fixture(scope="module")
+def b() -> bundle.Bundle:
+    return bundle.load("1.17.0", str(SHARED_KNATIVE))
+
+
+def test_bundle_rejects_a_tampered_file_naming_it_and_both_checksums(tmp_path):
+    folder = tmp_path / "b"
+    shutil.copytree(SHARED_KNATIVE, folder)
+    (folder / "serving-core.yaml").chmod(0o644)
+    (folder / "serving-core.yaml").write_text("tampered")
+    with pytest.raises(bundle.BundleError) as err:
+        bundle.load("1.17.0", str(folder))
+    msg = str(err.value)
+    assert "serving-core.yaml" in msg and bundle.PINS["1.17.0"]["serving-core.yaml"] in msg
+    assert bundle.sha256(b"tampered") in msg
+
+
+def test_bundle_missing_file_and_unknown_version(tmp_path):
+    (tmp_path / "serving-crds.yaml").write_text("x")
+    with pytest.raises(bundle.BundleError, match="checksum mismatch"):
+        bundle.load("1.17.0", str(tmp_path))
+    with pytest.raises(bundle.BundleError, match="serving-crds.yaml is missing"):
+        bundle.load("1.17.0", str(tmp_path / "nowhere"))
+    with pytest.raises(bundle.BundleError, match="not supported"):
+        bundle.load("1.9.0", str(tmp_path))
+
+
+def test_official_urls():
+    assert bundle.url_for("1.17.2", "serving-core.yaml").endswith("/knative-v1.17.2/serving-core.yaml")
+    assert "net-kourier/releases/download/knative-v1.17.0/kourier.yaml" in bundle.url_for("1.17.2", "kourier.yaml")
+
+
+@pytest.mark.parametrize(("data", "field"), [
+    ({"kourier_service_type": "Ingress"}, "kourier_service_type"),
+    ({"action": "remove"}, "action"),
+    ({"knative_version": "1.16.0"}, "knative_version"),
+    ({"knative_autoscaler": {"scale-down-delay": "5"}}, "knative_autoscaler.scale-down-delay"),
+    ({"knative_autoscaler": {"utoscaling-typo": "1"}}, "knative_autoscaler"),
+    ({"wait_timeout": -1}, "wait_timeout"),
+])
+def test_settings_errors_name_the_field(data, field):
+    with pytest.raises(settings.SettingsError) as err:
+        settings.from_data(data)
+    assert str(err.value).startswith(field)
+
+
+def test_render_merges_user_keys_into_release_configmaps(b):
+    cfg = settings.from_data({"knative_domain": "127.0.0.1.nip.io", "knative_autoscaler": {"stable-window": "90s"},
+                              "kourier_service_type": "NodePort"})
+    stages = {s.name: s for s in render.install_stages(b, cfg)}
+    assert list(stages) == ["crds", "config", "core", "kourier", "proxy"]
+    cms = {o["metadata"]["name"]: o for o in stages["config"].objects if o["kind"] == "ConfigMap"}
+    assert cms["config-network"]["data"]["ingress-class"] == "kourier.ingress.networking.knative.dev"
+    assert cms["config-domain"]["data"]["127.0.0.1.nip.io"] == ""
+    assert cms["config-autoscaler"]["data"]["stable-window"] == "90s"
+    assert "_example" in cms["config-autoscaler"]["data"]  # the release's content stays
+    assert len(stages["crds"].objects) == 12
+    assert not [o for o in stages["core"].objects if o["kind"] in ("CustomResourceDefinition", "ConfigMap")]
+    kourier = next(o for o in stages["kourier"].objects
+                   if o["kind"] == "Service" and o["metadata"]["name"] == "kourier")
+    assert kourier["spec"]["type"] == "NodePort"
+
+
+def test_proxy_timeout_is_not_shorter_than_the_max_revision_timeout(b):
+    cfg = settings.from_data({"knative_defaults": {"max-revision-timeout-seconds": "1800"},
+                              "proxy_service_type": "LoadBalancer"})
+    objs = render.proxy_objects(cfg)
+    conf = next(o for o in objs if o["kind"] == "ConfigMap")["data"]["default.conf"]
+    assert "proxy_read_timeout 1860s" in conf and "proxy_buffering off" in conf
+    assert "proxy_set_header Host $host" in conf
+    assert next(o for o in objs if o["kind"] == "Service")["spec"]["type"] == "LoadBalancer"
+
+
+def test_uninstall_stages_reverse_order_without_custom_resources(b):
+    stages = render.uninstall_stages(b, settings.from_data({"action": "uninstall"}))
+    assert [s.name for s in stages] == ["proxy", "kourier", "core", "crds"]
+    core = stages[2].objects
+    assert not [o for o in core if o["apiVersion"].split("/")[0].endswith("knative.dev")]
+
+
+def test_pod_problem_says_why():
+    pod = {"metadata": {"name": "p", "namespace": "ns"},
+           "status": {"phase": "Pending",
+                      "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                      "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."}]}}
+    assert "Insufficient nvidia.com/gpu" in readiness.pod_problem(pod)
+    pull = {"metadata": {"name": "q", "namespace": "ns"},
+            "status": {"phase": "Pending", "containerStatuses": [
+                {"name": "c", "ready": False, "state": {"waiting": {"reason": "ImagePullBackOff",
+                                                                    "message": "Back-off pulling image"}}}]}}
+    events = [{"type": "Warning", "reason": "Failed", "message": "Failed to pull image",
+               "involvedObject": {"name": "q"}}]
+    text = readiness.pod_problem(pull, events)
+    assert "ImagePullBackOff" in text and "event Failed: Failed to pull image" in text
+
+
+def test_deployment_problem_lists_its_pods():
+    dep = {"metadata": {"name": "web", "namespace": "ns", "generation": 1}, "spec": {
+        "replicas": 1, "selector": {"matchLabels": {"app": "web"}}}, "status": {}}
+    pod = {"metadata": {"name": "web-1", "namespace": "ns", "labels": {"app": "web"}},
+           "status": {"phase": "Pending", "containerStatuses": [
+               {"name": "c", "ready": False, "state": {"waiting": {"reason": "ErrImagePull"}}}]}}
+    text = readiness.deployment_problem(dep, [pod], [])
+    assert text.startswith("deployment ns/web: 0/1 ready") and "ErrImagePull" in text
+    assert not readiness.deployment_available(dep)
