@@ -52,5 +52,8 @@ test: lint build
 demo: build
 	PATH="$(BIN_DIR):$$PATH" $(PY) -m localcluster.demo
 
+bench: build
+	PATH="$(BIN_DIR):$$PATH" $(PY) -m localcluster.bench
+
 clean: local-down
 	rm -rf .local

@@ -19,10 +19,13 @@ from knfleet.facts import CanI, KubeJson, ManifestDiff, ServerVersion
 from knfleet.kubectl import KubectlError, Target
 
 MIN_KUBERNETES = (1, 30)
-INSTALL_RIGHTS = (
-    ("create", "customresourcedefinitions"), ("create", "namespaces"), ("create", "clusterroles"),
-    ("create", "clusterrolebindings"), ("create", "validatingwebhookconfigurations"),
-    ("create", "mutatingwebhookconfigurations"), ("create", "deployments"), ("patch", "configmaps"),
+INSTALL_RIGHTS = (  # (verb, API group, resource), checked cluster-wide
+    ("create", "apiextensions.k8s.io", "customresourcedefinitions"), ("create", "", "namespaces"),
+    ("create", "rbac.authorization.k8s.io", "clusterroles"),
+    ("create", "rbac.authorization.k8s.io", "clusterrolebindings"),
+    ("create", "admissionregistration.k8s.io", "validatingwebhookconfigurations"),
+    ("create", "admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
+    ("create", "apps", "deployments"), ("patch", "", "configmaps"),
 )
 
 

@@ -30,8 +30,8 @@ def write_stages(host_name: str, stages: list[render.Stage]) -> dict[str, str]:
     folder.mkdir(parents=True, exist_ok=True)
     paths: dict[str, str] = {}
     for i, stage in enumerate(stages):
-        path = folder / f"{i:02d}-{stage.name}.yaml"
-        path.write_text(stage.yaml())
+        path = folder / f"{i:02d}-{stage.name}.json"
+        path.write_text(stage.manifest())
         paths[stage.name] = str(path)
     return paths
 

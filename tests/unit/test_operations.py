@@ -39,7 +39,13 @@ def test_server_version_and_can_i_facts():
     out = json.dumps({"clientVersion": {}, "serverVersion": {"gitVersion": "v1.32.5"}}).splitlines()
     assert ServerVersion().process([*out, "__rc=0"]) == {"version": "v1.32.5"}
     assert "error" in ServerVersion().process(["Unable to connect to the server: dial tcp", "__rc=1"])
-    assert CanI().process(["create:crds=yes", "create:namespaces=no", "__rc=0"]) == ["create:namespaces"]
+    reviews = [  # kubectl prints one object per created review
+        {"spec": {"resourceAttributes": {"verb": "create", "resource": "crds"}}, "status": {"allowed": True}},
+        {"spec": {"resourceAttributes": {"verb": "create", "resource": "namespaces"}}, "status": {"allowed": False}},
+    ]
+    lines = "\n".join(json.dumps(r, indent=2) for r in reviews).splitlines()
+    assert CanI().process([*lines, "__rc=0"]) == ["create namespaces"]
+    assert "access review failed" in CanI().process(["error: Forbidden", "__rc=1"])[0]
     assert KubeJson().process(["__rc=0"]) == {"items": []}
     assert "error" in KubeJson().process(["Error from server (NotFound)", "__rc=1"])
 
@@ -72,13 +78,18 @@ def test_preflight_fails_the_host_with_the_reason():
 
     summary.ERRORS.clear()
     new = json.dumps({"serverVersion": {"gitVersion": "v1.32.5"}})
-    _, _, ok = run_op(operations.preflight, {"version": [new, "__rc=0"],
-                                             "auth": ["create:customresourcedefinitions=no", "__rc=0"]},
+    denied = json.dumps({"items": [{"spec": {"resourceAttributes": {"verb": "create",
+                                                                    "resource": "customresourcedefinitions"}},
+                                    "status": {"allowed": False}}]})
+    _, _, ok = run_op(operations.preflight, {"version": [new, "__rc=0"], "SelfSubjectAccessReview": [denied, "__rc=0"]},
                       target=TARGET)
     assert not ok and "customresourcedefinitions" in summary.ERRORS["@fake/c1"][0]
 
     summary.ERRORS.clear()
-    ran, changed, ok = run_op(operations.preflight, {"version": [new, "__rc=0"], "auth": ["__rc=0"]}, target=TARGET)
+    allowed = json.dumps({"spec": {"resourceAttributes": {"verb": "create", "resource": "namespaces"}},
+                          "status": {"allowed": True}})
+    ran, changed, ok = run_op(operations.preflight, {"version": [new, "__rc=0"],
+                                                     "SelfSubjectAccessReview": [allowed, "__rc=0"]}, target=TARGET)
     assert ok and not changed
 
 
