@@ -34,3 +34,6 @@ proxy_image = "nginx:1.27.3-alpine"
 
 # How long each readiness wait may take (seconds).
 wait_timeout = 300
+
+# Model services (Knative Services) for every cluster; group files (group_data/<group>.py) set their own.
+models = []

@@ -236,3 +236,83 @@ def no_foreign_services(target: Target, selector: str, force: bool = False):
     yield _fail("uninstall guard", f"Knative Services not managed by knfleet exist ({', '.join(foreign)}); "
                                    "deleting Knative would delete them. Remove them first or run with "
                                    "--data force_uninstall=true")
+
+
+@operation()
+def prune_services(target: Target, keep: tuple[str, ...], selector: str):
+    """Delete the Knative Services knfleet deployed ("ns/name" with its label) that group data no longer has.
+    Services knfleet does not manage are never touched."""
+    crd = host.get_fact(KubeJson, target=target, args=("crd", "services.serving.knative.dev"))
+    if "error" in crd:
+        host.noop("no Knative Service CRD")
+        return
+    managed = _items(host.get_fact(KubeJson, target=target, args=("ksvc", "-A", "-l", selector))) or []
+    gone = sorted(readiness.name_of(o) for o in managed if readiness.name_of(o) not in keep)
+    if not gone:
+        host.noop("no removed model service to delete")
+        return
+    for ref in gone:
+        ns, name = ref.split("/", 1)
+        yield target.command("delete", "ksvc", name, "-n", ns, "--ignore-not-found", "--wait=true")
+
+
+@operation()
+def services_ready(target: Target, refs: tuple[str, ...], timeout: int = 600):
+    """Wait until each Knative Service is Ready for its generation, with the newest revision serving;
+    on giving up, report Knative's reason (IngressNotConfigured, Unschedulable, ProgressDeadlineExceeded, …)."""
+    found = _items(host.get_fact(KubeJson, target=target, args=("ksvc", "-A"))) or []
+    by_ref = {readiness.name_of(o): o for o in found}
+    if refs and all(r in by_ref and readiness.service_ready(by_ref[r]) for r in refs):
+        host.noop(f"{len(refs)} model service(s) Ready")
+        return
+    if not refs:
+        host.noop("no model services")
+        return
+    yield guarded("wait for model services", waits.services_ready, target, refs, timeout)
+
+
+def _revision_at_zero(target: Target, ns: str, revision: str | None) -> bool:
+    if not revision:
+        return False
+    proc = kubectl.run(target, "get", "deployment", f"{revision}-deployment", "-n", ns, "-o", "json", check=False)
+    if proc.returncode != 0:
+        return False
+    import json
+
+    status = json.loads(proc.stdout).get("status") or {}
+    return int(status.get("readyReplicas") or 0) == 0
+
+
+@operation()
+def smoke_test(target: Target, services: tuple[tuple[str, str, str, bool], ...], internal_url: str | None,
+               public_url: str | None, deadline: int = 120):
+    """The runbook's chat request to every model service, with its Host header, through the entry point the
+    host data names (`smoke_url`: the public proxy; `smoke_internal_url`: kourier-internal). Checks 200, an
+    OpenAI-shaped body and the model name; records latency and, for a service at zero, the cold start.
+    A check, not a change: it reports no change when every service answers, and fails the cluster otherwise.
+
+    + services: (ns/name, served model, host, cluster_local) per service
+    """
+    from knfleet import smoke
+
+    if not host.state.is_executing:
+        host.noop("smoke tests run with the deploy (not in --dry)")
+        return
+    failures = []
+    for ref, model, hostname, cluster_local in services:
+        url = internal_url if cluster_local or not public_url else public_url
+        if not url:
+            failures.append(f"{ref}: no entry point: set host data smoke_url (public proxy) or smoke_internal_url")
+            continue
+        ns, name = ref.split("/", 1)
+        svc = kubectl.get_json(target, "ksvc", name, "-n", ns)
+        at_zero = _revision_at_zero(target, ns, (svc.get("status") or {}).get("latestReadyRevisionName"))
+        result = smoke.chat(ref, url, hostname, model, deadline, at_zero)
+        summary.record_smoke(host.name, result)
+        logger.info(f"{host.print_prefix}smoke {result.line()}")
+        if not result.ok:
+            failures.append(result.line())
+    if failures:
+        yield _fail("smoke test", "; ".join(failures))
+        return
+    host.noop(f"{len(services)} service(s) answered")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import os
 import shutil
 import sys
@@ -10,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from knfleet import bundle, render, settings, summary
+from knfleet import bundle, lint, models, render, settings, summary
 from knfleet.kubectl import Target
 
 _RUN_DIR: Path | None = None
@@ -36,13 +37,39 @@ def write_stages(host_name: str, stages: list[render.Stage]) -> dict[str, str]:
     return paths
 
 
-def prepare(host_name: str, data: Any) -> tuple[Target, settings.InstallSettings, dict[str, str]]:
-    """Check the data, verify the bundle and render; raise SettingsError/BundleError before any change."""
+class LintFailed(ValueError):
+    """A model service would be rejected by Knative's webhook; nothing was changed on any cluster."""
+
+
+def lint_models(host_name: str, cfg: settings.InstallSettings, found: list[models.Model]) -> None:
+    """Lint the rendered services with the configuration knfleet installs: errors stop the run."""
+    ccfg = lint.ClusterConfig(autoscaler=cfg.autoscaler, defaults=cfg.defaults, features=cfg.features,
+                              deployment=cfg.deployment, proxy_timeout_seconds=render.proxy_timeout(cfg))
+    problems = [p for m in found for p in lint.lint_service(models.render_service(m), ccfg,
+                                                            f"group data of {host_name} (models)")]
+    for p in problems:
+        if p.severity == "warning":
+            print(f"knfleet: {p}", file=sys.stderr, flush=True)
+    errors = [str(p) for p in problems if p.severity == "error"]
+    if errors:
+        raise LintFailed("lint found errors Knative would reject:\n  " + "\n  ".join(errors))
+
+
+def prepare(host_name: str, data: Any) -> tuple[Target, settings.InstallSettings, dict[str, str], list[models.Model]]:
+    """Check the data, verify the bundle, lint and render; raise before any change when anything is wrong."""
     cfg = settings.from_data(data)
+    found = models.from_data(data.get("models"))
+    cfg = dataclasses.replace(cfg, features={**models.needed_features(found), **cfg.features})
     target = Target.from_host_data(data)
     b = bundle.load(cfg.knative_version, cfg.bundle_dir, cfg.optional_files)
-    stages = render.install_stages(b, cfg) if cfg.action == "install" else render.uninstall_stages(b, cfg)
-    return target, cfg, write_stages(host_name, stages)
+    if cfg.action == "install":
+        lint_models(host_name, cfg, found)
+        stages = render.install_stages(b, cfg)
+        if found:
+            stages.append(render.Stage("services", tuple(models.render_manifest(found))))
+    else:
+        stages = render.uninstall_stages(b, cfg)
+    return target, cfg, write_stages(host_name, stages), found
 
 
 _SUMMARY_REGISTERED = False

@@ -87,3 +87,32 @@ def crd_problem(crd: dict[str, Any]) -> str:
     names = condition(crd, "NamesAccepted")
     why = c.get("message") or names.get("message") or "no Established condition yet"
     return f"CRD {crd['metadata']['name']} not Established: {why}"
+
+
+def service_ready(ksvc: dict[str, Any]) -> bool:
+    """Knative's IsReady, stricter than `kubectl wait`: Ready=True for *this* generation, and the newest
+    revision is the one serving."""
+    st = ksvc.get("status") or {}
+    return is_true(ksvc, "Ready") and st.get("observedGeneration") == ksvc["metadata"].get("generation") \
+        and bool(st.get("latestReadyRevisionName")) \
+        and st.get("latestReadyRevisionName") == st.get("latestCreatedRevisionName")
+
+
+def service_problem(ksvc: dict[str, Any]) -> str:
+    """Knative's reason for a service that is not ready, in one line."""
+    st = ksvc.get("status") or {}
+    ready = condition(ksvc, "Ready")
+    if not ready:
+        return f"ksvc {name_of(ksvc)}: no Ready condition yet (is the Knative controller running?)"
+    if ready.get("status") == "True" and st.get("observedGeneration") != ksvc["metadata"].get("generation"):
+        return (f"ksvc {name_of(ksvc)}: generation {ksvc['metadata'].get('generation')} not observed yet "
+                f"(status is for {st.get('observedGeneration')})")
+    text = f"ksvc {name_of(ksvc)}: Ready={ready.get('status')}"
+    if ready.get("reason"):
+        text += f" reason {ready['reason']}"
+    if ready.get("message"):
+        text += f": {ready['message']}"
+    if st.get("latestCreatedRevisionName") != st.get("latestReadyRevisionName"):
+        text += (f" (latest created revision {st.get('latestCreatedRevisionName')}, "
+                 f"serving {st.get('latestReadyRevisionName') or 'none'})")
+    return text

@@ -77,8 +77,13 @@ def _with_data(cm: dict[str, Any], keys: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def proxy_timeout(settings: InstallSettings) -> int:
+    """The proxy's read/send timeout: above the revisions' maximum timeout."""
+    return max(settings.max_revision_timeout, 600) + 60
+
+
 def proxy_objects(settings: InstallSettings) -> list[dict[str, Any]]:
-    timeout = max(settings.max_revision_timeout, 600) + 60
+    timeout = proxy_timeout(settings)
     text = (PROXY_MANIFEST.read_text()
             .replace("__PROXY_TIMEOUT__", str(timeout))
             .replace("__IMAGE__", settings.proxy_image)

@@ -40,6 +40,7 @@ def host_lines(state: Any, action: str) -> list[str]:
             lines.append(f"knfleet: {name}: {action} done, {changed} operation(s) changed")
         else:
             lines.append(f"knfleet: {name}: {action} done, no change (already converged)")
+        lines += smoke_lines(host.name)
     return lines
 
 
@@ -58,3 +59,14 @@ def dry_lines(state: Any, action: str) -> list[str]:
         else:
             lines.append(f"knfleet: {name}: dry run ({action}): no change needed")
     return lines
+
+
+SMOKE: dict[str, list[Any]] = defaultdict(list)
+
+
+def record_smoke(host: str, result: Any) -> None:
+    SMOKE[host].append(result)
+
+
+def smoke_lines(host: str) -> list[str]:
+    return [f"    smoke {r.line()}" for r in SMOKE.get(host, [])]

@@ -97,3 +97,22 @@ def gone(target: Target, kinds: str, selector: str | None, timeout: float) -> No
         left = kubectl.run(target, *args).stdout.split()
         return not left, "still present: " + ", ".join(left)
     poll(check, timeout)
+
+
+def services_ready(target: Target, refs: tuple[str, ...], timeout: float) -> None:
+    """Every Knative Service ("ns/name") is ready for its current generation; else Knative's reasons."""
+    def check() -> tuple[bool, str]:
+        problems = []
+        for ref in refs:
+            ns, name = ref.split("/", 1)
+            proc = kubectl.run(target, "get", "ksvc", name, "-n", ns, "-o", "json", check=False)
+            if proc.returncode != 0:
+                problems.append(f"ksvc {ref}: {proc.stderr.strip()}")
+                continue
+            import json
+
+            obj = json.loads(proc.stdout)
+            if not readiness.service_ready(obj):
+                problems.append(readiness.service_problem(obj))
+        return not problems, "\n".join(problems)
+    poll(check, timeout)

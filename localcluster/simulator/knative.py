@@ -151,9 +151,15 @@ def revision_deployment(ksvc: dict[str, Any], rev_name: str, number: int, thash:
     pod_spec = {k: v for k, v in (template.get("spec") or {}).items()
                 if k not in ("containerConcurrency", "timeoutSeconds", "responseStartTimeoutSeconds",
                              "idleTimeoutSeconds")}
-    containers = [dict(c) for c in pod_spec.get("containers") or []]
-    for i, c in enumerate(containers):  # Knative's defaulting webhook names unnamed containers
+    containers = [json.loads(json.dumps(c)) for c in pod_spec.get("containers") or []]
+    port = next((p.get("containerPort") for c in containers for p in c.get("ports") or []), 8080)
+    for i, c in enumerate(containers):  # what Knative's defaulting webhook would have filled in
         c.setdefault("name", "user-container" if len(containers) == 1 else f"user-container-{i}")
+        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+            for handler in ("httpGet", "tcpSocket"):
+                h = (c.get(probe) or {}).get(handler)
+                if isinstance(h, dict):
+                    h.setdefault("port", port)
     pod_spec["containers"] = containers
     return {
         "apiVersion": "apps/v1",
@@ -284,7 +290,16 @@ class Controller:
             rev_name = (template.get("metadata") or {}).get("name") or f"{name}-{number:05d}"
             deadline = _progress_deadline(annotations, deployment_cfg)
             body = revision_deployment(ksvc, rev_name, number, thash, autoscale.initial_replicas(settings), deadline)
-            self.kube.create_deployment(ns, body)
+            try:
+                self.kube.create_deployment(ns, body)
+            except Exception as err:  # noqa: BLE001 - surface it as Knative would: a failed revision
+                msg = str(err).splitlines()[0][:300]
+                self._write_status(ksvc, {
+                    "observedGeneration": gen, "latestCreatedRevisionName": rev_name,
+                    "conditions": [condition("Ready", "False", "RevisionFailed", msg),
+                                   condition("ConfigurationsReady", "False", "RevisionFailed", msg),
+                                   condition("RoutesReady", "Unknown", "RevisionMissing", msg)]})
+                raise
             self.log(f"{ns}/{name}: created revision {rev_name}")
             revs.append(Revision(rev_name, number, thash, body))
         latest = revs[-1]

@@ -1,0 +1,11 @@
+"""The local clusters' model services (group `local` of inventories/local.py): the runbook's qwen7b,
+and one that scales to zero when idle."""
+
+models = [
+    {},  # the runbook's example: knative-qwen7b/knative-qwen7b-svc, served model qwen7b, 1 GPU, initial-scale 1
+    {
+        "name": "qwen7b-scale-to-zero",
+        "autoscaling": {"initial_scale": 1, "min_scale": 0, "max_scale": 2, "scale_down_delay": "0s",
+                        "target": 16, "target_utilization_percentage": 80},
+    },
+]
