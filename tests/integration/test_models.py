@@ -10,7 +10,6 @@ import pytest
 
 from localcluster.cluster import Spec
 from tests.integration.test_deploy import changed_ops, pyinfra
-from tests.kube import Kube
 
 pytestmark = pytest.mark.integration
 
