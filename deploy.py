@@ -25,8 +25,11 @@ except (SettingsError, BundleError, ModelError, plan.LintFailed, ValueError) as 
 plan.register_summary(ctx_state.get(), settings.action)
 timeout = settings.wait_timeout
 
+lock_args = {"ttl": int(host.data.get("lock_ttl") or 1800), "wait": int(host.data.get("lock_wait") or 0)}
+
 if settings.action == "install":
     operations.preflight(name="Preflight: API, version >= 1.30, rights", target=target)
+    operations.cluster_lock(name="Lock the cluster (Lease kube-system/knfleet-lock)", target=target, **lock_args)
     knative.install(target=target, paths=paths, timeout=timeout)
     kourier.install(target=target, paths=paths, timeout=timeout)
     proxy.install(target=target, paths=paths, timeout=timeout)
@@ -42,5 +45,6 @@ if settings.action == "install":
                     deadline=int(host.data.get("smoke_deadline") or 120))
 else:
     operations.preflight(name="Preflight: API reachable", target=target, need_rights=False)
+    operations.cluster_lock(name="Lock the cluster (Lease kube-system/knfleet-lock)", target=target, **lock_args)
     uninstall.uninstall(target=target, paths=paths, timeout=timeout,
                         force=str(host.data.get("force_uninstall") or "").lower() in ("1", "true", "yes"))

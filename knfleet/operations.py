@@ -316,3 +316,22 @@ def smoke_test(target: Target, services: tuple[tuple[str, str, str, bool], ...],
         yield _fail("smoke test", "; ".join(failures))
         return
     host.noop(f"{len(services)} service(s) answered")
+
+
+@operation()
+def cluster_lock(target: Target, ttl: int = 1800, wait: int = 0):
+    """Take the cluster's lock (Lease kube-system/knfleet-lock) before anything changes it; released when the
+    run ends. Bookkeeping, not a change of the cluster's desired state: it reports no change."""
+    from knfleet import lock
+
+    if not host.state.is_executing:
+        host.noop("the lock is taken when the run executes")
+        return
+    try:
+        how = lock.acquire(target, ttl=ttl, wait=wait,
+                           log=lambda m: logger.warning(f"{host.print_prefix}{m}"))
+    except (lock.LockedError, KubectlError) as err:
+        yield _fail("lock", str(err))
+        return
+    lock.HELD[host.name] = target
+    host.noop(how)

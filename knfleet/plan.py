@@ -76,7 +76,7 @@ _SUMMARY_REGISTERED = False
 
 
 def register_summary(state: Any, action: str) -> None:
-    """Print one line per cluster when pyinfra exits (after its own results)."""
+    """At exit (after pyinfra's own results): one line per cluster, and the JSON report if asked for."""
     global _SUMMARY_REGISTERED
     if _SUMMARY_REGISTERED:
         return
@@ -85,12 +85,18 @@ def register_summary(state: Any, action: str) -> None:
     def show() -> None:
         from pyinfra.api.state import StateStage
 
+        from knfleet import lock
+
+        lock.release_all(state)
         if state.current_stage is None or not state.ops:
             return
         dry = state.current_stage in (StateStage.Setup, StateStage.Connect, StateStage.Prepare)
-        lines = summary.dry_lines(state, action) if dry else summary.host_lines(state, action)
-        if lines:
-            print("\n".join(lines), file=sys.stderr, flush=True)
+        results = summary.cluster_results(state, dry=dry)
+        text = summary.lines(results, action)
+        if text:
+            print("\n".join(text), file=sys.stderr, flush=True)
+        if summary.report_path():
+            summary.write_report(summary.report_path(), results, action, dry)
     atexit.register(show)
 
 

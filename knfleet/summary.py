@@ -1,72 +1,103 @@
-"""What happened on each cluster of a run: errors recorded by knfleet's commands, and the closing lines."""
+"""What happened on each cluster of a run: errors and smoke results recorded by knfleet's operations,
+the closing lines (one per cluster), and the JSON report (`KNFLEET_REPORT=<file>`)."""
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 ERRORS: dict[str, list[str]] = defaultdict(list)
+SMOKE: dict[str, list[Any]] = defaultdict(list)
+STARTED = time.time()
 
 
 def record_error(host: str, what: str, message: str) -> None:
     ERRORS[host].append(f"{what}: {message}")
 
 
-def host_lines(state: Any, action: str) -> list[str]:
-    """One line per cluster: converged/changed/failed, with the first reason of a failure."""
-    lines = []
-    for host in state.inventory:
-        if not state.is_host_in_limit(host):
-            continue
-        ops = state.ops.get(host, {})
-        changed = failed = pending = 0
-        for op_data in ops.values():
-            meta = op_data.operation_meta
-            if not meta.is_complete():
-                pending += 1
-                continue
-            if meta.did_error():
-                failed += 1
-            elif meta.did_change():
-                changed += 1
-        name = host.name.split("/", 1)[-1]
-        if host in state.failed_hosts or failed:
-            why = ERRORS.get(host.name) or ["an operation failed (see its output above)"]
-            first = why[0].splitlines()[0]
-            lines.append(f"knfleet: {name}: FAILED ({action}) - {first}")
-        elif pending:
-            lines.append(f"knfleet: {name}: INCOMPLETE ({action}) - {pending} operation(s) did not run")
-        elif changed:
-            lines.append(f"knfleet: {name}: {action} done, {changed} operation(s) changed")
-        else:
-            lines.append(f"knfleet: {name}: {action} done, no change (already converged)")
-        lines += smoke_lines(host.name)
-    return lines
-
-
-def dry_lines(state: Any, action: str) -> list[str]:
-    """For --dry: per cluster, how many operations would change (nothing was run)."""
-    lines = []
-    for host in state.inventory:
-        if not state.is_host_in_limit(host):
-            continue
-        ops = state.ops.get(host, {})
-        would = [state.get_op_meta(h).names for h, d in ops.items() if d.operation_meta._maybe_is_change]
-        name = host.name.split("/", 1)[-1]
-        if would:
-            lines.append(f"knfleet: {name}: dry run ({action}): {len(would)} operation(s) would change: "
-                         + "; ".join(", ".join(n) for n in would))
-        else:
-            lines.append(f"knfleet: {name}: dry run ({action}): no change needed")
-    return lines
-
-
-SMOKE: dict[str, list[Any]] = defaultdict(list)
-
-
 def record_smoke(host: str, result: Any) -> None:
     SMOKE[host].append(result)
 
 
-def smoke_lines(host: str) -> list[str]:
-    return [f"    smoke {r.line()}" for r in SMOKE.get(host, [])]
+def cluster_results(state: Any, dry: bool = False) -> dict[str, dict[str, Any]]:
+    """Per cluster: status (converged | changed | failed | incomplete | would-change), counts, errors, smoke."""
+    out: dict[str, dict[str, Any]] = {}
+    for host in state.inventory:
+        if not state.is_host_in_limit(host):
+            continue
+        ops = state.ops.get(host, {})
+        changed, failed, pending, would = [], [], 0, []
+        for op_hash, op_data in ops.items():
+            meta = op_data.operation_meta
+            names = ", ".join(state.get_op_meta(op_hash).names)
+            if dry:
+                if meta._maybe_is_change:
+                    would.append(names)
+                continue
+            if not meta.is_complete():
+                pending += 1
+            elif meta.did_error():
+                failed.append(names)
+            elif meta.did_change():
+                changed.append(names)
+        if dry:
+            status = "would-change" if would else "in-sync"
+        elif host in state.failed_hosts or failed:
+            status = "failed"
+        elif pending:
+            status = "incomplete"
+        else:
+            status = "changed" if changed else "converged"
+        errors = list(ERRORS.get(host.name, []))
+        if status == "failed" and not errors:
+            errors = [f"operation failed: {failed[0] if failed else 'connect'} (see its output)"]
+        out[host.name.split("/", 1)[-1]] = {
+            "host": host.name, "status": status, "changed_operations": changed, "would_change": would,
+            "failed_operations": failed, "errors": errors,
+            "smoke": [r.as_dict() for r in SMOKE.get(host.name, [])],
+        }
+    return out
+
+
+def lines(results: dict[str, dict[str, Any]], action: str) -> list[str]:
+    text = []
+    for name, r in results.items():
+        status = r["status"]
+        if status == "failed":
+            text.append(f"knfleet: {name}: FAILED ({action}) - {r['errors'][0].splitlines()[0]}")
+        elif status == "incomplete":
+            text.append(f"knfleet: {name}: INCOMPLETE ({action}) - some operations did not run")
+        elif status == "would-change":
+            text.append(f"knfleet: {name}: dry run ({action}): {len(r['would_change'])} operation(s) would change: "
+                        + "; ".join(r["would_change"]))
+        elif status == "changed":
+            text.append(f"knfleet: {name}: {action} done, {len(r['changed_operations'])} operation(s) changed")
+        elif status == "in-sync":
+            text.append(f"knfleet: {name}: dry run ({action}): no change needed")
+        else:
+            text.append(f"knfleet: {name}: {action} done, no change (already converged)")
+        for s in r["smoke"]:
+            if s["ok"]:
+                cold = f", cold start {s['cold_start_s']:.2f}s" if s.get("cold_start_s") is not None else ""
+                text.append(f"    smoke {s['service']}: {s['status']} in {s['latency_s']:.2f}s{cold}")
+            else:
+                text.append(f"    smoke {s['service']}: FAILED ({s['error']})")
+    return text
+
+
+def write_report(path: str, results: dict[str, dict[str, Any]], action: str, dry: bool) -> None:
+    report = {"action": action, "dry_run": dry, "started": STARTED, "finished": time.time(),
+              "duration_s": round(time.time() - STARTED, 2), "clusters": results}
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(p)
+
+
+def report_path() -> str | None:
+    return os.environ.get("KNFLEET_REPORT") or None
