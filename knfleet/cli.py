@@ -1,6 +1,8 @@
 """The `knfleet` command: what pyinfra's CLI does not do.
 
     knfleet lint [--cluster-config FILE] [--strict] [--json] PATH...
+    knfleet rollout INVENTORY [--bake S] [--max-failed-clusters N] [--resume] [--report FILE]
+    knfleet status INVENTORY [--json]
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from knfleet import __version__, lint, models
+from knfleet import __version__, lint, models, rollout, status
 
 
 def _load_cluster_config(path: str | None) -> lint.ClusterConfig:
@@ -93,6 +95,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strict", action="store_true", help="warnings fail too")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_lint)
+    r = sub.add_parser("rollout", help="deploy wave by wave (canary first), halting when a wave breaks")
+    r.add_argument("inventory")
+    r.add_argument("--bake", type=float, default=0, metavar="SECONDS", help="wait, then smoke-test a wave again")
+    r.add_argument("--max-failed-clusters", type=int, default=0, metavar="N",
+                   help="halt when more than N clusters failed (default 0)")
+    r.add_argument("--resume", action="store_true", help="continue a halted rollout from its failed wave")
+    r.add_argument("--state", metavar="FILE",
+                   help="rollout state file (default reports/rollout-<inventory>.state.json)")
+    r.add_argument("--report", metavar="FILE", help="write the JSON report here")
+    r.add_argument("--data", action="append", default=[], metavar="KEY=VALUE", help="passed to pyinfra --data")
+    r.set_defaults(func=lambda a: rollout.rollout(a.inventory, a.bake, a.max_failed_clusters, a.state, a.resume,
+                                                  a.report, a.data))
+    st = sub.add_parser("status", help="per cluster: reachable, version, drift, model services (changes nothing)")
+    st.add_argument("inventory")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=lambda a: status.status(a.inventory, a.json))
     args = ap.parse_args(argv)
     return args.func(args)
 
