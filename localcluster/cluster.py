@@ -50,6 +50,7 @@ class State:
     ports: dict[str, int] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
     markers: dict[str, str] = field(default_factory=dict)
+    argvs: dict[str, list[str]] = field(default_factory=dict)
     spec: dict = field(default_factory=dict)
     started_seconds: float = 0.0
 
@@ -140,6 +141,27 @@ class LocalCluster:
             self._save(state)
         return stopped
 
+    def stop_component(self, comp: str) -> None:
+        """Stop one process (say the apiserver, to simulate an outage); the rest keeps running."""
+        state = self.load_state()
+        if state and comp in state.pids:
+            procs.stop(state.pids[comp], state.markers.get(comp, comp))
+
+    def restart_component(self, comp: str, timeout: float = 120) -> None:
+        """Start a stopped component again with its original command line (same ports, same certificates)."""
+        state = self.load_state()
+        if not state or comp not in state.argvs:
+            raise ClusterError(f"{self.name}: {comp} was never started")
+        if procs.alive(state.pids.get(comp, 0), state.markers.get(comp, comp)):
+            return
+        env = _python_env() if comp == "simulator" else None
+        self._spawn(state, comp, state.argvs[comp], env=env)
+        if comp == "kube-apiserver":
+            ctx = ssl.create_default_context(cafile=str(self.dir / "pki" / "ca.crt"))
+            ctx.load_cert_chain(str(self.dir / "pki" / "admin.crt"), str(self.dir / "pki" / "admin.key"))
+            url = f"https://127.0.0.1:{state.ports['apiserver']}/readyz"
+            self._wait(state, comp, lambda: _http_ok(url, ctx), timeout, "ready (/readyz)")
+
     def remove(self) -> None:
         self.down()
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -147,6 +169,7 @@ class LocalCluster:
     # --- start -------------------------------------------------------------------------------------
     def _spawn(self, state: State, comp: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         state.pids[comp] = procs.start(argv, self.log(comp), cwd=self.dir, env=env)
+        state.argvs[comp] = argv
         state.markers[comp] = argv[0] if comp != "simulator" else f"--cluster-dir={self.dir}"
         self._save(state)
 

@@ -1,0 +1,168 @@
+"""Issue 6 acceptance: waves with halt and resume, failure allowance, the cluster lock, status and drift."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from knfleet import lock
+from knfleet.kubectl import Target
+from localcluster.cluster import Spec
+from tests.conftest import REPO, SHARED_KNATIVE
+from tests.integration.test_deploy import pyinfra
+from tests.kube import Kube
+
+pytestmark = pytest.mark.integration
+
+
+def write_inventory(path: Path, clusters: list[Kube], waves: list[int]) -> Path:
+    hosts = []
+    for kube, wave in zip(clusters, waves, strict=True):
+        d = kube.cluster.dir
+        hosts.append((f"@kube/{kube.name}", {
+            "kubeconfig": str(kube.kubeconfig), "rollout_wave": wave, "knative_bundle_dir": str(SHARED_KNATIVE),
+            "smoke_url": (d / "public.url").read_text().strip(),
+            "smoke_internal_url": (d / "internal.url").read_text().strip(),
+        }))
+    # The group is named `local`, so group_data/local.py gives these clusters their models.
+    path.write_text(f"local = {hosts!r}\n")
+    return path
+
+
+def knfleet(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(REPO / ".venv" / "bin" / "knfleet"), *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                          env=dict(os.environ, PYINFRA_PROGRESS="off"))
+
+
+@pytest.fixture(scope="module")
+def three(pool, tmp_path_factory):
+    spec = Spec(ready_delay_ms=300, time_factor=0.05)
+    clusters = [pool.start("roll", spec, group="rollout") for _ in range(3)]
+    inv = write_inventory(tmp_path_factory.mktemp("inv") / "fleet.py", clusters, [0, 1, 1])
+    yield inv, clusters
+    for c in clusters:
+        pool.stop(c)
+
+
+def test_halt_after_a_failed_canary_then_resume(three, tmp_path):
+    inv, (canary, b, c) = three
+    state, report = tmp_path / "state.json", tmp_path / "report.json"
+    canary.cluster.stop_component("kube-apiserver")
+    try:
+        run = knfleet("rollout", str(inv), "--state", str(state), "--report", str(report))
+        assert run.returncode == 2, run.stdout + run.stderr
+        for other in (b, c):
+            assert not other.exists("namespace", "knative-serving")  # later waves untouched
+        rep = json.loads(report.read_text())
+        assert rep["status"] == "halted" and rep["halted_at_wave"] == 0
+        assert set(rep["clusters"]) == {canary.name, b.name, c.name}
+        assert rep["clusters"][canary.name]["status"] == "failed"
+        assert "not reachable" in rep["clusters"][canary.name]["errors"][0]
+        for other in (b, c):
+            assert rep["clusters"][other.name]["status"] == "not-started"
+            assert "halted after wave 0" in rep["clusters"][other.name]["reason"]
+    finally:
+        canary.cluster.restart_component("kube-apiserver")
+    resumed = knfleet("rollout", str(inv), "--resume", "--state", str(state), "--report", str(report))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    rep = json.loads(report.read_text())
+    assert rep["status"] == "converged"
+    for kube in (canary, b, c):
+        r = rep["clusters"][kube.name]
+        assert r["status"] in ("converged", "changed")
+        assert {s["service"] for s in r["smoke"]} == {"knative-qwen7b/knative-qwen7b-svc",
+                                                      "knative-qwen7b/qwen7b-scale-to-zero"}
+        assert all(s["ok"] and s["latency_s"] is not None for s in r["smoke"])
+
+
+def test_rollout_of_a_converged_fleet_reports_each_cluster_with_smoke_results(three, tmp_path):
+    inv, clusters = three
+    report = tmp_path / "report.json"
+    run = knfleet("rollout", str(inv), "--report", str(report), "--bake", "1")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "wave 0" in run.stdout and "wave 1" in run.stdout and "CLUSTER" in run.stdout
+    rep = json.loads(report.read_text())
+    for kube in clusters:
+        r = rep["clusters"][kube.name]
+        assert r["status"] == "converged" and len(r["smoke"]) == 2 and len(r["smoke_after_bake"]) == 2
+
+
+def test_failures_within_the_allowance_complete_the_others(three, tmp_path):
+    inv, (a, b, c) = three
+    c.cluster.stop_component("kube-apiserver")
+    try:
+        run = knfleet("rollout", str(inv), "--max-failed-clusters", "1", "--state", str(tmp_path / "s.json"),
+                      "--report", str(tmp_path / "r.json"), "--data", "knative_domain=wave.example")
+        assert run.returncode == 1, run.stdout + run.stderr
+        rep = json.loads((tmp_path / "r.json").read_text())
+        assert rep["status"] == "some-failed"
+        assert rep["clusters"][c.name]["status"] == "failed"
+        for ok in (a, b):
+            assert rep["clusters"][ok.name]["status"] == "changed"
+            assert "wave.example" in ok.json("get", "configmap", "config-domain", "-n", "knative-serving")["data"]
+    finally:
+        c.cluster.restart_component("kube-apiserver")
+
+
+def test_a_locked_cluster_is_reported_and_not_touched_and_an_expired_lock_is_taken_over(three, pool):
+    _, (a, _, _) = three
+    target = Target(str(a.kubeconfig))
+    lock.acquire(target, ttl=600, holder="other-runner@ci")
+    root = pool.root_for("rollout")
+    before = a.json("get", "configmap", "config-domain", "-n", "knative-serving")["metadata"]["resourceVersion"]
+    run = pyinfra(root, "-y", "--limit", f"@kube/{a.name}", "--data", "knative_domain=locked.example")
+    assert run.returncode != 0
+    assert f"knfleet: {a.name}: FAILED" in run.stderr and "locked by other-runner@ci" in run.stderr
+    assert a.json("get", "configmap", "config-domain", "-n", "knative-serving")["metadata"]["resourceVersion"] == before
+    # A dead holder: its lease expired, so the next run takes it over and says so.
+    a.run("delete", "lease", "knfleet-lock", "-n", "kube-system")
+    lock.acquire(target, ttl=1, holder="crashed-runner@ci")
+    import time
+
+    time.sleep(2)
+    run = pyinfra(root, "-y", "--limit", f"@kube/{a.name}")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "taken over from crashed-runner@ci" in run.stderr
+    assert not a.exists("lease", "knfleet-lock", "-n", "kube-system")  # released at the end of the run
+
+
+def test_two_runs_at_once_never_both_change_the_cluster(three, pool):
+    _, (a, _, _) = three
+    root = pool.root_for("rollout")
+    env = dict(os.environ, KNFLEET_LOCAL=str(root.parent), PYINFRA_PROGRESS="off")
+    argv = [str(REPO / ".venv" / "bin" / "pyinfra"), "inventories/local.py", "deploy.py", "-y",
+            "--limit", f"@kube/{a.name}"]
+    procs = [subprocess.Popen([*argv, "--data", f"knative_domain=race-{i}.example"], cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600)[1] for p in procs]
+    codes = [p.returncode for p in procs]
+    # Either one waited out the other (lock_wait 0: it reports the cluster locked) or they ran one after the
+    # other; never two runs holding the lock at once.
+    for code, err in zip(codes, outs, strict=True):
+        assert code == 0 or "locked by" in err, err[-2000:]
+    assert 0 in codes
+
+
+def test_status_flags_drift_and_shows_a_clean_cluster_in_sync(three):
+    inv, (a, b, _) = three
+    clean = knfleet("rollout", str(inv))
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    b.run("patch", "configmap", "config-autoscaler", "-n", "knative-serving", "--type=merge",
+          "-p", '{"data":{"stable-window":"30s"}}')
+    b.run("delete", "ksvc", "qwen7b-scale-to-zero", "-n", "knative-qwen7b")
+    st = knfleet("status", str(inv), "--json")
+    assert st.returncode == 1
+    rows = {r["cluster"]: r for r in json.loads(st.stdout)["clusters"]}
+    assert rows[a.name]["in_sync"] is True and rows[a.name]["knative_version"] == "1.17.0"
+    drift = rows[b.name]["drift"]
+    assert "config: ConfigMap/knative-serving/config-autoscaler" in drift
+    assert "services: Service/knative-qwen7b/qwen7b-scale-to-zero" in drift
+    missing = [s for s in rows[b.name]["services"] if s["service"] == "knative-qwen7b/qwen7b-scale-to-zero"]
+    assert missing and not missing[0]["ready"]
+    table = knfleet("status", str(inv))
+    assert f"{a.name}: in sync" in table.stdout and f"{b.name}: DRIFT" in table.stdout
