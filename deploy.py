@@ -37,6 +37,9 @@ if settings.action == "install":
                                      namespace="knative-serving", timeout=timeout)
     operations.pods_ready(name="Every pod Ready (knative-serving, kourier-system, knative-nginx)", target=target,
                           namespaces=("knative-serving", "kourier-system", "knative-nginx"), timeout=timeout)
+    if models:
+        operations.gpu_capacity(name="GPU capacity for the model services", target=target,
+                                services=tuple((m.ref, m.gpus) for m in models))
     services.deploy_services(target=target, path=paths.get("services"), models=models,
                              timeout=int(host.data.get("model_wait_timeout") or 600))
     if models and str(host.data.get("smoke") if host.data.get("smoke") is not None else "true").lower() != "false":

@@ -335,3 +335,19 @@ def cluster_lock(target: Target, ttl: int = 1800, wait: int = 0):
         return
     lock.HELD[host.name] = target
     host.noop(how)
+
+
+@operation()
+def gpu_capacity(target: Target, services: tuple[tuple[str, int], ...]):
+    """Warn (no change) when a model asks for more GPUs than any node of this cluster has.
+
+    + services: (ns/name, GPUs per pod) per model service
+    """
+    nodes = _items(host.get_fact(KubeJson, target=target, args=("nodes",))) or []
+    most = max((int(str(((n.get("status") or {}).get("allocatable") or {}).get("nvidia.com/gpu", 0)) or 0)
+                for n in nodes), default=0)
+    too_big = [f"{ref} asks for {gpus}" for ref, gpus in services if gpus > most]
+    if too_big:
+        logger.warning(f"{host.print_prefix}lint warning: more GPUs than any node has (at most {most} per node): "
+                       + "; ".join(too_big) + ": the pod will stay Pending (Unschedulable)")
+    host.noop(f"largest GPU node: {most} GPU(s)")

@@ -78,6 +78,7 @@ def test_too_many_gpus_fails_with_unschedulable(cluster):
     assert run.returncode != 0
     assert "ksvc gpu-test/greedy" in run.stderr and "Unschedulable" in run.stderr
     assert "Insufficient nvidia.com/gpu" in run.stderr
+    assert "more GPUs than any node has (at most 2 per node): gpu-test/greedy asks for 99" in run.stderr
 
 
 def test_removed_service_is_deleted_and_unmanaged_one_survives(cluster):

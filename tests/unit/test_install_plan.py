@@ -115,3 +115,28 @@ def test_deployment_problem_lists_its_pods():
     text = readiness.deployment_problem(dep, [pod], [])
     assert text.startswith("deployment ns/web: 0/1 ready") and "ErrImagePull" in text
     assert not readiness.deployment_available(dep)
+
+
+def test_bundle_download_verifies_and_caches(tmp_path, monkeypatch):
+    """The official-URL path, against a real HTTP server on 127.0.0.1 serving the release files."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(SHARED_KNATIVE))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setattr(bundle, "SERVING_URL", base + "/{file}")
+    monkeypatch.setattr(bundle, "KOURIER_URL", base + "/kourier.yaml")
+    try:
+        cache = tmp_path / "cache"
+        got = bundle.load("1.17.0", None, (), str(cache))
+        assert set(got.files) == set(bundle.REQUIRED)
+        assert (cache / "1.17.0" / "serving-core.yaml").exists()
+        # the wrong version's pins: the download is refused and nothing is cached
+        with pytest.raises(bundle.BundleError, match="checksum mismatch"):
+            bundle.load("1.17.2", None, (), str(tmp_path / "other"))
+        assert not (tmp_path / "other" / "1.17.2" / "serving-crds.yaml").exists()
+    finally:
+        server.shutdown()
