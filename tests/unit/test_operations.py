@@ -127,3 +127,11 @@ def test_delete_manifest_is_a_no_op_when_nothing_exists():
 @pytest.mark.parametrize(("text", "want"), [("v1.32.5", (1, 32)), ("v1.30.0-gke.100", (1, 30)), ("v1.29+", (1, 29))])
 def test_parse_version(text, want):
     assert operations.parse_version(text) == want
+
+
+def test_gpu_capacity_warns_without_changing_anything(caplog):
+    nodes = json.dumps({"items": [{"status": {"allocatable": {"nvidia.com/gpu": "2"}}}, {"status": {}}]})
+    ran, changed, ok = run_op(operations.gpu_capacity, {"get nodes": [nodes, "__rc=0"]}, target=TARGET,
+                              services=(("llm/small", 1), ("llm/huge", 8)))
+    assert ok and not changed
+    assert "llm/huge asks for 8" in caplog.text and "llm/small" not in caplog.text.split("asks for")[0]
