@@ -32,13 +32,15 @@ def main() -> int:
     _step("A local cluster: real kube-apiserver 1.32 + etcd + controller-manager + scheduler, kwok nodes")
     clusters = fleet.up(1)
     kubeconfig = clusters[0].kubeconfig
-    _step("knfleet installs Knative Serving + Kourier + the nginx proxy (first run)")
+    _step("knfleet installs Knative Serving + Kourier + the nginx proxy, deploys the model services of "
+          "group_data/local.py and smoke-tests them (first run)")
     first = _pyinfra()
     _step("Run it again: a converged cluster changes nothing")
     second = _pyinfra()
     _step("Result")
     subprocess.run(["kubectl", f"--kubeconfig={kubeconfig}", "get", "pods", "-A", "-o", "wide",
                     "--field-selector=metadata.namespace!=kube-system"])
+    subprocess.run(["kubectl", f"--kubeconfig={kubeconfig}", "get", "ksvc", "-A"])
     subprocess.run(["kubectl", f"--kubeconfig={kubeconfig}", "get", "configmap", "config-network", "-n",
                     "knative-serving", "-o", "jsonpath=config-network ingress-class: {.data.ingress-class}{'\\n'}"])
     print(f"\nfirst run {first:.1f}s, second run {second:.1f}s (no change)")
@@ -46,6 +48,11 @@ def main() -> int:
 Try it yourself:
   export PATH={bin_dir}:$PATH
   kubectl --kubeconfig {kubeconfig} get ksvc,pods -A
+  curl -s -H 'Host: knative-qwen7b-svc.knative-qwen7b.127.0.0.1.nip.io' -H 'Content-Type: application/json' \\
+    -d '{{"model":"qwen7b","messages":[{{"role":"user","content":"怎么计算1+1."}}]}}' \\
+    {(clusters[0].dir / 'internal.url').read_text().strip()}/v1/chat/completions
+  .venv/bin/knfleet status inventories/local.py                                               # drift, services
+  .venv/bin/knfleet lint group_data/local.py                                                  # lint the models
   .venv/bin/pyinfra inventories/local.py deploy.py --dry --data knative_domain=example.org   # what would change
   .venv/bin/pyinfra inventories/local.py deploy.py -y --data action=uninstall               # remove it all
   make local-down                                                                           # stop the cluster

@@ -48,7 +48,9 @@ def alive(pid: int, marker: str) -> bool:
     _reap(pid)
     if _state(pid) in ("", "Z", "X"):
         return False
-    return any(marker in a for a in cmdline(pid))
+    argv = cmdline(pid)
+    # An empty command line is a process between fork and exec (or exec-ing): still ours.
+    return not argv or any(marker in a for a in argv)
 
 
 def stop(pid: int, marker: str, timeout: float = 15.0) -> bool:
