@@ -152,7 +152,8 @@ def _float(c: _Collector, path: str, raw: str) -> float | None:
         c.error(path, raw, "invalid value: not a number")
         return None
     if math.isnan(v):
-        c.error(path, raw, "invalid value: NaN")
+        # Knative's ParseFloat accepts NaN and it slips through every range check: accepted, but meaningless.
+        c.warn(path, raw, "NaN is accepted by Knative but disables this setting's range checks; use a number")
         return None
     return v
 

@@ -263,3 +263,9 @@ def test_cli_lints_group_data_modules(tmp_path: Path):
     assert "allowed 1 to 100" in proc.stdout
     repo_group = Path(__file__).resolve().parents[2] / "group_data" / "local.py"
     assert subprocess.run([sys.executable, "-m", "knfleet.cli", "lint", str(repo_group)]).returncode == 0
+
+
+def test_nan_is_accepted_by_knative_so_only_a_warning():
+    obj = svc({P + "target-utilization-percentage": "NaN"})
+    assert not errors(obj) and warnings(obj)
+    assert errors(svc({P + "target-utilization-percentage": "Inf"}))
