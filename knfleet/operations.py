@@ -7,13 +7,14 @@ commands only when it does not, and otherwise reports no change (`host.noop`). W
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, operation
 
-from knfleet import kubectl, readiness, summary, waits
+from knfleet import kubectl, lock, readiness, smoke, summary, waits
 from knfleet.errors import KnfleetError, NotReadyError, PreflightError, StuckError
 from knfleet.facts import CanI, KubeJson, ManifestDiff, ServerVersion
 from knfleet.kubectl import KubectlError, Target
@@ -190,8 +191,6 @@ def leftovers(target: Target) -> list[str]:
     for ns in ("knative-serving", "kourier-system", "knative-nginx"):
         proc = kubectl.run(target, "get", "namespace", ns, "-o", "json", check=False)
         if proc.returncode == 0:
-            import json
-
             obj = json.loads(proc.stdout)
             left.append(f"namespace {ns} ({obj.get('status', {}).get('phase', '?')}"
                         + (f", finalizers {obj['spec'].get('finalizers')}" if obj.get("spec") else "") + ")")
@@ -277,8 +276,6 @@ def _revision_at_zero(target: Target, ns: str, revision: str | None) -> bool:
     proc = kubectl.run(target, "get", "deployment", f"{revision}-deployment", "-n", ns, "-o", "json", check=False)
     if proc.returncode != 0:
         return False
-    import json
-
     status = json.loads(proc.stdout).get("status") or {}
     return int(status.get("readyReplicas") or 0) == 0
 
@@ -293,8 +290,6 @@ def smoke_test(target: Target, services: tuple[tuple[str, str, str, bool], ...],
 
     + services: (ns/name, served model, host, cluster_local) per service
     """
-    from knfleet import smoke
-
     if not host.state.is_executing:
         host.noop("smoke tests run with the deploy (not in --dry)")
         return
@@ -322,8 +317,6 @@ def smoke_test(target: Target, services: tuple[tuple[str, str, str, bool], ...],
 def cluster_lock(target: Target, ttl: int = 1800, wait: int = 0):
     """Take the cluster's lock (Lease kube-system/knfleet-lock) before anything changes it; released when the
     run ends. Bookkeeping, not a change of the cluster's desired state: it reports no change."""
-    from knfleet import lock
-
     if not host.state.is_executing:
         host.noop("the lock is taken when the run executes")
         return

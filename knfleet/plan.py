@@ -11,7 +11,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from knfleet import bundle, lint, models, render, settings, summary
+from pyinfra.api.state import StateStage
+
+from knfleet import bundle, lint, lock, models, render, settings, summary
 from knfleet.kubectl import Target
 
 _RUN_DIR: Path | None = None
@@ -83,10 +85,6 @@ def register_summary(state: Any, action: str) -> None:
     _SUMMARY_REGISTERED = True
 
     def show() -> None:
-        from pyinfra.api.state import StateStage
-
-        from knfleet import lock
-
         lock.release_all(state)
         if state.current_stage is None or not state.ops:
             return

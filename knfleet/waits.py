@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -109,8 +110,6 @@ def services_ready(target: Target, refs: tuple[str, ...], timeout: float) -> Non
             if proc.returncode != 0:
                 problems.append(f"ksvc {ref}: {proc.stderr.strip()}")
                 continue
-            import json
-
             obj = json.loads(proc.stdout)
             if not readiness.service_ready(obj):
                 problems.append(readiness.service_problem(obj))

@@ -7,7 +7,9 @@ several clusters and several test runs on one machine do not collide.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import shutil
 import socket
 import ssl
@@ -292,8 +294,6 @@ class LocalCluster:
 
 
 def _python_env() -> dict[str, str]:
-    import os
-
     env = dict(os.environ)
     env["PYTHONPATH"] = str(paths.REPO) + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
@@ -321,8 +321,6 @@ def run_checked(argv: list[str], stdin: str | None, what: str) -> str:
 
 
 def write_kubeconfig(path: Path, name: str, server: str, ca: Path, client: pki.Pair) -> None:
-    import base64
-
     b64 = lambda p: base64.b64encode(p.read_bytes()).decode()  # noqa: E731
     user = f"{name}-{client.cert.stem}"
     cfg = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
@@ -24,8 +25,6 @@ def main(argv: list[str] | None = None) -> int:
     cdir: Path = args.cluster_dir
     factor = args.time_factor
     if factor is None:
-        import json
-
         factor = float(json.loads((cdir / "state.json").read_text()).get("spec", {}).get("time_factor", 1.0))
 
     def log(msg: str) -> None:

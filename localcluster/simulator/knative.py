@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import yaml
+
+from knfleet import goduration
 from localcluster.simulator import autoscale, openai
 from localcluster.simulator.kubeapi import Kube
 
@@ -48,8 +51,6 @@ def domain_for(labels: dict[str, str], domains: dict[str, str]) -> str:
             best = best or dom
             continue
         if sel.startswith("selector:"):
-            import yaml
-
             wanted = (yaml.safe_load(sel) or {}).get("selector") or {}
             if wanted and all(labels.get(k) == v for k, v in wanted.items()):
                 return dom
@@ -424,8 +425,6 @@ class Controller:
 
 
 def _progress_deadline(annotations: dict[str, str], deployment_cfg: dict[str, str]) -> int:
-    from knfleet import goduration
-
     raw = annotations.get("serving.knative.dev/progress-deadline") or deployment_cfg.get("progress-deadline") or "600s"
     return max(1, int(goduration.parse(raw)))
 
