@@ -11,9 +11,5 @@ class NotReadyError(KnfleetError):
     """A wait gave up; the message names each object that is not ready and why."""
 
 
-class PreflightError(KnfleetError):
-    pass
-
-
 class StuckError(KnfleetError):
     """Uninstall left objects behind (finalizers); the message names them."""

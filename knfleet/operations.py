@@ -15,7 +15,7 @@ from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, operation
 
 from knfleet import kubectl, lock, readiness, smoke, summary, waits
-from knfleet.errors import KnfleetError, NotReadyError, PreflightError, StuckError
+from knfleet.errors import KnfleetError, NotReadyError, StuckError
 from knfleet.facts import CanI, KubeJson, ManifestDiff, ServerVersion
 from knfleet.kubectl import KubectlError, Target
 
@@ -45,9 +45,14 @@ def guarded(what: str, fn: Callable[..., Any], *args: Any) -> FunctionCommand:
 
 
 def _fail(what: str, message: str) -> FunctionCommand:
+    """A command that fails the host with `message` (a check found a problem while generating)."""
     def raise_it() -> None:
-        raise PreflightError(message)
+        raise KnfleetError(message)
     return guarded(what, raise_it)
+
+
+def _no_ksvc_crd(target: Target) -> bool:
+    return "error" in host.get_fact(KubeJson, target=target, args=("crd", "services.serving.knative.dev"))
 
 
 def parse_version(text: str) -> tuple[int, int]:
@@ -123,14 +128,12 @@ def deployments_available(target: Target, namespace: str, timeout: int = 300):
 @operation()
 def webhook_answers(target: Target, timeout: int = 120):
     """Check that the Knative webhook answers (server-side dry-run patch), retrying while it starts."""
-    probe = host.get_fact(KubeJson, target=target, args=("configmap", "config-network", "-n", "knative-serving"))
-    if "error" not in probe:
-        try:
-            waits.webhook_answers(target, 0)
-            host.noop("webhook answers")
-            return
-        except (NotReadyError, KubectlError):
-            pass
+    try:
+        waits.webhook_answers(target, 0)
+        host.noop("webhook answers")
+        return
+    except (NotReadyError, KubectlError):
+        pass
     yield guarded("wait for the Knative webhook", waits.webhook_answers, target, timeout)
 
 
@@ -162,8 +165,7 @@ def delete_manifest(target: Target, path: str, stage: str, timeout: int = 300):
 def delete_services(target: Target, selector: str, timeout: int = 300):
     """Delete the Knative Services matching the selector and wait until their routes, revisions and
     ingresses are gone, while the controllers still run (so their finalizers complete)."""
-    crd = host.get_fact(KubeJson, target=target, args=("crd", "services.serving.knative.dev"))
-    if "error" in crd:
+    if _no_ksvc_crd(target):
         host.noop("no Knative Service CRD: nothing to delete")
         return
     found = _items(host.get_fact(KubeJson, target=target, args=("ksvc", "-A", "-l", selector))) or []
@@ -188,10 +190,9 @@ def leftovers(target: Target) -> list[str]:
         for w in kubectl.get_json(target, kind)["items"]:
             if "knative" in w["metadata"]["name"]:
                 left.append(f"{kind} {w['metadata']['name']}")
-    for ns in ("knative-serving", "kourier-system", "knative-nginx"):
-        proc = kubectl.run(target, "get", "namespace", ns, "-o", "json", check=False)
-        if proc.returncode == 0:
-            obj = json.loads(proc.stdout)
+    for obj in kubectl.get_json(target, "namespaces")["items"]:
+        ns = obj["metadata"]["name"]
+        if ns in ("knative-serving", "kourier-system", "knative-nginx"):
             left.append(f"namespace {ns} ({obj.get('status', {}).get('phase', '?')}"
                         + (f", finalizers {obj['spec'].get('finalizers')}" if obj.get("spec") else "") + ")")
     return left
@@ -220,14 +221,13 @@ def verify_removed(target: Target, timeout: int = 300):
 def no_foreign_services(target: Target, selector: str, force: bool = False):
     """Refuse to go on when Knative Services knfleet does not manage exist: deleting the CRDs would delete
     them too. `force_uninstall=true` in data overrides this."""
-    crd = host.get_fact(KubeJson, target=target, args=("crd", "services.serving.knative.dev"))
-    if "error" in crd:
+    if _no_ksvc_crd(target):
         host.noop("no Knative Service CRD")
         return
     everything = _items(host.get_fact(KubeJson, target=target, args=("ksvc", "-A"))) or []
-    managed = {readiness.name_of(o) for o in _items(host.get_fact(
-        KubeJson, target=target, args=("ksvc", "-A", "-l", selector))) or []}
-    foreign = sorted(readiness.name_of(o) for o in everything if readiness.name_of(o) not in managed)
+    key, _, value = selector.partition("=")
+    foreign = sorted(readiness.name_of(o) for o in everything
+                     if (o["metadata"].get("labels") or {}).get(key) != value)
     if not foreign or force:
         host.noop("no Knative Service outside knfleet's" if not foreign
                   else f"force_uninstall: {len(foreign)} unmanaged Knative Service(s) will be deleted with the CRDs")
@@ -241,8 +241,7 @@ def no_foreign_services(target: Target, selector: str, force: bool = False):
 def prune_services(target: Target, keep: tuple[str, ...], selector: str):
     """Delete the Knative Services knfleet deployed ("ns/name" with its label) that group data no longer has.
     Services knfleet does not manage are never touched."""
-    crd = host.get_fact(KubeJson, target=target, args=("crd", "services.serving.knative.dev"))
-    if "error" in crd:
+    if _no_ksvc_crd(target):
         host.noop("no Knative Service CRD")
         return
     managed = _items(host.get_fact(KubeJson, target=target, args=("ksvc", "-A", "-l", selector))) or []

@@ -28,13 +28,18 @@ class SmokeResult:
     error: str | None = None
 
     def line(self) -> str:
-        if not self.ok:
-            return f"{self.service}: FAILED ({self.error})"
-        cold = f", cold start {self.cold_start_s:.2f}s" if self.cold_start_s is not None else ""
-        return f"{self.service}: {self.status} in {self.latency_s:.2f}s{cold}"
+        return describe(self.as_dict())
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def describe(r: dict[str, Any]) -> str:
+    """One smoke result in a line (also for results read back from a JSON report)."""
+    if not r["ok"]:
+        return f"{r['service']}: FAILED ({r['error']})"
+    cold = f", cold start {r['cold_start_s']:.2f}s" if r.get("cold_start_s") is not None else ""
+    return f"{r['service']}: {r['status']} in {r['latency_s']:.2f}s{cold}"
 
 
 def check_body(body: Any, model: str) -> str | None:

@@ -10,6 +10,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from knfleet import smoke
+
 ERRORS: dict[str, list[str]] = defaultdict(list)
 SMOKE: dict[str, list[Any]] = defaultdict(list)
 STARTED = time.time()
@@ -80,12 +82,7 @@ def lines(results: dict[str, dict[str, Any]], action: str) -> list[str]:
             text.append(f"knfleet: {name}: dry run ({action}): no change needed")
         else:
             text.append(f"knfleet: {name}: {action} done, no change (already converged)")
-        for s in r["smoke"]:
-            if s["ok"]:
-                cold = f", cold start {s['cold_start_s']:.2f}s" if s.get("cold_start_s") is not None else ""
-                text.append(f"    smoke {s['service']}: {s['status']} in {s['latency_s']:.2f}s{cold}")
-            else:
-                text.append(f"    smoke {s['service']}: FAILED ({s['error']})")
+        text += [f"    smoke {smoke.describe(s)}" for s in r["smoke"]]
     return text
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -103,15 +102,13 @@ def gone(target: Target, kinds: str, selector: str | None, timeout: float) -> No
 def services_ready(target: Target, refs: tuple[str, ...], timeout: float) -> None:
     """Every Knative Service ("ns/name") is ready for its current generation; else Knative's reasons."""
     def check() -> tuple[bool, str]:
+        found = {readiness.name_of(o): o for o in _items(target, "ksvc", "-A")}
         problems = []
         for ref in refs:
-            ns, name = ref.split("/", 1)
-            proc = kubectl.run(target, "get", "ksvc", name, "-n", ns, "-o", "json", check=False)
-            if proc.returncode != 0:
-                problems.append(f"ksvc {ref}: {proc.stderr.strip()}")
-                continue
-            obj = json.loads(proc.stdout)
-            if not readiness.service_ready(obj):
+            obj = found.get(ref)
+            if obj is None:
+                problems.append(f"ksvc {ref}: not found")
+            elif not readiness.service_ready(obj):
                 problems.append(readiness.service_problem(obj))
         return not problems, "\n".join(problems)
     poll(check, timeout)

@@ -159,10 +159,7 @@ class LocalCluster:
         env = _python_env() if comp == "simulator" else None
         self._spawn(state, comp, state.argvs[comp], env=env)
         if comp == "kube-apiserver":
-            ctx = ssl.create_default_context(cafile=str(self.dir / "pki" / "ca.crt"))
-            ctx.load_cert_chain(str(self.dir / "pki" / "admin.crt"), str(self.dir / "pki" / "admin.key"))
-            url = f"https://127.0.0.1:{state.ports['apiserver']}/readyz"
-            self._wait(state, comp, lambda: _http_ok(url, ctx), timeout, "ready (/readyz)")
+            self._wait_apiserver(state, timeout)
 
     def remove(self) -> None:
         self.down()
@@ -191,6 +188,14 @@ class LocalCluster:
                 pass
             time.sleep(0.2)
         raise ClusterError(f"{self.name}: {comp} not {what} after {timeout:.0f}s (log: {self.log(comp)})")
+
+    def _wait_apiserver(self, state: State, timeout: float) -> None:
+        """Until /readyz answers ok, asked with the admin certificate."""
+        pkid = self.dir / "pki"
+        ctx = ssl.create_default_context(cafile=str(pkid / "ca.crt"))
+        ctx.load_cert_chain(str(pkid / "admin.crt"), str(pkid / "admin.key"))
+        url = f"https://127.0.0.1:{state.ports['apiserver']}/readyz"
+        self._wait(state, "kube-apiserver", lambda: _http_ok(url, ctx), timeout, "ready (/readyz)")
 
     def _start(self, bin_dir: Path) -> State:
         t0 = time.monotonic()
@@ -249,10 +254,7 @@ class LocalCluster:
             f"--disable-admission-plugins={DISABLED_ADMISSION}", "--allow-privileged=true",
             "--endpoint-reconciler-type=none", "--profiling=false", f"--cert-dir={pkid}", "--v=0",
         ])
-        ctx = ssl.create_default_context(cafile=str(ca.cert))
-        admin_crt, admin_key = pkid / "admin.crt", pkid / "admin.key"
-        ctx.load_cert_chain(str(admin_crt), str(admin_key))
-        self._wait(state, "kube-apiserver", lambda: _http_ok(f"{server}/readyz", ctx), 120, "ready (/readyz)")
+        self._wait_apiserver(state, 120)
 
         self._spawn(state, "kube-controller-manager", [
             b("kube-controller-manager"), f"--kubeconfig={kubeconfigs['controller-manager']}",
