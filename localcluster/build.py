@@ -6,7 +6,9 @@
 kube-apiserver, kube-controller-manager, kube-scheduler and kubectl come from
 k8s.io/kubernetes/cmd/... through a small generated Go module whose `replace`
 directives point every k8s.io staging module at its v0.<minor>.<patch> release;
-etcd from go.etcd.io/etcd/server/v3's etcdmain; kwok with `go install`.
+etcd from go.etcd.io/etcd/server/v3's etcdmain; kwok with `go install`; Knative Serving's webhook and
+controller from knative.dev/serving through a wrapper module that repeats serving's own `replace`
+(the controller from a small main of ours: localcluster/knative/controller/main.go).
 """
 
 from __future__ import annotations
@@ -63,6 +65,22 @@ def etcd_go_mod() -> str:
     return f"module knfleet.local/etcdbin\n\ngo 1.23.0\n\nrequire go.etcd.io/etcd/server/v3 v{versions.ETCD}\n"
 
 
+def knative_go_mod() -> str:
+    lines = ["module knfleet.local/knativebin", "", "go 1.23.0", "",
+             f"require knative.dev/serving v{versions.KNATIVE_SERVING}", ""]
+    lines += [f"replace {r}" for r in versions.KNATIVE_REPLACES]
+    return "\n".join(lines) + "\n"
+
+
+KNATIVE_TOOLS = """//go:build tools
+
+// Package tools keeps knative.dev/serving/cmd/webhook in the module graph for `go mod tidy`.
+package tools
+
+import _ "knative.dev/serving/cmd/webhook"
+"""
+
+
 def version_ldflags() -> str:
     """Stamp the Kubernetes version the way the release build does (Knative checks it)."""
     v = versions.KUBERNETES
@@ -84,7 +102,47 @@ def missing(bin_dir: Path) -> list[str]:
     return [n for n in wanted if not (bin_dir / n).is_file()]
 
 
+def missing_knative(bin_dir: Path) -> list[str]:
+    return [n for n in versions.KNATIVE_COMMANDS if not (bin_dir / n).is_file()]
+
+
+def build_knative(force: bool = False) -> Path:
+    """Knative Serving's webhook and controller (real binaries, run as the processes behind their pods)."""
+    bin_dir = paths.knative_bin_dir()
+    todo = list(versions.KNATIVE_COMMANDS) if force else missing_knative(bin_dir)
+    if not todo:
+        return bin_dir
+    if shutil.which("go") is None:
+        raise SystemExit("[build] the Go toolchain (go) is not on PATH; install Go >= 1.23")
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    t = time.monotonic()
+    mod = paths.cache_root() / "src" / versions.knative_bin_key()
+    mod.mkdir(parents=True, exist_ok=True)
+    (mod / "go.mod").write_text(knative_go_mod())
+    (mod / "tools.go").write_text(KNATIVE_TOOLS)
+    shutil.copytree(Path(__file__).with_name("knative") / "controller", mod / "controller", dirs_exist_ok=True)
+    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod -buildvcs=false")
+    _log(f"knative.dev/serving v{versions.KNATIVE_SERVING} (Knative Serving {versions.KNATIVE_RELEASE}): "
+         f"{', '.join(todo)}")
+    _run(["go", "mod", "tidy"], mod, env)
+    for name in todo:
+        _run(["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(bin_dir / name),
+              versions.KNATIVE_COMMANDS[name]], mod, env)
+    still = missing_knative(bin_dir)
+    if still:
+        raise SystemExit(f"[build] finished but {', '.join(still)} missing in {bin_dir}")
+    _log(f"knative binaries done in {time.monotonic() - t:.0f}s: {bin_dir}")
+    return bin_dir
+
+
 def build(force: bool = False) -> Path:
+    """Every binary the local clusters run; returns the folder of the Kubernetes ones (kubectl among them)."""
+    bin_dir = build_kubernetes(force)
+    build_knative(force)
+    return bin_dir
+
+
+def build_kubernetes(force: bool = False) -> Path:
     bin_dir = paths.bin_dir()
     todo = missing(bin_dir)
     if not todo and not force:
@@ -138,7 +196,7 @@ def build(force: bool = False) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m localcluster.build", description=__doc__.splitlines()[0])
-    ap.add_argument("--print", action="store_true", help="print the bin folder and exit (no build)")
+    ap.add_argument("--print", action="store_true", help="print the bin folder (kubectl …) and exit (no build)")
     ap.add_argument("--force", action="store_true", help="rebuild even if the binaries exist")
     args = ap.parse_args(argv)
     if args.print:

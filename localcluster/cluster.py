@@ -8,6 +8,7 @@ several clusters and several test runs on one machine do not collide.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
@@ -23,13 +25,14 @@ from pathlib import Path
 import yaml
 
 from localcluster import nodes, paths, pki, procs
+from localcluster.runner.pods import stop_recorded
 
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
-# Knative's webhook server cannot run here, so webhook configurations are stored but never called.
-DISABLED_ADMISSION = "ValidatingAdmissionWebhook,MutatingAdmissionWebhook"
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-STOP_ORDER = ("simulator", "kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
+COMPONENTS = ("etcd", "kube-apiserver", "runner", "kube-controller-manager", "kube-scheduler", "kwok")
+STOP_ORDER = ("simulator", "runner", "kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
+PYTHON_COMPONENTS = ("simulator", "runner")
+UDS_MAX = 100  # sun_path holds 108 bytes
 
 
 class ClusterError(RuntimeError):
@@ -77,6 +80,15 @@ class LocalCluster:
     @property
     def state_file(self) -> Path:
         return self.dir / "state.json"
+
+    @property
+    def egress_socket(self) -> Path:
+        """The apiserver's egress proxy socket (in the cluster folder, or /tmp when that path is too long)."""
+        path = self.dir / "egress.sock"
+        if len(str(path)) <= UDS_MAX:
+            return path
+        digest = hashlib.sha256(str(self.dir).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"knfleet-egress-{digest}.sock"
 
     def log(self, component: str) -> Path:
         return self.dir / "logs" / f"{component}.log"
@@ -139,6 +151,8 @@ class LocalCluster:
                 pid = state.pids.get(comp)
                 if pid and procs.stop(pid, state.markers.get(comp, comp)):
                     stopped.append(comp)
+                if comp == "runner":  # what a killed runner may have left behind
+                    stopped += [f"pod {key}" for key in stop_recorded(self.dir)]
             state.pids = {}
             self._save(state)
         return stopped
@@ -156,7 +170,7 @@ class LocalCluster:
             raise ClusterError(f"{self.name}: {comp} was never started")
         if procs.alive(state.pids.get(comp, 0), state.markers.get(comp, comp)):
             return
-        env = _python_env() if comp == "simulator" else None
+        env = _python_env() if comp in PYTHON_COMPONENTS else None
         self._spawn(state, comp, state.argvs[comp], env=env)
         if comp == "kube-apiserver":
             self._wait_apiserver(state, timeout)
@@ -169,7 +183,7 @@ class LocalCluster:
     def _spawn(self, state: State, comp: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         state.pids[comp] = procs.start(argv, self.log(comp), cwd=self.dir, env=env)
         state.argvs[comp] = argv
-        state.markers[comp] = argv[0] if comp != "simulator" else f"--cluster-dir={self.dir}"
+        state.markers[comp] = argv[0] if comp not in PYTHON_COMPONENTS else f"--cluster-dir={self.dir}"
         self._save(state)
 
     def _check_alive(self, state: State, comp: str) -> None:
@@ -218,6 +232,8 @@ class LocalCluster:
             server_ips=("127.0.0.1", SERVICE_IP),
         )
         sa = pki.make_service_account_keys(pkid)
+        egress = self.dir / "egress-selector.yaml"
+        egress.write_text(egress_config(self.egress_socket))
         server = f"https://127.0.0.1:{state.ports['apiserver']}"
         creds = {
             "admin": ("kubernetes-admin", ("system:masters",)),
@@ -251,10 +267,15 @@ class LocalCluster:
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={sa.cert}", f"--service-account-signing-key-file={sa.key}",
             f"--service-cluster-ip-range={SERVICE_CIDR}", "--authorization-mode=RBAC",
-            f"--disable-admission-plugins={DISABLED_ADMISSION}", "--allow-privileged=true",
+            f"--egress-selector-config-file={egress}", "--allow-privileged=true",
             "--endpoint-reconciler-type=none", "--profiling=false", f"--cert-dir={pkid}", "--v=0",
         ])
         self._wait_apiserver(state, 120)
+        self._spawn(state, "runner", [
+            sys.executable, "-m", "localcluster.runner", f"--cluster-dir={self.dir}",
+            f"--bin-dir={paths.knative_bin_dir()}", f"--egress-socket={self.egress_socket}",
+        ], env=_python_env())
+        self._wait(state, "runner", self.egress_socket.exists, 60, "serving the egress proxy")
 
         self._spawn(state, "kube-controller-manager", [
             b("kube-controller-manager"), f"--kubeconfig={kubeconfigs['controller-manager']}",
@@ -293,6 +314,17 @@ class LocalCluster:
         state.started_seconds = round(time.monotonic() - t0, 1)
         self._save(state)
         return state
+
+
+def egress_config(socket_path: Path) -> str:
+    """The apiserver's EgressSelectorConfiguration: `cluster` traffic (webhooks, kubelets) through our proxy.
+    (`transport: uds`: the `tcp` transport makes kube-apiserver 1.32 panic in getTLSConfig even for http://.)"""
+    return yaml.safe_dump({
+        "apiVersion": "apiserver.k8s.io/v1beta1",
+        "kind": "EgressSelectorConfiguration",
+        "egressSelections": [{"name": "cluster", "connection": {
+            "proxyProtocol": "HTTPConnect", "transport": {"uds": {"udsName": str(socket_path)}}}}],
+    }, sort_keys=False)
 
 
 def _python_env() -> dict[str, str]:

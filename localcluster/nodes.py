@@ -6,6 +6,8 @@ from pathlib import Path
 
 import yaml
 
+from localcluster.runner.binaries import KWOK_IMAGE_TEST
+
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_LABEL = "nvidia.com/gpu.present"
@@ -17,7 +19,8 @@ def kwok_config(ready_delay_ms: int) -> str:
     """kwok's --config: our pod stages, with the cluster's ready delay (node stages: kwok's defaults)."""
     if ready_delay_ms < 0:
         raise ValueError(f"ready_delay_ms must be >= 0, got {ready_delay_ms}")
-    return STAGES.read_text().replace("__READY_DELAY_MS__", str(int(ready_delay_ms)))
+    return (STAGES.read_text().replace("__READY_DELAY_MS__", str(int(ready_delay_ms)))
+            .replace("__RUNNER_IMAGES__", KWOK_IMAGE_TEST))
 
 
 def _node(name: str, kind: str, cpu: str, memory: str, extra: dict[str, str], labels: dict[str, str],

@@ -20,8 +20,13 @@ def bin_dir() -> Path:
     return cache_root() / "bin" / versions.bin_key()
 
 
+def knative_bin_dir() -> Path:
+    return cache_root() / "bin" / versions.knative_bin_key()
+
+
 def binary(name: str) -> Path:
-    return bin_dir() / name
+    folder = knative_bin_dir() if name in versions.KNATIVE_COMMANDS else bin_dir()
+    return folder / name
 
 
 def state_root() -> Path:

@@ -8,6 +8,22 @@ KUBERNETES = "1.32.5"
 ETCD = "3.5.21"
 KWOK = "0.7.0"
 
+# Knative Serving's own webhook and controller, built from knative.dev/serving's Go module.
+# v0.44.0 is Knative Serving 1.17.0. 1.17.2 (v0.44.2) is not served by the Go module proxy
+# reachable here, so a 1.17.2 pod runs this build (the pod runner logs it).
+KNATIVE_SERVING = "0.44.0"
+KNATIVE_RELEASE = "1.17.0"
+# knative.dev/serving's own go.mod replaces k8s.io/gengo/v2; `go install …@v0.44.0` refuses a module
+# with a replace, so the wrapper module repeats it.
+KNATIVE_REPLACES = (
+    "k8s.io/gengo/v2 v2.0.0-20240826214909-a7b603a56eb7 => k8s.io/gengo/v2 v2.0.0-20240228010128-51d4e06bde70",
+)
+# Binary name -> what it is built from ("./controller" is our main, see localcluster/knative/controller).
+KNATIVE_COMMANDS = {
+    "knative-webhook": "knative.dev/serving/cmd/webhook",
+    "knative-controller": "./controller",
+}
+
 # The staging modules of k8s.io/kubernetes: a build of k8s.io/kubernetes/cmd/...
 # as a dependency needs each of them replaced by its published v0.<minor>.<patch>.
 K8S_STAGING_MODULES = (
@@ -33,3 +49,8 @@ def staging_version() -> str:
 def bin_key() -> str:
     """Folder name of one set of built binaries in the cache."""
     return f"k8s-{KUBERNETES}_etcd-{ETCD}_kwok-{KWOK}"
+
+
+def knative_bin_key() -> str:
+    """Folder name of the built Knative binaries in the cache."""
+    return f"knative-serving-v{KNATIVE_SERVING}"

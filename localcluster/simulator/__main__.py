@@ -1,4 +1,9 @@
-"""python -m localcluster.simulator --cluster-dir DIR: the Knative/gateway simulator of one local cluster."""
+"""python -m localcluster.simulator --cluster-dir DIR: what needs a network to pods, for one local cluster.
+
+Knative's own webhook and controller run for real (localcluster.runner). This process plays the rest:
+the autoscaler's status work (autoscaler.py), net-kourier's (kourier.py), and the data plane (gateway.py:
+Kourier's gateways, the nginx proxy, vLLM's API).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from localcluster.simulator.gateway import Gateway
-from localcluster.simulator.knative import Controller
-from localcluster.simulator.kubeapi import KSVC, Kube, watch_forever
+from localcluster.simulator import kourier
+from localcluster.simulator.autoscaler import Autoscaler
+from localcluster.simulator.gateway import Gateway, Routes
+from localcluster.simulator.kubeapi import KINGRESS, PA, REVISION, SKS, Kube, watch_forever
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,34 +37,40 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{datetime.now().strftime('%H:%M:%S.%f')[:-3]} {msg}", flush=True)
 
     kube = Kube(str(cdir / "kubeconfig"))
-    ctl = Controller(kube, time_factor=factor, log=log)
+    scaler = Autoscaler(kube, time_factor=factor, log=log)
+    ingress = kourier.Kourier(kube, log=log)
+    routes = Routes()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
-    gateways = {"internal": Gateway(ctl, public=False), "public": Gateway(ctl, public=True)}
+    gateways = {"internal": Gateway(routes, scaler, public=False), "public": Gateway(routes, scaler, public=True)}
     for name, gw in gateways.items():
         threading.Thread(target=gw.serve_forever, name=f"gateway-{name}", daemon=True).start()
         (cdir / f"{name}.url").write_text(gw.url + "\n")
         log(f"simulated {name} entry point on {gw.url}")
 
-    watches = [
-        (kube.custom.list_cluster_custom_object, {"group": KSVC[0], "version": KSVC[1], "plural": KSVC[2]}),
+    watches = [(kube.custom.list_cluster_custom_object, {"group": g, "version": v, "plural": p})
+               for g, v, p in (PA, SKS, KINGRESS, REVISION)]
+    watches += [
         (kube.apps.list_deployment_for_all_namespaces, {}),
         (kube.core.list_pod_for_all_namespaces, {"label_selector": "serving.knative.dev/revision"}),
         (kube.core.list_namespaced_config_map, {"namespace": "knative-serving"}),
     ]
     for fn, kwargs in watches:
-        threading.Thread(target=watch_forever, args=(fn, ctl.wake, stop), kwargs=kwargs, daemon=True).start()
+        threading.Thread(target=watch_forever, args=(fn, scaler.wake, stop), kwargs=kwargs, daemon=True).start()
 
     while not stop.is_set():
-        ctl.wake.clear()
+        scaler.wake.clear()
         try:
-            ctl.reconcile()
+            snap = kube.snapshot()
+            ingress.reconcile(snap)
+            scaler.reconcile(snap)
+            routes.update(kourier.routing_table(snap), snap.revisions)
         except Exception as err:  # noqa: BLE001 - the apiserver may be briefly unavailable
             log(f"reconcile failed: {err}")
             time.sleep(1)
-        ctl.wake.wait(0.5)
+        scaler.wake.wait(0.5)
     for gw in gateways.values():
         gw.shutdown()
     log("simulator stopped")

@@ -1,24 +1,49 @@
-"""Kourier's gateway (internal entry point) and the public nginx proxy, routing by Host header to a
-simulated vLLM server, with the activator's hold-until-ready for services at zero."""
+"""The data plane: Kourier's gateways and the public nginx proxy, routing by Host header along the Knative
+Ingresses (as Envoy would), with the activator's hold for revisions at zero, to a simulated vLLM server.
+
+The internal entry point stands for `kourier-internal` (every host), the public one for the knative-nginx
+proxy in front of `kourier` (ExternalIP rules only).
+"""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from localcluster.simulator import openai
-from localcluster.simulator.knative import Controller
+from localcluster.simulator.autoscaler import Autoscaler
+from localcluster.simulator.kourier import Rule
 
 COLD_START_HEADER = "X-Cold-Start-Wait-Seconds"
+
+
+class Routes:
+    """The latest routing table and revisions, swapped in by the reconcile loop."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.table: dict[str, list[Rule]] = {}
+        self.revisions: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def update(self, table: dict[str, list[Rule]], revisions: dict[tuple[str, str], dict[str, Any]]) -> None:
+        with self.lock:
+            self.table, self.revisions = table, revisions
+
+    def lookup(self, host: str, external_only: bool) -> tuple[list[Rule], dict[tuple[str, str], dict[str, Any]]]:
+        with self.lock:
+            rules = [r for r in self.table.get(host, []) if r.external or not external_only]
+            return rules, self.revisions
 
 
 class Gateway(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, controller: Controller, public: bool, port: int = 0) -> None:
-        self.controller = controller
+    def __init__(self, routes: Routes, autoscaler: Autoscaler, public: bool, port: int = 0) -> None:
+        self.routes = routes
+        self.autoscaler = autoscaler
         self.public = public
         super().__init__(("127.0.0.1", port), Handler)
 
@@ -62,30 +87,42 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         host = (self.headers.get("Host") or "").split(":")[0].lower()
-        route = self.server.controller.route_for(host)
-        if route is None or (self.server.public and not route.public):
-            self._send(404, b"", "text/plain")  # Envoy: no virtual host matches
+        path = self.path.split("?")[0]
+        rules, revisions = self.server.routes.lookup(host, external_only=self.server.public)
+        chosen = None
+        for rule in rules:
+            p = rule.path_for(path, {k.lower(): v for k, v in self.headers.items()})
+            if p is not None:
+                chosen = p.pick()
+                break
+        if chosen is None:
+            self._send(404, b"", "text/plain")  # Envoy: no virtual host / route matches
             return
-        if not route.ready or not route.revision:
+        rev = revisions.get((chosen.namespace, chosen.revision))
+        if rev is None:
             self._send(503, b"no healthy upstream", "text/plain")
             return
-        ctl = self.server.controller
-        ctl.begin(route.revision)
+        spec = rev.get("spec") or {}
+        timeout = float(spec.get("timeoutSeconds") or 300)
+        containers = spec.get("containers") or []
+        model = openai.served_model_name(containers)
+        root = openai._flag([*(containers[0].get("args") or [])], "--model") if containers else None
+        scaler = self.server.autoscaler
+        scaler.begin(chosen.namespace, chosen.revision)
         try:
             t0 = time.monotonic()
             try:
-                waited = ctl.activate(route, timeout=route.timeout)
+                waited = scaler.activate(chosen.namespace, chosen.revision, timeout)
             except TimeoutError as err:
                 self._send(503, str(err).encode(), "text/plain")
                 return
-            extra = {COLD_START_HEADER: f"{waited:.3f}"}
-            self._serve_model(method, route.model, route.model_root, body, extra, t0)
+            extra = {COLD_START_HEADER: f"{waited:.3f}", **dict(chosen.headers)}
+            self._serve_model(method, path, model, root or model, body, extra, t0)
         finally:
-            ctl.end(route.revision)
+            scaler.end(chosen.namespace, chosen.revision)
 
-    def _serve_model(self, method: str, model: str, root: str, body: bytes, extra: dict[str, str],
+    def _serve_model(self, method: str, path: str, model: str, root: str, body: bytes, extra: dict[str, str],
                      t0: float) -> None:
-        path = self.path.split("?")[0]
         extra["x-envoy-upstream-service-time"] = str(int((time.monotonic() - t0) * 1000))
         if method == "GET" and path == "/health":
             self._send(200, b"", "text/plain", extra)

@@ -4,12 +4,44 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
-KSVC = ("serving.knative.dev", "v1", "services")
+# (group, version, plural) of the Knative objects the simulator reads or writes
+PA = ("autoscaling.internal.knative.dev", "v1alpha1", "podautoscalers")
+SKS = ("networking.internal.knative.dev", "v1alpha1", "serverlessservices")
+KINGRESS = ("networking.internal.knative.dev", "v1alpha1", "ingresses")
+REVISION = ("serving.knative.dev", "v1", "revisions")
+KNATIVE_NS = "knative-serving"
+KOURIER_NS = "kourier-system"
+REVISION_LABEL = "serving.knative.dev/revision"
+
+
+@dataclass
+class Snapshot:
+    """What one reconcile tick saw (the gateway reads the latest one)."""
+
+    pas: list[dict[str, Any]] = field(default_factory=list)
+    sks: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    ingresses: list[dict[str, Any]] = field(default_factory=list)
+    revisions: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    deployments: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # revision deployments
+    pods: list[dict[str, Any]] = field(default_factory=list)  # revision pods
+    system: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # knative/kourier deployments
+    autoscaler_config: dict[str, str] = field(default_factory=dict)
+    network_config: dict[str, str] = field(default_factory=dict)
+
+    def available(self, namespace: str, name: str) -> bool:
+        dep = self.system.get((namespace, name))
+        conds = ((dep or {}).get("status") or {}).get("conditions") or []
+        return any(c.get("type") == "Available" and c.get("status") == "True" for c in conds)
+
+
+def key(obj: dict[str, Any]) -> tuple[str, str]:
+    return obj["metadata"]["namespace"], obj["metadata"]["name"]
 
 
 class Kube:
@@ -18,56 +50,82 @@ class Kube:
         self.core = client.CoreV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
-        self.ext = client.ApiextensionsV1Api(self.api)
 
     @staticmethod
     def _raw(resp: Any) -> Any:
         return json.loads(resp.data)
 
-    def get_or_none(self, fn, *args: Any) -> dict[str, Any] | None:
+    def _list_custom(self, gvr: tuple[str, str, str]) -> list[dict[str, Any]]:
         try:
-            return self._raw(fn(*args, _preload_content=False))
+            return self._raw(self.custom.list_cluster_custom_object(*gvr, _preload_content=False))["items"]
         except ApiException as err:
-            if err.status == 404:
-                return None
+            if err.status == 404:  # the CRD is not installed (yet, or any more)
+                return []
             raise
 
-    def crd_exists(self, name: str) -> bool:
-        return self.get_or_none(self.ext.read_custom_resource_definition, name) is not None
+    def _configmap(self, ns: str, name: str) -> dict[str, str]:
+        try:
+            cm = self._raw(self.core.read_namespaced_config_map(name, ns, _preload_content=False))
+        except ApiException as err:
+            if err.status == 404:
+                return {}
+            raise
+        return cm.get("data") or {}
 
-    def deployment(self, ns: str, name: str) -> dict[str, Any] | None:
-        return self.get_or_none(self.apps.read_namespaced_deployment, name, ns)
+    def snapshot(self) -> Snapshot:
+        system = {}
+        for ns in (KNATIVE_NS, KOURIER_NS):
+            for d in self._raw(self.apps.list_namespaced_deployment(ns, _preload_content=False))["items"]:
+                system[key(d)] = d
+        deps = self._raw(self.apps.list_deployment_for_all_namespaces(
+            label_selector=REVISION_LABEL, _preload_content=False))["items"]
+        pods = self._raw(self.core.list_pod_for_all_namespaces(
+            label_selector=REVISION_LABEL, _preload_content=False))["items"]
+        return Snapshot(
+            pas=self._list_custom(PA),
+            sks={key(o): o for o in self._list_custom(SKS)},
+            ingresses=self._list_custom(KINGRESS),
+            revisions={key(o): o for o in self._list_custom(REVISION)},
+            deployments={(d["metadata"]["namespace"], d["metadata"]["labels"][REVISION_LABEL]): d for d in deps},
+            pods=pods,
+            system=system,
+            autoscaler_config=self._configmap(KNATIVE_NS, "config-autoscaler"),
+            network_config=self._configmap(KNATIVE_NS, "config-network"),
+        )
 
-    def configmap_data(self, ns: str, name: str) -> dict[str, str]:
-        cm = self.get_or_none(self.core.read_namespaced_config_map, name, ns)
-        return (cm or {}).get("data") or {}
+    # --- writes -----------------------------------------------------------------------------------------
+    def create(self, gvr: tuple[str, str, str], ns: str, body: dict[str, Any]) -> None:
+        self.custom.create_namespaced_custom_object(gvr[0], gvr[1], ns, gvr[2], body)
 
-    def ksvcs(self) -> list[dict[str, Any]]:
-        return self._raw(self.custom.list_cluster_custom_object(*KSVC, _preload_content=False))["items"]
+    def replace_spec(self, gvr: tuple[str, str, str], obj: dict[str, Any], spec: dict[str, Any]) -> None:
+        ns, name = key(obj)
+        self.custom.patch_namespaced_custom_object(
+            gvr[0], gvr[1], ns, gvr[2], name,
+            {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]}, "spec": spec},
+            _content_type="application/merge-patch+json")
 
-    def revision_deployments(self) -> list[dict[str, Any]]:
-        return self._raw(self.apps.list_deployment_for_all_namespaces(
-            label_selector="serving.knative.dev/revision", _preload_content=False))["items"]
+    def patch_status(self, gvr: tuple[str, str, str], obj: dict[str, Any], status: dict[str, Any]) -> None:
+        ns, name = key(obj)
+        self.custom.patch_namespaced_custom_object_status(
+            gvr[0], gvr[1], ns, gvr[2], name, {"status": status}, _content_type="application/merge-patch+json")
 
-    def revision_pods(self) -> list[dict[str, Any]]:
-        return self._raw(self.core.list_pod_for_all_namespaces(
-            label_selector="serving.knative.dev/revision", _preload_content=False))["items"]
-
-    def patch_ksvc_status(self, ns: str, name: str, status: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object_status(*KSVC[:2], ns, KSVC[2], name, {"status": status})
-
-    def create_deployment(self, ns: str, body: dict[str, Any]) -> None:
-        self.apps.create_namespaced_deployment(ns, body)
+    def set_finalizers(self, gvr: tuple[str, str, str], obj: dict[str, Any], finalizers: list[str]) -> None:
+        ns, name = key(obj)
+        self.custom.patch_namespaced_custom_object(
+            gvr[0], gvr[1], ns, gvr[2], name,
+            {"metadata": {"finalizers": finalizers, "resourceVersion": obj["metadata"]["resourceVersion"]}},
+            _content_type="application/merge-patch+json")
 
     def scale(self, ns: str, name: str, replicas: int) -> None:
         self.apps.patch_namespaced_deployment_scale(name, ns, {"spec": {"replicas": replicas}})
 
-    def delete_deployment(self, ns: str, name: str) -> None:
+    def deployment(self, ns: str, name: str) -> dict[str, Any] | None:
         try:
-            self.apps.delete_namespaced_deployment(name, ns, propagation_policy="Background")
+            return self._raw(self.apps.read_namespaced_deployment(name, ns, _preload_content=False))
         except ApiException as err:
-            if err.status != 404:
-                raise
+            if err.status == 404:
+                return None
+            raise
 
 
 def watch_forever(fn, wake: threading.Event, stop: threading.Event, **kwargs: Any) -> None:

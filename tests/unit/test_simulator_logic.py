@@ -1,22 +1,21 @@
-"""The simulator's pure logic: model names, autoscaling decisions, routing, revision failures."""
+"""The local clusters' pure logic: vLLM API, KPA decisions and conditions, Kourier routing, the pod runner,
+the egress proxy's resolution, kwok stages."""
 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
 from localcluster.nodes import kwok_config, render_nodes
-from localcluster.simulator import autoscale, openai
-from localcluster.simulator.knative import (
-    Revision,
-    domain_for,
-    ingress_class,
-    revision_deployment,
-    revision_failure,
-    service_urls,
-)
+from localcluster.runner import egress
+from localcluster.runner.binaries import for_image
+from localcluster.runner.pods import expand, field_ref
+from localcluster.simulator import autoscale, kourier, openai
+from localcluster.simulator.autoscaler import PA_CONDITIONS, Autoscaler, living_ready, pod_counts
+from localcluster.simulator.kubeapi import Snapshot
 
 
 @pytest.mark.parametrize(("args", "name"), [
@@ -74,49 +73,131 @@ def test_desired_replicas_follows_concurrency_within_max_scale():
                                                           "autoscaling.knative.dev/min-scale": "1"}, {})) == 1
 
 
-def test_ingress_class_new_key_wins_over_legacy():
-    assert ingress_class({"ingress.class": "x", "ingress-class": "kourier.ingress.networking.knative.dev"}) \
-        == "kourier.ingress.networking.knative.dev"
-    assert ingress_class({"ingress.class": "kourier.ingress.networking.knative.dev"}).startswith("kourier")
-    assert ingress_class({}).startswith("istio")
+def _ingress(rules, ready=True, cls="kourier.ingress.networking.knative.dev", deleting=False):
+    meta = {"name": "svc", "namespace": "ns", "annotations": {"networking.knative.dev/ingress.class": cls}}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {"metadata": meta, "spec": {"rules": rules},
+            "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "Unknown"}]}}
 
 
-def test_domain_and_urls():
-    ks = {"metadata": {"name": "svc", "namespace": "ns", "labels": {}}}
-    assert service_urls(ks, {}) == ("http://svc.ns.svc.cluster.local", "http://svc.ns.svc.cluster.local")
-    assert service_urls(ks, {"127.0.0.1.nip.io": "", "_example": "x"})[0] == "http://svc.ns.127.0.0.1.nip.io"
-    local = {"metadata": {"name": "svc", "namespace": "ns",
-                          "labels": {"networking.knative.dev/visibility": "cluster-local"}}}
-    assert service_urls(local, {"example.com": ""})[0] == "http://svc.ns.svc.cluster.local"
-    assert domain_for({"app": "a"}, {"a.com": "selector:\n  app: a\n", "b.com": ""}) == "a.com"
+def _snap(ingresses, available=("net-kourier-controller", "3scale-kourier-gateway")):
+    system = {}
+    for name in available:
+        ns = "kourier-system" if name.startswith("3scale") else "knative-serving"
+        system[(ns, name)] = {"status": {"conditions": [{"type": "Available", "status": "True"}]}}
+    return Snapshot(ingresses=ingresses, system=system)
 
 
-def _rev(conditions=None) -> Revision:
-    return Revision("s-00001", 1, "h", {"metadata": {"annotations": {}}, "spec": {"replicas": 1},
-                                         "status": {"conditions": conditions or []}})
+RULES = [
+    {"hosts": ["svc.ns", "svc.ns.svc", "svc.ns.svc.cluster.local"], "visibility": "ClusterLocal",
+     "http": {"paths": [{"splits": [{"serviceName": "svc-00001", "serviceNamespace": "ns", "percent": 100}]}]}},
+    {"hosts": ["svc.ns.example.com"], "visibility": "ExternalIP",
+     "http": {"paths": [{"splits": [{"serviceName": "svc-00001", "serviceNamespace": "ns", "percent": 100}]}]}},
+]
 
 
-def test_revision_failure_reasons():
-    assert revision_failure(_rev(), []) is None
-    pending = {"status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                                          "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."}]}}
-    assert revision_failure(_rev(), [pending])[0] == "Unschedulable"
-    pull = {"status": {"containerStatuses": [{"state": {"waiting": {"reason": "ImagePullBackOff"}}}]}}
-    assert revision_failure(_rev(), [pull])[0] == "ImagePullBackOff"
-    late = _rev([{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}])
-    assert revision_failure(late, [pending])[0] == "ProgressDeadlineExceeded"
+def test_routing_table_serves_every_host_internally_and_external_ones_publicly():
+    table = kourier.routing_table(_snap([_ingress(RULES)]))
+    assert set(table) == {"svc.ns", "svc.ns.svc", "svc.ns.svc.cluster.local", "svc.ns.example.com"}
+    assert [r.external for r in table["svc.ns.example.com"]] == [True]
+    assert [r.external for r in table["svc.ns.svc.cluster.local"]] == [False]
+    split = table["svc.ns.example.com"][0].path_for("/v1/chat/completions", {}).pick()
+    assert (split.namespace, split.revision) == ("ns", "svc-00001")
 
 
-def test_revision_deployment_names_containers_and_drops_knative_only_fields():
-    ks = {"metadata": {"name": "s", "namespace": "n", "uid": "u"},
-          "spec": {"template": {"spec": {"containerConcurrency": 4, "timeoutSeconds": 60,
-                                         "containers": [{"image": "i"}]}}}}
-    dep = revision_deployment(ks, "s-00001", 1, "h", 1, 600)
-    spec = dep["spec"]["template"]["spec"]
-    assert spec["containers"][0]["name"] == "user-container"
-    assert "containerConcurrency" not in spec and "timeoutSeconds" not in spec
-    assert dep["metadata"]["ownerReferences"][0]["uid"] == "u"
-    assert dep["spec"]["progressDeadlineSeconds"] == 600
+def test_routing_table_ignores_other_classes_unready_and_deleted_ingresses_and_a_missing_kourier():
+    assert kourier.routing_table(_snap([_ingress(RULES, cls="istio.ingress.networking.knative.dev")])) == {}
+    assert kourier.routing_table(_snap([_ingress(RULES, ready=False)])) == {}
+    assert kourier.routing_table(_snap([_ingress(RULES, deleting=True)])) == {}
+    assert kourier.routing_table(_snap([_ingress(RULES)], available=("net-kourier-controller",))) == {}
+
+
+def test_split_pick_follows_percentages():
+    path = kourier.Path("/", (), (kourier.Split("ns", "a", 0, ()), kourier.Split("ns", "b", 100, ())))
+    assert {path.pick().revision for _ in range(50)} == {"b"}
+
+
+def test_living_condition_set_ready_is_false_first_then_unknown_then_true():
+    t = {"status": "True"}
+    assert living_ready({"Active": t, "ScaleTargetInitialized": t, "SKSReady": t}, PA_CONDITIONS)["status"] == "True"
+    got = living_ready({"Active": {"status": "False", "reason": "NoTraffic"},
+                        "ScaleTargetInitialized": t, "SKSReady": {"status": "Unknown"}}, PA_CONDITIONS)
+    assert (got["status"], got["reason"]) == ("False", "NoTraffic")
+    assert living_ready({"Active": t}, PA_CONDITIONS)["status"] == "Unknown"
+
+
+def _pod(phase, ready=False, deleting=False):
+    meta = {"deletionTimestamp": "x"} if deleting else {}
+    return {"metadata": meta, "status": {"phase": phase,
+                                         "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+def test_pod_counts_as_knative_counts_them():
+    pods = [_pod("Running", True), _pod("Running"), _pod("Pending"), _pod("Running", True, deleting=True)]
+    assert pod_counts(pods) == (1, 1, 1, 1)
+
+
+@pytest.mark.parametrize(("initialized", "want", "ready", "prev", "active", "init_after"), [
+    (False, 1, 0, None, ("Unknown", "Queued"), False),         # activating towards initial scale
+    (False, 1, 1, None, ("True", None), True),                  # reached initial scale: initialized, active
+    (True, 0, 0, ("True", None), ("False", "NoTraffic"), True),  # scaled to zero
+    (True, 1, 0, ("False", "NoTraffic"), ("Unknown", "Queued"), True),  # woken by a request
+    (True, -1, 0, ("False", "NoTraffic"), ("False", "NoTraffic"), True),  # no metrics yet, stays inactive
+])
+def test_active_condition_table_of_the_kpa(initialized, want, ready, prev, active, init_after):
+    conds = {}
+    if initialized:
+        conds["ScaleTargetInitialized"] = {"type": "ScaleTargetInitialized", "status": "True"}
+    if prev:
+        conds["Active"] = {"type": "Active", "status": prev[0], **({"reason": prev[1]} if prev[1] else {})}
+    Autoscaler._active(conds, autoscale.settings({}, {}), initialized, want, ready, has_service=True)
+    assert (conds["Active"]["status"], conds["Active"].get("reason")) == active
+    assert (conds["ScaleTargetInitialized"]["status"] == "True") == init_after
+
+
+def test_runner_recognises_knative_images_from_any_registry_and_digest():
+    assert for_image("gcr.io/knative-releases/knative.dev/serving/cmd/webhook@sha256:abc").name == "knative-webhook"
+    assert for_image("mirror.example.com/knative.dev/serving/cmd/controller:v1.17.2").name == "knative-controller"
+    assert for_image("gcr.io/knative-releases/knative.dev/serving/cmd/activator@sha256:abc") is None
+    assert for_image("") is None
+
+
+def test_kubelet_style_env_expansion_and_field_refs():
+    assert expand("$(A)-$(B)-$$(A)", {"A": "x"}) == "x-$(B)-$(A)"
+    pod = {"metadata": {"name": "p", "namespace": "n", "labels": {"app": "webhook"}},
+           "spec": {"nodeName": "kwok-cpu-1"}, "status": {"podIP": "10.0.0.5"}}
+    assert field_ref(pod, "metadata.namespace") == "n"
+    assert field_ref(pod, "metadata.labels['app']") == "webhook"
+    assert field_ref(pod, "status.podIP") == "10.0.0.5"
+    assert field_ref(pod, "spec.serviceAccountName") == "default"
+    with pytest.raises(ValueError, match="unsupported"):
+        field_ref(pod, "spec.hostname")
+
+
+class _Svc:
+    def __init__(self, name, ns, ip, ports, selector):
+        self.metadata = SimpleNamespace(name=name, namespace=ns)
+        self.spec = SimpleNamespace(cluster_ip=ip, selector=selector,
+                                    ports=[SimpleNamespace(port=p, target_port=t) for p, t in ports])
+
+
+def test_egress_resolves_a_cluster_ip_to_the_local_port_of_a_ready_endpoint():
+    svc = _Svc("webhook", "knative-serving", "10.96.0.20", [(443, 8443), (9090, "metrics")], {"app": "webhook"})
+    core = SimpleNamespace(list_service_for_all_namespaces=lambda: SimpleNamespace(items=[svc]))
+    from localcluster.runner.pods import Container
+    ready = Container("knative-serving", "webhook-1", "uid", "webhook", "img", for_image(
+        "x/knative.dev/serving/cmd/webhook@sha256:1"), {"app": "webhook"}, ports={8443: 21000, 9090: 21001},
+                      named={"metrics": 9090})
+    eps = {"on": [ready]}
+    resolve = egress.ServiceResolver(core, lambda ns, sel: eps["on"] if sel == {"app": "webhook"} else [])
+    assert resolve("10.96.0.20", 443) == ("127.0.0.1", 21000)
+    assert resolve("10.96.0.20", 9090) == ("127.0.0.1", 21001)
+    assert resolve("webhook.knative-serving.svc", 443) == ("127.0.0.1", 21000)
+    assert "no port 80" in resolve("10.96.0.20", 80)
+    assert "no Service" in resolve("10.96.0.99", 443)
+    eps["on"] = []
+    assert "no endpoints available" in resolve("10.96.0.20", 443)
 
 
 def test_nodes_render_gpu_capacity_label_and_taint():
@@ -135,3 +216,11 @@ def test_kwok_config_sets_ready_delay():
     ready = next(s for s in cfg if s["metadata"]["name"] == "pod-ready")
     assert ready["spec"]["delay"]["durationMilliseconds"] == 1234
     assert {s["metadata"]["name"] for s in cfg} >= {"pod-create", "pod-ready", "pod-image-pull-backoff", "pod-delete"}
+
+
+def test_kwok_leaves_runner_pods_to_the_runner():
+    cfg = list(yaml.safe_load_all(kwok_config(100)))
+    for name in ("pod-ready", "pod-complete"):
+        stage = next(s for s in cfg if s["metadata"]["name"] == name)
+        keys = [e["key"] for e in stage["spec"]["selector"]["matchExpressions"]]
+        assert any("knative.dev/serving/cmd/(webhook|controller)" in k for k in keys), name

@@ -1,0 +1,77 @@
+"""python -m localcluster.runner --cluster-dir DIR: the pod runner and the apiserver's egress proxy of one
+local cluster (see pods.py and egress.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+from kubernetes import client, config, watch
+
+from localcluster.runner import egress
+from localcluster.runner.pods import PodRunner
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m localcluster.runner", description=__doc__)
+    ap.add_argument("--cluster-dir", required=True, type=Path)
+    ap.add_argument("--bin-dir", required=True, type=Path, help="where the Knative binaries are")
+    ap.add_argument("--egress-socket", required=True, type=Path)
+    args = ap.parse_args(argv)
+
+    def log(msg: str) -> None:
+        print(f"{datetime.now().strftime('%H:%M:%S.%f')[:-3]} {msg}", flush=True)
+
+    kubeconfig = args.cluster_dir / "kubeconfig"
+    cfg = yaml.safe_load(kubeconfig.read_text())
+    cluster = cfg["clusters"][0]["cluster"]
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    core = client.CoreV1Api(api)
+    runner = PodRunner(api, args.cluster_dir, args.bin_dir, cluster["server"], cluster["certificate-authority-data"],
+                       log=log)
+    stop = threading.Event()
+    wake = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    resolver = egress.ServiceResolver(core, runner.endpoints)
+    threading.Thread(target=egress.serve, args=(args.egress_socket, resolver, stop, log), daemon=True,
+                     name="egress").start()
+
+    def watch_pods() -> None:
+        while not stop.is_set():
+            w = watch.Watch()
+            try:
+                for _ in w.stream(core.list_pod_for_all_namespaces, timeout_seconds=30):
+                    wake.set()
+                    if stop.is_set():
+                        break
+            except Exception:  # noqa: BLE001 - apiserver restarting: watch again
+                stop.wait(1.0)
+            finally:
+                w.stop()
+    threading.Thread(target=watch_pods, daemon=True, name="watch-pods").start()
+
+    # Processes are started from this (main) thread only: their parent-death signal follows this thread.
+    while not stop.is_set():
+        wake.clear()
+        try:
+            pods = json.loads(core.list_pod_for_all_namespaces(_preload_content=False).data)["items"]
+            runner.reconcile(pods)
+        except Exception as err:  # noqa: BLE001 - the apiserver may be briefly unavailable
+            log(f"reconcile failed: {err}")
+            stop.wait(1.0)
+        wake.wait(0.5)
+    runner.stop_all()
+    log("runner stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,490 @@
+"""The pod runner: the kubelet of the pods whose containers are real binaries (Knative's webhook and controller).
+
+kwok schedules every pod and gives it an IP. For a pod whose container image names a binary we built
+(binaries.BINARIES), the runner does what a kubelet would: starts the process with the env and args
+of the pod spec (fieldRefs, ConfigMap/Secret refs, `$(VAR)` expansion), with the credentials of the
+pod's service account (a TokenRequest bound to the pod, so the release's own RBAC applies), with free
+local ports in place of the container ports, probes its readiness as the pod spec says, writes the
+container status (Running, Ready, CrashLoopBackOff with restart counts and the last exit), restarts
+it with back-off, and stops it by PID when the pod goes away. Everything it starts is recorded in
+`runner.json` so `make local-down` can stop it by PID even if the runner itself was killed.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import json
+import os
+import random
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes.client.rest import ApiException
+
+from localcluster import procs
+from localcluster.runner.binaries import METRICS_PORT_MAX, Binary, for_image
+
+BACKOFF_START, BACKOFF_MAX, BACKOFF_RESET = 1.0, 30.0, 60.0  # kubelet: 10 s doubling to 5 min, reset after 10 min
+STOP_GRACE_MAX = 10.0
+TOKEN_SECONDS = 24 * 3600
+_VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def free_port(high: int = METRICS_PORT_MAX, low: int = 20000) -> int:
+    """A free port below the kernel's ephemeral range (so no outgoing connection takes it meanwhile)."""
+    for _ in range(200):
+        port = random.randint(low, high)  # noqa: S311 - not security relevant
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {low}-{high}")
+
+
+def _set_parent_death_signal() -> None:
+    """The child gets SIGTERM when the runner dies, so a killed runner leaves no orphan behind."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion: known names are replaced, $$ escapes, unknown ones stay as they are."""
+    text = text.replace("$$", "\0")
+    text = _VAR.sub(lambda m: env.get(m.group(1), m.group(0)), text)
+    return text.replace("\0", "$")
+
+
+def field_ref(pod: dict[str, Any], path: str) -> str:
+    meta, spec, status = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
+    m = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
+    if m:
+        return str((meta.get(m.group(1)) or {}).get(m.group(2), ""))
+    simple = {
+        "metadata.name": meta.get("name"), "metadata.namespace": meta.get("namespace"),
+        "metadata.uid": meta.get("uid"), "spec.nodeName": spec.get("nodeName"),
+        "spec.serviceAccountName": spec.get("serviceAccountName") or "default",
+        "status.podIP": status.get("podIP"), "status.hostIP": status.get("hostIP"),
+    }
+    if path not in simple:
+        raise ValueError(f"unsupported fieldRef {path}")
+    return str(simple[path] or "")
+
+
+@dataclass
+class Container:
+    """One real process standing for one container of one pod."""
+
+    namespace: str
+    pod: str
+    uid: str
+    name: str
+    image: str
+    binary: Binary
+    labels: dict[str, str]
+    ports: dict[int, int] = field(default_factory=dict)  # container port -> local port
+    named: dict[str, int] = field(default_factory=dict)  # container port name -> container port
+    readiness: dict[str, Any] | None = None
+    restart_policy: str = "Always"
+    grace: float = 30.0
+    popen: subprocess.Popen[bytes] | None = None
+    started_at: str | None = None
+    started_mono: float = 0.0
+    restarts: int = 0
+    last_exit: dict[str, Any] | None = None
+    next_start: float = 0.0
+    backoff: float = BACKOFF_START
+    ready: bool = False
+    done: bool = False  # exited for good (restartPolicy Never/OnFailure)
+    next_probe: float = 0.0
+    probe_failures: int = 0
+    log: Path | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.pod}/{self.name}"
+
+    def local_port(self, port: int | str) -> int | None:
+        number = self.named.get(port) if isinstance(port, str) else port
+        return self.ports.get(number) if number is not None else None
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen and self.popen.poll() is None else None
+
+
+class PodRunner:
+    def __init__(self, api: Any, cluster_dir: Path, bin_dir: Path, server: str, ca_data: str,
+                 log: Callable[[str], None] = print) -> None:
+        from kubernetes import client  # the runner's only client, built from the admin kubeconfig
+
+        self.core = client.CoreV1Api(api)
+        self.dir = cluster_dir
+        self.bin_dir = bin_dir
+        self.server = server
+        self.ca_data = ca_data
+        self.log = log
+        self.containers: dict[str, Container] = {}
+        self.patched: dict[str, str] = {}  # pod uid -> last status written (json)
+        self.state_file = cluster_dir / "runner.json"
+
+    # --- what runs ------------------------------------------------------------------------------------
+    def endpoints(self, namespace: str, selector: dict[str, str]) -> list[Container]:
+        """Ready containers of pods in `namespace` whose labels match `selector` (a Service's endpoints)."""
+        return [c for c in self.containers.values()
+                if c.namespace == namespace and c.ready and c.pid
+                and all(c.labels.get(k) == v for k, v in selector.items())]
+
+    def _save(self) -> None:
+        data = {c.key: {"pid": c.pid, "marker": str(self.bin_dir / c.binary.name)}
+                for c in self.containers.values() if c.pid}
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(self.state_file)
+
+    # --- reconcile ------------------------------------------------------------------------------------
+    def reconcile(self, pods: list[dict[str, Any]]) -> None:
+        wanted: set[str] = set()
+        by_uid = {p["metadata"]["uid"]: p for p in pods}
+        for pod in pods:
+            meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
+            if meta.get("deletionTimestamp") or not status.get("podIP") or not spec.get("nodeName"):
+                continue
+            for ctr in spec.get("containers") or []:
+                binary = for_image(ctr.get("image", ""))
+                if binary is None:
+                    continue
+                key = f"{meta['namespace']}/{meta['name']}/{ctr['name']}"
+                cur = self.containers.get(key)
+                if cur is not None and cur.uid != meta["uid"]:
+                    self._stop(cur, "pod replaced")
+                    cur = None
+                if cur is None:
+                    cur = self._new(pod, ctr, binary)
+                    self.containers[key] = cur
+                wanted.add(key)
+        for key in list(self.containers):
+            if key not in wanted:
+                self._stop(self.containers.pop(key), "pod gone or terminating")
+        now = time.monotonic()
+        for c in self.containers.values():
+            self._tend(c, by_uid.get(c.uid), now)
+        for uid in {c.uid for c in self.containers.values()}:
+            if uid in by_uid:
+                self._write_status(by_uid[uid])
+        for uid in list(self.patched):
+            if uid not in by_uid:
+                self.patched.pop(uid)
+        self._save()
+
+    def _new(self, pod: dict[str, Any], ctr: dict[str, Any], binary: Binary) -> Container:
+        meta, spec = pod["metadata"], pod.get("spec") or {}
+        named = {p["name"]: p["containerPort"] for p in ctr.get("ports") or [] if p.get("name")}
+        c = Container(
+            namespace=meta["namespace"], pod=meta["name"], uid=meta["uid"], name=ctr["name"],
+            image=ctr.get("image", ""), binary=binary, labels=dict(meta.get("labels") or {}), named=named,
+            readiness=ctr.get("readinessProbe"), restart_policy=spec.get("restartPolicy") or "Always",
+            grace=min(float(spec.get("terminationGracePeriodSeconds") or 30), STOP_GRACE_MAX),
+        )
+        c.ports = {port: free_port() for port in binary.port_env.values()}
+        version = c.labels.get("app.kubernetes.io/version", "?")
+        self.log(f"{c.key}: runs {binary.name} for image {c.image} (release label {version}); "
+                 f"ports {', '.join(f'{k}->{v}' for k, v in sorted(c.ports.items()))}")
+        return c
+
+    def _tend(self, c: Container, pod: dict[str, Any] | None, now: float) -> None:
+        if c.popen is not None and c.popen.poll() is not None:
+            self._exited(c, now)
+        if c.popen is None and not c.done and now >= c.next_start and pod is not None:
+            try:
+                self._start(c, pod)
+            except Exception as err:  # noqa: BLE001 - surfaced as the container's waiting reason
+                c.last_exit = {"terminated": {"exitCode": 128, "reason": "StartError", "message": str(err)[:500],
+                                              "startedAt": now_iso(), "finishedAt": now_iso()}}
+                self.log(f"{c.key}: cannot start: {err}")
+                c.next_start = now + c.backoff
+                c.backoff = min(c.backoff * 2, BACKOFF_MAX)
+        if c.popen is not None and now >= c.next_probe:
+            self._probe(c, now)
+
+    def _env(self, pod: dict[str, Any], ctr: dict[str, Any]) -> dict[str, str]:
+        ns = pod["metadata"]["namespace"]
+        env: dict[str, str] = {}
+        for src in ctr.get("envFrom") or []:
+            prefix = src.get("prefix", "")
+            if "configMapRef" in src:
+                data = self._read_data("config_map", ns, src["configMapRef"]["name"], src["configMapRef"])
+            else:
+                data = self._read_data("secret", ns, src["secretRef"]["name"], src["secretRef"])
+            env.update({prefix + k: v for k, v in data.items()})
+        for item in ctr.get("env") or []:
+            name = item["name"]
+            if "value" in item:
+                env[name] = expand(str(item["value"]), env)
+                continue
+            ref = item.get("valueFrom") or {}
+            if "fieldRef" in ref:
+                env[name] = field_ref(pod, ref["fieldRef"]["fieldPath"])
+            elif "configMapKeyRef" in ref:
+                r = ref["configMapKeyRef"]
+                data = self._read_data("config_map", ns, r["name"], r)
+                if r["key"] in data:
+                    env[name] = data[r["key"]]
+            elif "secretKeyRef" in ref:
+                r = ref["secretKeyRef"]
+                data = self._read_data("secret", ns, r["name"], r)
+                if r["key"] in data:
+                    env[name] = data[r["key"]]
+            elif "resourceFieldRef" in ref:
+                r = ref["resourceFieldRef"]
+                kind, _, res = r["resource"].partition(".")
+                env[name] = str(((ctr.get("resources") or {}).get(kind) or {}).get(res, "0"))
+            else:
+                env[name] = ""
+        return env
+
+    def _read_data(self, kind: str, ns: str, name: str, ref: dict[str, Any]) -> dict[str, str]:
+        try:
+            obj = getattr(self.core, f"read_namespaced_{kind}")(name, ns)
+        except ApiException as err:
+            if err.status == 404 and ref.get("optional"):
+                return {}
+            raise RuntimeError(f"{kind.replace('_', '')} {ns}/{name}: {err.reason}") from None
+        data = dict(obj.data or {})
+        if kind == "secret":
+            data = {k: base64.b64decode(v).decode(errors="replace") for k, v in data.items()}
+        return data
+
+    def _kubeconfig(self, c: Container, pod: dict[str, Any]) -> Path:
+        """A kubeconfig with a token of the pod's service account, bound to the pod (like a projected token)."""
+        from kubernetes import client
+
+        sa = (pod.get("spec") or {}).get("serviceAccountName") or "default"
+        req = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(
+            audiences=[], expiration_seconds=TOKEN_SECONDS,
+            bound_object_ref=client.V1BoundObjectReference(kind="Pod", api_version="v1", name=c.pod, uid=c.uid)))
+        token = self.core.create_namespaced_service_account_token(sa, c.namespace, req).status.token
+        folder = self.dir / "pods" / f"{c.namespace}_{c.pod}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "kubeconfig"
+        cfg = {
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "local", "cluster": {"server": self.server,
+                                                       "certificate-authority-data": self.ca_data}}],
+            "users": [{"name": f"system:serviceaccount:{c.namespace}:{sa}", "user": {"token": token}}],
+            "contexts": [{"name": "pod", "context": {"cluster": "local",
+                                                     "user": f"system:serviceaccount:{c.namespace}:{sa}"}}],
+            "current-context": "pod",
+        }
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(yaml.safe_dump(cfg, sort_keys=False))
+        return path
+
+    def _start(self, c: Container, pod: dict[str, Any]) -> None:
+        ctr = next(x for x in pod["spec"]["containers"] if x["name"] == c.name)
+        env = self._env(pod, ctr)
+        for var, port in c.binary.port_env.items():
+            env[var] = str(c.ports[port])
+        env["KUBECONFIG"] = str(self._kubeconfig(c, pod))
+        env["HOME"] = str(self.dir / "pods" / f"{c.namespace}_{c.pod}")
+        env.setdefault("PATH", "/usr/bin:/bin")
+        binary = self.bin_dir / c.binary.name
+        argv = [str(binary), *(expand(str(a), env) for a in ctr.get("args") or [])]
+        c.log = self.dir / "logs" / "pods" / f"{c.namespace}_{c.pod}_{c.name}.log"
+        c.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(c.log, "ab") as out:
+            out.write(f"--- {now_iso()} start {argv[0]} (restart {c.restarts})\n".encode())
+            out.flush()
+            c.popen = subprocess.Popen(  # noqa: S603 - our own binary
+                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                cwd=env["HOME"], preexec_fn=_set_parent_death_signal)  # noqa: PLW1509
+        c.started_at, c.started_mono, c.ready, c.probe_failures = now_iso(), time.monotonic(), False, 0
+        c.next_probe = time.monotonic() + float((c.readiness or {}).get("initialDelaySeconds") or 0)
+        self.log(f"{c.key}: started pid {c.popen.pid}")
+
+    def _exited(self, c: Container, now: float) -> None:
+        assert c.popen is not None
+        code = c.popen.returncode
+        ran = now - c.started_mono
+        c.last_exit = {"terminated": {
+            "exitCode": code if code >= 0 else 128 - code, "reason": "Completed" if code == 0 else "Error",
+            "startedAt": c.started_at, "finishedAt": now_iso()}}
+        c.popen, c.ready = None, False
+        self.log(f"{c.key}: exited with {code} after {ran:.1f}s (see {c.log})")
+        if c.restart_policy == "Never" or (c.restart_policy == "OnFailure" and code == 0):
+            c.done = True
+            return
+        c.restarts += 1
+        if ran >= BACKOFF_RESET:
+            c.backoff = BACKOFF_START
+        c.next_start = now + c.backoff
+        c.backoff = min(c.backoff * 2, BACKOFF_MAX)
+
+    def _probe(self, c: Container, now: float) -> None:
+        probe = c.readiness or {}
+        c.next_probe = now + float(probe.get("periodSeconds") or 10)
+        ok = self._probe_once(c, probe)
+        if ok:
+            c.probe_failures = 0
+            if not c.ready:
+                self.log(f"{c.key}: ready")
+            c.ready = True
+        else:
+            c.probe_failures += 1
+            if c.probe_failures >= int(probe.get("failureThreshold") or 3) or not c.ready:
+                c.ready = False
+
+    def _probe_once(self, c: Container, probe: dict[str, Any]) -> bool:
+        timeout = float(probe.get("timeoutSeconds") or 1)
+        if "httpGet" in probe:
+            h = probe["httpGet"]
+            port = c.local_port(h.get("port"))
+            if port is None:
+                return c.popen is not None
+            scheme = (h.get("scheme") or "HTTP").lower()
+            req = urllib.request.Request(f"{scheme}://127.0.0.1:{port}{h.get('path') or '/'}",
+                                         headers={"User-Agent": "kube-probe/1.32",
+                                                  **{x["name"]: x["value"] for x in h.get("httpHeaders") or []}})
+            ctx = ssl._create_unverified_context() if scheme == "https" else None  # noqa: S323 - kubelet's way
+            try:
+                with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:  # noqa: S310
+                    return 200 <= resp.status < 400
+            except urllib.error.HTTPError as err:
+                return 200 <= err.code < 400
+            except (OSError, ssl.SSLError):
+                return False
+        if "tcpSocket" in probe:
+            port = c.local_port(probe["tcpSocket"].get("port"))
+            if port is None:
+                return c.popen is not None
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=timeout):
+                    return True
+            except OSError:
+                return False
+        return c.popen is not None  # no probe (or exec/grpc): ready once running, as the kubelet does
+
+    # --- status ---------------------------------------------------------------------------------------
+    def _write_status(self, pod: dict[str, Any]) -> None:
+        uid = pod["metadata"]["uid"]
+        mine = {c.name: c for c in self.containers.values() if c.uid == uid}
+        statuses = []
+        for ctr in pod["spec"]["containers"]:
+            c = mine.get(ctr["name"])
+            st: dict[str, Any] = {"name": ctr["name"], "image": ctr.get("image", ""),
+                                  "imageID": ctr.get("image", ""), "restartCount": 0, "ready": True,
+                                  "started": True, "state": {"running": {"startedAt": now_iso()}}}
+            if c is not None:
+                st["restartCount"] = c.restarts
+                st["ready"] = c.ready
+                st["started"] = c.popen is not None
+                if c.pid:
+                    st["containerID"] = f"knfleet-runner://{c.pid}"
+                    st["state"] = {"running": {"startedAt": c.started_at}}
+                elif c.done and c.last_exit:
+                    st["state"] = c.last_exit
+                elif c.last_exit:
+                    secs = max(0, int(c.next_start - time.monotonic()))
+                    st["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message": (
+                        f"back-off {secs}s restarting failed container={c.name} pod={c.pod}_{c.namespace}"
+                        f"({uid})")}}
+                else:
+                    st["state"] = {"waiting": {"reason": "ContainerCreating"}}
+                if c.last_exit:
+                    st["lastState"] = c.last_exit
+            statuses.append(st)
+        all_ready = all(s["ready"] for s in statuses)
+        finished = [c for c in mine.values() if c.done]
+        if finished and len(finished) == len(mine):
+            phase = "Succeeded" if all(c.last_exit and c.last_exit["terminated"]["exitCode"] == 0
+                                       for c in finished) else "Failed"
+        else:
+            phase = "Running" if any(c.started_at for c in mine.values()) else "Pending"
+        old = {c["type"]: c for c in (pod.get("status") or {}).get("conditions") or []}
+
+        def cond(kind: str, ok: bool, reason: str = "") -> dict[str, Any]:
+            status = "True" if ok else "False"
+            prev = old.get(kind) or {}
+            out = {"type": kind, "status": status, "lastProbeTime": None,
+                   "lastTransitionTime": prev.get("lastTransitionTime") if prev.get("status") == status
+                   and prev.get("lastTransitionTime") else now_iso()}
+            if not ok and reason:
+                out["reason"] = reason
+                unready = " ".join(n for n, c in mine.items() if not c.ready)
+                out["message"] = f"containers with unready status: [{unready}]"
+            return out
+        status = {
+            "phase": phase,
+            "conditions": [cond("PodScheduled", True), cond("Initialized", True),
+                           cond("ContainersReady", all_ready, "ContainersNotReady"),
+                           cond("Ready", all_ready, "ContainersNotReady")],
+            "containerStatuses": statuses,
+        }
+        if any(c.started_at for c in mine.values()):
+            status["startTime"] = min(c.started_at for c in mine.values() if c.started_at)
+        # Write only when something a reader cares about changed (not the timestamps of a running state).
+        digest = json.dumps([phase, all_ready, [(s["name"], s["ready"], s["restartCount"], list(s["state"]),
+                                                  (s["state"].get("waiting") or {}).get("reason"),
+                                                  s.get("containerID")) for s in statuses]])
+        if self.patched.get(uid) == digest:
+            return
+        try:
+            self.core.patch_namespaced_pod_status(pod["metadata"]["name"], pod["metadata"]["namespace"],
+                                                  {"status": status}, _content_type="application/merge-patch+json")
+            self.patched[uid] = digest
+        except ApiException as err:
+            if err.status != 404:
+                self.log(f"pod {pod['metadata']['namespace']}/{pod['metadata']['name']}: status not written: "
+                         f"{err.reason}")
+
+    # --- stop -----------------------------------------------------------------------------------------
+    def _stop(self, c: Container, why: str) -> None:
+        if c.popen is not None and c.popen.poll() is None:
+            self.log(f"{c.key}: stopping pid {c.popen.pid} ({why})")
+            c.popen.send_signal(signal.SIGTERM)  # our own child: its Popen knows the PID
+            try:
+                c.popen.wait(timeout=c.grace)
+            except subprocess.TimeoutExpired:
+                c.popen.kill()
+                c.popen.wait(timeout=5)
+        c.popen = None
+
+    def stop_all(self) -> None:
+        for c in list(self.containers.values()):
+            self._stop(c, "runner stopping")
+        self.containers.clear()
+        self._save()
+
+
+def stop_recorded(cluster_dir: Path) -> list[str]:
+    """Stop, by PID, every process a (possibly killed) runner recorded for this cluster."""
+    stopped = []
+    try:
+        data = json.loads((cluster_dir / "runner.json").read_text())
+    except (OSError, ValueError):
+        return stopped
+    for key, rec in data.items():
+        if rec.get("pid") and procs.stop(int(rec["pid"]), rec.get("marker", "")):
+            stopped.append(key)
+    return stopped
