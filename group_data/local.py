@@ -9,3 +9,11 @@ models = [
                         "target": 16, "target_utilization_percentage": 80},
     },
 ]
+
+# Knative's controller resolves image tags to digests by asking the registry; there is no network here (and
+# none behind many firewalls), so Docker Hub tags are taken as they are. Real fleets pin digests or list their
+# mirror instead.
+knative_deployment = {
+    "progress-deadline": "600s",
+    "registries-skipping-tag-resolving": "kind.local,ko.local,dev.local,index.docker.io",
+}

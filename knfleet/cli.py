@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import runpy
 import sys
@@ -16,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from knfleet import __version__, lint, models, rollout, status
+from knfleet import __version__, lint, models, plan, render, rollout, settings, status
 
 
 def _load_cluster_config(path: str | None) -> lint.ClusterConfig:
@@ -31,29 +32,39 @@ def _load_cluster_config(path: str | None) -> lint.ClusterConfig:
     return lint.ClusterConfig.from_configmaps(docs)
 
 
-def group_data_config(values: dict[str, Any], base: lint.ClusterConfig,
-                      found: list[models.Model]) -> lint.ClusterConfig:
-    """The cluster config a group data module asks knfleet to install, over `base`."""
-    return lint.ClusterConfig(
-        autoscaler={**base.autoscaler, **{k: str(v) for k, v in (values.get("knative_autoscaler") or {}).items()}},
-        defaults={**base.defaults, **{k: str(v) for k, v in (values.get("knative_defaults") or {}).items()}},
-        features={**base.features, **{k: str(v) for k, v in (values.get("knative_features") or {}).items()},
-                  **models.needed_features(found)},
-        deployment={**base.deployment, **{k: str(v) for k, v in (values.get("knative_deployment") or {}).items()}},
-        max_gpus_per_node=base.max_gpus_per_node, proxy_timeout_seconds=base.proxy_timeout_seconds,
-    )
+def group_data_values(path: Path) -> dict[str, Any]:
+    """A group data module's values over group_data/all.py's, as pyinfra merges them for a host of that group."""
+    def values(p: Path) -> dict[str, Any]:
+        return {k: v for k, v in runpy.run_path(str(p)).items() if not k.startswith("_")}
+    out: dict[str, Any] = {}
+    base = path.with_name("all.py")
+    if path.name != "all.py" and base.is_file():
+        out.update(values(base))
+    out.update(values(path))
+    return out
+
+
+def lint_group_data(path: str, base: lint.ClusterConfig) -> list[lint.Problem]:
+    """Lint a group data module exactly as a deploy of that group checks it (same settings, same cluster config)."""
+    values = settings.Data(group_data_values(Path(path)), action="install")
+    try:
+        cfg = settings.from_data(values)
+        found = models.from_data(values.get("models"), where=f"{path}: models")
+    except (settings.SettingsError, models.ModelError) as err:
+        return [lint.Problem("error", path, "-", "group data", None, str(err))]
+    cfg = plan.with_model_features(cfg, found)
+    problems = [lint.Problem(p.severity, path, "-", p.field, p.value, f"{p.message} ({p.configmap})")
+                for p in settings.knative_problems(render.config_maps(None, cfg))]
+    cfg = dataclasses.replace(
+        cfg, autoscaler={**base.autoscaler, **cfg.autoscaler}, defaults={**base.defaults, **cfg.defaults},
+        features={**base.features, **cfg.features}, deployment={**base.deployment, **cfg.deployment})
+    return problems + plan.lint_models(path, cfg, found)
 
 
 def lint_path(path: str, cfg: lint.ClusterConfig) -> list[lint.Problem]:
     p = Path(path)
     if p.suffix == ".py":
-        values = runpy.run_path(str(p))
-        try:
-            found = models.from_data(values.get("models"), where=f"{path}: models")
-        except models.ModelError as err:
-            return [lint.Problem("error", path, "-", "models", None, str(err))]
-        local = group_data_config(values, cfg, found)
-        return [pr for m in found for pr in lint.lint_service(models.render_service(m), local, path)]
+        return lint_group_data(path, cfg)
     try:
         docs = [d for d in yaml.safe_load_all(p.read_text()) if d]
     except yaml.YAMLError as err:

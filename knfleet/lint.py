@@ -59,6 +59,7 @@ VOLUME_FEATURES = {
     "emptyDir": "kubernetes.podspec-volumes-emptydir",
 }
 DEFAULT_FEATURES = {"kubernetes.podspec-volumes-emptydir": "enabled"}
+DEFAULT_SKIP_REGISTRIES = "kind.local,ko.local,dev.local"  # config-deployment's default
 
 
 @dataclass(frozen=True)
@@ -289,7 +290,7 @@ def _ignored_keys(ann: dict[str, str], where: str, c: _Collector) -> None:
                    + (f" (did you mean {close[0]}?)" if close else ""))
 
 
-def _check_container(ctr: dict[str, Any], i: int, port_of: int | None, c: _Collector) -> None:
+def _check_container(ctr: dict[str, Any], i: int, port_name: str, c: _Collector) -> None:
     base = f"spec.template.spec.containers[{i}]"
     if ctr.get("name") == "queue-proxy":
         c.error(f"{base}.name", "queue-proxy", "reserved container name")
@@ -312,16 +313,42 @@ def _check_container(ctr: dict[str, Any], i: int, port_of: int | None, c: _Colle
         probe = ctr.get(probe_name)
         if not probe:
             continue
-        for handler in ("httpGet", "tcpSocket", "grpc"):
+        for handler in ("httpGet", "tcpSocket"):
+            # Knative 1.17 checks only a *named* probe port (k8s_validation.go validateProbe): it must be the
+            # container port's name. A number is accepted as it is.
             h = probe.get(handler) or {}
-            if "port" in h and port_of is not None and h["port"] != port_of:
+            if isinstance(h.get("port"), str) and h["port"] != port_name:
                 c.error(f"{base}.{probe_name}.{handler}.port", h["port"],
-                        f"may only be omitted or equal the container port {port_of}")
+                        f"Probe port must match container port: a named port must be {port_name!r}"
+                        if port_name else "Probe port must match container port: the container port has no name; "
+                                          "use its number or omit the port")
         if probe_name == "readinessProbe" and probe.get("periodSeconds") == 0:
             for bad in ("failureThreshold", "timeoutSeconds"):
                 if bad in probe:
                     c.error(f"{base}.readinessProbe.{bad}", probe[bad],
                             "must not be set when periodSeconds is 0 (aggressive probing)")
+
+
+def image_registry(image: str) -> str:
+    """The registry Knative contacts to resolve a tag (go-containerregistry's rule: the first path part when it
+    holds a '.' or ':', else Docker Hub, `index.docker.io`; `docker.io` is an alias of it)."""
+    name = image.split("@", 1)[0]
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first):
+        return "index.docker.io" if first == "docker.io" else first
+    return "index.docker.io"
+
+
+def _check_tag_resolution(ctr: dict[str, Any], i: int, skipping: set[str], c: _Collector) -> None:
+    image = str(ctr.get("image") or "")
+    if not image or "@sha256:" in image:
+        return
+    registry = image_registry(image)
+    if registry not in skipping:
+        c.warn(f"spec.template.spec.containers[{i}].image", image,
+               f"Knative resolves this tag to a digest by asking {registry}; where the cluster cannot reach it "
+               f"the revision fails (ContainerMissing). Use a digest, or add {registry} to "
+               "knative_deployment.registries-skipping-tag-resolving")
 
 
 def _progress_deadline(ann: dict[str, str], cfg: ClusterConfig, c: _Collector) -> float | None:
@@ -384,11 +411,14 @@ def lint_service(obj: dict[str, Any], cfg: ClusterConfig, file: str = "<input>")
                                                                       "across all containers")
     if len(containers) > 1 and not ports:
         c.error("spec.template.spec.containers[*].ports", 0, "with several containers exactly one must name its port")
-    port_of = ports[0][1].get("containerPort") if len(ports) == 1 else (8080 if not ports else None)
+    port_name = str(ports[0][1].get("name") or "") if len(ports) == 1 else ""
     gpus = 0
     startup_budget = 0.0
+    skipping = {r.strip() for r in cfg.deployment.get("registries-skipping-tag-resolving",
+                                                       DEFAULT_SKIP_REGISTRIES).split(",")}
     for i, ctr in enumerate(containers):
-        _check_container(ctr, i, port_of, c)
+        _check_container(ctr, i, port_name, c)
+        _check_tag_resolution(ctr, i, skipping, c)
         limits = (ctr.get("resources") or {}).get("limits") or {}
         gpus += int(str(limits.get("nvidia.com/gpu", 0)) or 0)
         sp = ctr.get("startupProbe")

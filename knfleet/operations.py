@@ -101,6 +101,46 @@ def apply_manifest(target: Target, path: str, stage: str):
     yield target.command(*kubectl.apply_args(path))
 
 
+CONFIG_WEBHOOK = "config.webhook.serving.knative.dev"
+
+
+def apply_config_repairing(target: Target, path: str, log: Callable[[str], None]) -> None:
+    """Apply the config ConfigMaps. When Knative's config webhook cannot be called (its pods crash-loop, for
+    example on a value stored before that webhook existed), the rules that route ConfigMaps to it are taken off:
+    they are Knative's (its webhook writes them at start-up and puts them back once it runs again), and without
+    this no corrected ConfigMap could ever be stored. The values themselves were checked as Knative parses them."""
+    proc = kubectl.run(target, *kubectl.apply_args(path), check=False)
+    if proc.returncode == 0:
+        return
+    err = (proc.stderr or proc.stdout).strip()
+    if f'failed calling webhook "{CONFIG_WEBHOOK}"' not in err:
+        raise KubectlError(target.argv(*kubectl.apply_args(path)), proc.returncode, err)
+    log(f"Knative's config webhook does not answer ({err.splitlines()[-1][:200]}); taking its rules off "
+        f"{CONFIG_WEBHOOK} so the corrected ConfigMaps can be stored (Knative's webhook restores them when it runs)")
+    kubectl.run(target, "patch", "validatingwebhookconfiguration", CONFIG_WEBHOOK, "--type=json",
+                "-p", json.dumps([{"op": "replace", "path": "/webhooks/0/rules", "value": []}]))
+    kubectl.run(target, *kubectl.apply_args(path))
+
+
+@operation()
+def apply_config(target: Target, path: str):
+    """Server-side apply of the `config-*` ConfigMaps, only when the cluster differs; repairs a cluster whose
+    Knative webhook crash-loops on a stored configuration (see apply_config_repairing).
+
+    + target: the cluster
+    + path: the rendered config stage
+    """
+    diff = host.get_fact(ManifestDiff, target=target, path=path)
+    if diff["in_sync"]:
+        host.noop("config: in sync")
+        return
+    if diff["objects"]:
+        logger.info(f"{host.print_prefix}config: {len(diff['objects'])} object(s) differ: "
+                    + ", ".join(diff["objects"][:8]) + (" …" if len(diff["objects"]) > 8 else ""))
+    yield guarded("apply the config ConfigMaps", apply_config_repairing, target, path,
+                  lambda m: logger.warning(f"{host.print_prefix}{m}"))
+
+
 def _items(fact: Any) -> list[dict[str, Any]] | None:
     return None if "error" in fact else fact.get("items", [])
 
@@ -161,31 +201,99 @@ def delete_manifest(target: Target, path: str, stage: str, timeout: int = 300):
     yield target.command(*kubectl.delete_args(path, wait=True, timeout=f"{timeout}s"))
 
 
+# What Knative's controllers make for a Knative Service, all labelled serving.knative.dev/service=<name>.
+OWNED_BY_SERVICE = ("routes.serving.knative.dev,configurations.serving.knative.dev,revisions.serving.knative.dev,"
+                    "ingresses.networking.internal.knative.dev,podautoscalers.autoscaling.internal.knative.dev,"
+                    "serverlessservices.networking.internal.knative.dev")
+
+
+def service_selectors(refs: list[str]) -> dict[str, str]:
+    """namespace -> a selector of the objects Knative made for these services ("ns/name")."""
+    by_ns: dict[str, list[str]] = {}
+    for ref in refs:
+        ns, name = ref.split("/", 1)
+        by_ns.setdefault(ns, []).append(name)
+    return {ns: f"serving.knative.dev/service in ({','.join(sorted(names))})" for ns, names in by_ns.items()}
+
+
+KNATIVE_USER_KINDS = ("ksvc,domainmappings.serving.knative.dev,routes.serving.knative.dev,"
+                      "configurations.serving.knative.dev")
+
+
+def _left(items: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for o in items:
+        fins = o["metadata"].get("finalizers") or []
+        out.append(f"{o['kind']} {readiness.name_of(o)}" + (f" (finalizers {fins})" if fins else ""))
+    return out
+
+
+def wait_services_gone(target: Target, refs: list[str], everything: bool, timeout: float) -> None:
+    """The services, and every route, configuration, revision, ingress, PA and SKS Knative made for them, are gone
+    (Revisions carry serving.knative.dev/service, not the Service's own labels). With `everything`, no Knative
+    object made by anyone remains either."""
+    selectors = service_selectors(refs)
+
+    def check() -> tuple[bool, str]:
+        left: list[str] = []
+        for ns, selector in selectors.items():
+            names = {r.split("/", 1)[1] for r in refs if r.startswith(f"{ns}/")}
+            made = kubectl.run(target, "get", OWNED_BY_SERVICE, "-n", ns, "-l", selector, "-o", "json",
+                               "--ignore-not-found").stdout
+            left += _left(json.loads(made or '{"items": []}').get("items", []))
+            left += _left([o for o in kubectl.get_json(target, "ksvc", "-n", ns)["items"]
+                           if o["metadata"]["name"] in names])
+        if everything:
+            left += _left(kubectl.get_json(target, f"{KNATIVE_USER_KINDS},{OWNED_BY_SERVICE}", "-A")["items"])
+        return not left, "still present: " + ", ".join(sorted(set(left)))
+    waits.poll(check, timeout)
+
+
 @operation()
-def delete_services(target: Target, selector: str, timeout: int = 300):
-    """Delete the Knative Services matching the selector and wait until their routes, revisions and
-    ingresses are gone, while the controllers still run (so their finalizers complete)."""
+def delete_services(target: Target, selector: str, timeout: int = 300, force: bool = False):
+    """Delete the Knative Services matching the selector (with `force`: every Knative Service, DomainMapping,
+    Route and Configuration) and wait until they and everything Knative made for them are gone, while the
+    controllers still run, so that their finalizers complete. Knative's webhook admits these deletes: it must
+    answer first."""
     if _no_ksvc_crd(target):
         host.noop("no Knative Service CRD: nothing to delete")
         return
     found = _items(host.get_fact(KubeJson, target=target, args=("ksvc", "-A", "-l", selector))) or []
-    if not found:
-        host.noop("no managed Knative Services")
+    foreign = foreign_objects(_items(host.get_fact(KubeJson, target=target, args=(KNATIVE_USER_KINDS, "-A")))
+                              or [], selector) if force else []
+    if not found and not foreign:
+        host.noop("no Knative Services to delete")
         return
-    yield target.command("delete", "ksvc", "-A", "-l", selector, "--wait=true", f"--timeout={timeout}s")
-    yield guarded("wait for routes, revisions and ingresses to go", waits.gone, target,
-                  "ksvc,routes.serving.knative.dev,revisions.serving.knative.dev,"
-                  "ingresses.networking.internal.knative.dev", selector, timeout)
+    refs = sorted(readiness.name_of(o) for o in found)
+    yield guarded("Knative's webhook answers (it admits deletes of Knative objects)", waits.webhook_answers,
+                  target, timeout)
+    if found:
+        yield target.command("delete", "ksvc", "-A", "-l", selector, "--wait=false", f"--timeout={timeout}s")
+    if foreign:
+        yield target.command("delete", KNATIVE_USER_KINDS, "--all", "-A", "--wait=false", f"--timeout={timeout}s")
+    yield guarded("wait for the services, routes, revisions and ingresses to go", wait_services_gone, target, refs,
+                  bool(foreign), timeout)
+
+
+KNATIVE_FINALIZED = ("routes.serving.knative.dev", "ingresses.networking.internal.knative.dev",
+                     "domainmappings.serving.knative.dev", "certificates.networking.internal.knative.dev")
 
 
 def leftovers(target: Target) -> list[str]:
-    """Knative CRDs, webhook configurations and namespaces still present, with their finalizers."""
+    """Knative CRDs, objects holding a finalizer, webhook configurations and namespaces still present."""
     left: list[str] = []
-    crds = kubectl.get_json(target, "crd")["items"]
+    crds = [c for c in kubectl.get_json(target, "crd")["items"] if c["metadata"]["name"].endswith(".knative.dev")]
     for c in crds:
-        if c["metadata"]["name"].endswith(".knative.dev"):
-            fin = c["metadata"].get("finalizers") or []
-            left.append(f"CRD {c['metadata']['name']}" + (f" (finalizers {fin})" if fin else ""))
+        fin = c["metadata"].get("finalizers") or []
+        left.append(f"CRD {c['metadata']['name']}" + (f" (finalizers {fin})" if fin else ""))
+    present = {c["metadata"]["name"] for c in crds}
+    kinds = [k for k in KNATIVE_FINALIZED if k in present]
+    if kinds:
+        proc = kubectl.run(target, "get", ",".join(kinds), "-A", "-o", "json", "--ignore-not-found", check=False)
+        for o in json.loads(proc.stdout or '{"items": []}').get("items", []) if proc.returncode == 0 else []:
+            fins = o["metadata"].get("finalizers") or []
+            if fins:
+                left.append(f"{o['kind']} {readiness.name_of(o)} holds finalizers {fins}")
     for kind in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"):
         for w in kubectl.get_json(target, kind)["items"]:
             if "knative" in w["metadata"]["name"]:
@@ -217,28 +325,47 @@ def verify_removed(target: Target, timeout: int = 300):
     yield guarded("verify uninstall", wait_clean)
 
 
+def foreign_objects(everything: list[dict[str, Any]], selector: str) -> list[str]:
+    """Knative objects an uninstall would destroy that knfleet did not create: Services without its label,
+    DomainMappings, and Routes or Configurations made directly (not by a Knative Service)."""
+    key, _, value = selector.partition("=")
+    out = []
+    for o in everything:
+        kind, meta = o.get("kind"), o["metadata"]
+        owned_by_service = any(r.get("kind") == "Service" and r.get("apiVersion", "").startswith("serving.knative.dev")
+                               for r in meta.get("ownerReferences") or [])
+        if kind == "Service" and (meta.get("labels") or {}).get(key) != value:
+            out.append(f"Knative Service {readiness.name_of(o)}")
+        elif kind == "DomainMapping":
+            out.append(f"DomainMapping {readiness.name_of(o)}")
+        elif kind in ("Route", "Configuration") and not owned_by_service:
+            out.append(f"{kind} {readiness.name_of(o)} (created directly)")
+    return sorted(out)
+
+
 @operation()
 def no_foreign_services(target: Target, selector: str, force: bool = False):
-    """Refuse to go on when Knative Services knfleet does not manage exist: deleting the CRDs would delete
-    them too. `force_uninstall=true` in data overrides this."""
+    """Refuse to go on when Knative objects knfleet did not create exist (Services, DomainMappings, Routes and
+    Configurations made directly): deleting the CRDs would delete them too. `force_uninstall=true` overrides."""
     if _no_ksvc_crd(target):
         host.noop("no Knative Service CRD")
         return
-    everything = _items(host.get_fact(KubeJson, target=target, args=("ksvc", "-A"))) or []
-    key, _, value = selector.partition("=")
-    foreign = sorted(readiness.name_of(o) for o in everything
-                     if (o["metadata"].get("labels") or {}).get(key) != value)
+    everything = _items(host.get_fact(KubeJson, target=target, args=(
+        "ksvc,domainmappings.serving.knative.dev,routes.serving.knative.dev,configurations.serving.knative.dev",
+        "-A"))) or []
+    foreign = foreign_objects(everything, selector)
     if not foreign or force:
-        host.noop("no Knative Service outside knfleet's" if not foreign
-                  else f"force_uninstall: {len(foreign)} unmanaged Knative Service(s) will be deleted with the CRDs")
+        host.noop("no Knative object outside knfleet's" if not foreign
+                  else f"force_uninstall: {len(foreign)} Knative object(s) not made by knfleet will be deleted "
+                       "with the CRDs")
         return
-    yield _fail("uninstall guard", f"Knative Services not managed by knfleet exist ({', '.join(foreign)}); "
+    yield _fail("uninstall guard", f"Knative objects not made by knfleet exist ({', '.join(foreign)}); "
                                    "deleting Knative would delete them. Remove them first or run with "
                                    "--data force_uninstall=true")
 
 
 @operation()
-def prune_services(target: Target, keep: tuple[str, ...], selector: str):
+def prune_services(target: Target, keep: tuple[str, ...], selector: str, timeout: int = 300):
     """Delete the Knative Services knfleet deployed ("ns/name" with its label) that group data no longer has.
     Services knfleet does not manage are never touched."""
     if _no_ksvc_crd(target):
@@ -251,7 +378,8 @@ def prune_services(target: Target, keep: tuple[str, ...], selector: str):
         return
     for ref in gone:
         ns, name = ref.split("/", 1)
-        yield target.command("delete", "ksvc", name, "-n", ns, "--ignore-not-found", "--wait=true")
+        yield target.command("delete", "ksvc", name, "-n", ns, "--ignore-not-found", "--wait=true",
+                             f"--timeout={timeout}s")
 
 
 @operation()

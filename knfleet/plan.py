@@ -43,12 +43,25 @@ class LintFailed(ValueError):
     """A model service would be rejected by Knative's webhook; nothing was changed on any cluster."""
 
 
-def lint_models(host_name: str, cfg: settings.InstallSettings, found: list[models.Model]) -> None:
-    """Lint the rendered services with the configuration knfleet installs: errors stop the run."""
-    ccfg = lint.ClusterConfig(autoscaler=cfg.autoscaler, defaults=cfg.defaults, features=cfg.features,
+def with_model_features(cfg: settings.InstallSettings, found: list[models.Model]) -> settings.InstallSettings:
+    """The config-features flags the models need turned on, unless group data sets the flag itself (then an
+    explicit `disabled` stays, and lint reports the model field it refuses)."""
+    return dataclasses.replace(cfg, features={**models.needed_features(found), **cfg.features})
+
+
+def cluster_config(cfg: settings.InstallSettings) -> lint.ClusterConfig:
+    """The cluster configuration a run installs, as lint sees it (one function for the deploy and `knfleet lint`)."""
+    return lint.ClusterConfig(autoscaler=cfg.autoscaler, defaults=cfg.defaults, features=cfg.features,
                               deployment=cfg.deployment, proxy_timeout_seconds=render.proxy_timeout(cfg))
-    problems = [p for m in found for p in lint.lint_service(models.render_service(m), ccfg,
-                                                            f"group data of {host_name} (models)")]
+
+
+def lint_models(where: str, cfg: settings.InstallSettings, found: list[models.Model]) -> list[lint.Problem]:
+    return [p for m in found for p in lint.lint_service(models.render_service(m), cluster_config(cfg), where)]
+
+
+def check_models(host_name: str, cfg: settings.InstallSettings, found: list[models.Model]) -> None:
+    """Lint the rendered services with the configuration knfleet installs: errors stop the run."""
+    problems = lint_models(f"group data of {host_name} (models)", cfg, found)
     for p in problems:
         if p.severity == "warning":
             print(f"knfleet: {p}", file=sys.stderr, flush=True)
@@ -57,15 +70,27 @@ def lint_models(host_name: str, cfg: settings.InstallSettings, found: list[model
         raise LintFailed("lint found errors Knative would reject:\n  " + "\n  ".join(errors))
 
 
+def check_config(cfg: settings.InstallSettings, b: bundle.Bundle) -> None:
+    """Knative's config webhook verdict on the ConfigMaps as installed, before any cluster is touched."""
+    problems = settings.knative_problems(render.config_maps(b, cfg))
+    for p in problems:
+        if p.severity == "warning":
+            print(f"knfleet: warning: {p}", file=sys.stderr, flush=True)
+    errors = [str(p) for p in problems if p.severity == "error"]
+    if errors:
+        raise settings.SettingsError("\n".join(errors))
+
+
 def prepare(host_name: str, data: Any) -> tuple[Target, settings.InstallSettings, dict[str, str], list[models.Model]]:
     """Check the data, verify the bundle, lint and render; raise before any change when anything is wrong."""
     cfg = settings.from_data(data)
     found = models.from_data(data.get("models"))
-    cfg = dataclasses.replace(cfg, features={**models.needed_features(found), **cfg.features})
+    cfg = with_model_features(cfg, found)
     target = Target.from_host_data(data)
     b = bundle.load(cfg.knative_version, cfg.bundle_dir, cfg.optional_files)
     if cfg.action == "install":
-        lint_models(host_name, cfg, found)
+        check_config(cfg, b)
+        check_models(host_name, cfg, found)
         stages = render.install_stages(b, cfg)
         if found:
             stages.append(render.Stage("services", tuple(models.render_manifest(found))))

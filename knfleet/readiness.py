@@ -99,7 +99,8 @@ def service_ready(ksvc: dict[str, Any]) -> bool:
 
 
 def service_problem(ksvc: dict[str, Any]) -> str:
-    """Knative's reason for a service that is not ready, in one line."""
+    """Knative's reason for a service that is not ready, in one line: the most telling condition (a failed
+    configuration names the revision's own failure, e.g. the scheduler's "Insufficient nvidia.com/gpu")."""
     st = ksvc.get("status") or {}
     ready = condition(ksvc, "Ready")
     if not ready:
@@ -108,10 +109,12 @@ def service_problem(ksvc: dict[str, Any]) -> str:
         return (f"ksvc {name_of(ksvc)}: generation {ksvc['metadata'].get('generation')} not observed yet "
                 f"(status is for {st.get('observedGeneration')})")
     text = f"ksvc {name_of(ksvc)}: Ready={ready.get('status')}"
-    if ready.get("reason"):
-        text += f" reason {ready['reason']}"
-    if ready.get("message"):
-        text += f": {ready['message']}"
+    telling = next((c for c in (condition(ksvc, "ConfigurationsReady"), condition(ksvc, "RoutesReady"))
+                    if c.get("status") == "False"), None) or ready
+    if telling.get("reason"):
+        text += f" reason {telling['reason']}"
+    if telling.get("message"):
+        text += f": {telling['message']}"
     if st.get("latestCreatedRevisionName") != st.get("latestReadyRevisionName"):
         text += (f" (latest created revision {st.get('latestCreatedRevisionName')}, "
                  f"serving {st.get('latestReadyRevisionName') or 'none'})")

@@ -57,23 +57,40 @@ def _is_crd(o: dict[str, Any]) -> bool:
     return o.get("kind") == "CustomResourceDefinition"
 
 
-def _config_data(settings: InstallSettings) -> dict[str, dict[str, str]]:
-    """ConfigMap name -> the keys knfleet owns in it."""
-    data: dict[str, dict[str, str]] = {
-        "config-network": {"ingress-class": settings.ingress_class},
-        "config-autoscaler": dict(settings.autoscaler),
-        "config-features": dict(settings.features),
-        "config-defaults": dict(settings.defaults),
-        "config-deployment": dict(settings.deployment),
-    }
-    if settings.domain:
-        data["config-domain"] = {settings.domain: ""}
-    return data
-
-
 def _with_data(cm: dict[str, Any], keys: dict[str, str]) -> dict[str, Any]:
     out = copy.deepcopy(cm)
     out["data"] = {**(out.get("data") or {}), **keys}
+    return out
+
+
+def config_maps(bundle: Bundle | None, settings: InstallSettings) -> dict[str, dict[str, str]]:
+    """The data of each `config-*` ConfigMap as the install leaves it: the release's keys with knfleet's merged in
+    (what Knative's config webhook, and knfleet's check of it, see)."""
+    if bundle is None:
+        return settings.configmaps()
+    owned = settings.owned_config()
+    release = {o["metadata"]["name"]: dict(o.get("data") or {}) for o in _parse(bundle.text("serving-core.yaml"))
+               if o.get("kind") == "ConfigMap" and o["metadata"].get("namespace") == "knative-serving"}
+    return {name: {**data, **owned.get(name, {})} for name, data in release.items()}
+
+
+# Fields of Knative's webhook configurations that Knative's webhook writes itself at start-up (knative.dev/pkg's
+# webhook reconcilers: one rule per resource, the CA bundle, the path). Whoever keeps applying the release's
+# version of them drifts forever (knative/serving#12474, #13449; fluxcd/kustomize-controller#792), so knfleet
+# applies these objects without them and leaves them to Knative.
+WEBHOOK_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
+
+
+def leave_to_knative(obj: dict[str, Any]) -> dict[str, Any]:
+    """A Knative webhook configuration without the fields Knative's webhook owns (rules, caBundle, path)."""
+    if obj.get("kind") not in WEBHOOK_KINDS or not obj["metadata"]["name"].endswith(".knative.dev"):
+        return obj
+    out = copy.deepcopy(obj)
+    for hook in out.get("webhooks") or []:
+        hook.pop("rules", None)
+        client = hook.get("clientConfig") or {}
+        client.pop("caBundle", None)
+        (client.get("service") or {}).pop("path", None)
     return out
 
 
@@ -95,13 +112,13 @@ def install_stages(bundle: Bundle, settings: InstallSettings) -> list[Stage]:
     """crds -> config (namespace + ConfigMaps) -> core -> kourier -> proxy."""
     crds = [o for o in load_docs(bundle.text("serving-crds.yaml")) if _is_crd(o)]
     core = load_docs(bundle.text("serving-core.yaml"))
-    owned = _config_data(settings)
+    owned = settings.owned_config()
     namespace = [o for o in core if o.get("kind") == "Namespace"]
     configmaps = [
         _with_data(o, owned.get(o["metadata"]["name"], {})) for o in core
         if o.get("kind") == "ConfigMap" and o["metadata"].get("namespace") == "knative-serving"
     ]
-    rest = [o for o in core if not _is_crd(o) and o.get("kind") not in ("Namespace", "ConfigMap")]
+    rest = [leave_to_knative(o) for o in core if not _is_crd(o) and o.get("kind") not in ("Namespace", "ConfigMap")]
     rest = [o for o in core if o.get("kind") == "ConfigMap" and o["metadata"].get("namespace") != "knative-serving"] \
         + rest
     for name in settings.optional_files:

@@ -7,20 +7,15 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from knfleet import fleet, kubectl, plan, readiness
+from knfleet import fleet, kubectl, plan, readiness, settings
 from knfleet.facts import ManifestDiff
 from knfleet.kubectl import KubectlError, Target
-
-
-class _Data(dict):
-    def get(self, key: str, default: Any = None) -> Any:  # pyinfra data semantics: missing -> None
-        return super().get(key, default)
 
 
 def cluster_status(c: fleet.Cluster) -> dict[str, Any]:
     out: dict[str, Any] = {"cluster": c.name, "reachable": False, "knative_version": None, "in_sync": None,
                            "drift": [], "services": [], "error": None}
-    data = _Data({**c.data, "action": "install"})
+    data = settings.Data({**c.data, "action": "install"})
     try:
         target, _, paths, models = plan.prepare(c.host, data)
     except Exception as err:  # noqa: BLE001 - bad data: report, change nothing

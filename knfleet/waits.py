@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +13,7 @@ from knfleet.kubectl import KubectlError, Target
 
 # Errors the Knative webhook gives while it is starting (NOTES §2, race 2).
 WEBHOOK_TRANSIENT = ("failed calling webhook", "connection refused", "EOF", "deadline exceeded", "no endpoints",
-                     "i/o timeout", "ServiceUnavailable")
+                     "i/o timeout", "ServiceUnavailable", "Service Unavailable")
 
 
 def poll(check: Callable[[], tuple[bool, str]], timeout: float, interval: float = 1.0) -> str:
@@ -74,29 +75,58 @@ def pods_ready(target: Target, namespaces: tuple[str, ...], timeout: float) -> N
     poll(check, timeout)
 
 
+KNATIVE_WEBHOOKS = (
+    ("mutatingwebhookconfigurations", "webhook.serving.knative.dev"),
+    ("validatingwebhookconfigurations", "validation.webhook.serving.knative.dev"),
+    ("validatingwebhookconfigurations", "config.webhook.serving.knative.dev"),
+)
+# A throwaway Knative Service, created only as a server-side dry run: its admission needs Knative's webhook.
+PROBE_SERVICE = {
+    "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+    "metadata": {"name": "knfleet-webhook-probe", "namespace": "knative-serving"},
+    "spec": {"template": {"spec": {"containers": [
+        {"image": "registry.invalid/knfleet/webhook-probe@sha256:" + "0" * 64}]}}},
+}
+
+
+def webhook_configurations_problem(target: Target) -> str | None:
+    """Why Knative's webhook configurations do not prove a running webhook yet: each needs its CA bundle, and
+    the resource webhooks their rules (both written by Knative's webhook when it starts)."""
+    problems = []
+    for kind in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"):
+        found = {o["metadata"]["name"]: o for o in kubectl.get_json(target, kind)["items"]}
+        for k, name in KNATIVE_WEBHOOKS:
+            if k != kind:
+                continue
+            obj = found.get(name)
+            if obj is None:
+                problems.append(f"{kind} {name} is missing")
+                continue
+            for hook in obj.get("webhooks") or []:
+                if not (hook.get("clientConfig") or {}).get("caBundle"):
+                    problems.append(f"{name}: no caBundle yet (Knative's webhook writes it when it starts)")
+                if name != "config.webhook.serving.knative.dev" and not any(
+                        "services" in (r.get("resources") or []) for r in hook.get("rules") or []):
+                    problems.append(f"{name}: no rules for Knative Services yet (Knative's webhook writes them)")
+    return "; ".join(problems) or None
+
+
 def webhook_answers(target: Target, timeout: float) -> None:
-    """The Knative webhook really answers: a server-side dry-run patch of config-network succeeds."""
+    """Knative's webhook really answers: its configurations carry the CA bundle and rules it writes itself, and a
+    server-side dry-run create of a Knative Service (which must pass its defaulting and validation) succeeds."""
     def check() -> tuple[bool, str]:
-        proc = kubectl.run(target, "patch", "configmap", "config-network", "-n", "knative-serving",
-                           "--type=merge", "-p", '{"data":{}}', "--dry-run=server", check=False)
+        problem = webhook_configurations_problem(target)
+        if problem:
+            return False, f"Knative's webhook is not serving yet: {problem}"
+        proc = kubectl.run(target, "create", "-f", "-", "--dry-run=server", "-o", "name",
+                           stdin=json.dumps(PROBE_SERVICE), check=False)
         if proc.returncode == 0:
             return True, ""
         err = (proc.stderr or proc.stdout).strip()
         if any(t in err for t in WEBHOOK_TRANSIENT):
-            return False, f"webhook not answering yet: {err}"
+            return False, f"Knative's webhook does not answer yet: {err}"
         raise NotReadyError(f"the Knative webhook check failed: {err}")
-    poll(check, timeout, interval=2.0)
-
-
-def gone(target: Target, kinds: str, selector: str | None, timeout: float) -> None:
-    """No object of `kinds` (comma-separated) remains (optionally matching a label selector)."""
-    def check() -> tuple[bool, str]:
-        args = ["get", kinds, "-A", "-o", "name", "--ignore-not-found"]
-        if selector:
-            args += ["-l", selector]
-        left = kubectl.run(target, *args).stdout.split()
-        return not left, "still present: " + ", ".join(left)
-    poll(check, timeout)
+    poll(check, timeout, interval=1.0)
 
 
 def services_ready(target: Target, refs: tuple[str, ...], timeout: float) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from localcluster import nodes, paths, pki, procs
-from localcluster.runner.pods import stop_recorded
+from localcluster.runner.pods import FAULTS_FILE, stop_recorded
 
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
@@ -174,6 +174,12 @@ class LocalCluster:
         self._spawn(state, comp, state.argvs[comp], env=env)
         if comp == "kube-apiserver":
             self._wait_apiserver(state, timeout)
+
+    def set_faults(self, faults: dict[str, str]) -> None:
+        """Fault injection for tests: {"<namespace>/<app>": "hold" | "ready-without-process"} (see runner.pods)."""
+        tmp = self.dir / (FAULTS_FILE + ".tmp")
+        tmp.write_text(json.dumps(faults))
+        tmp.replace(self.dir / FAULTS_FILE)
 
     def remove(self) -> None:
         self.down()

@@ -18,10 +18,11 @@ KNATIVE_RELEASE = "1.17.0"
 KNATIVE_REPLACES = (
     "k8s.io/gengo/v2 v2.0.0-20240826214909-a7b603a56eb7 => k8s.io/gengo/v2 v2.0.0-20240228010128-51d4e06bde70",
 )
-# Binary name -> what it is built from ("./controller" is our main, see localcluster/knative/controller).
+# Binary name (as in the release images: /ko-app/<name>, so field managers read the same) -> what it is built
+# from ("./controller" is our main, see localcluster/knative/controller).
 KNATIVE_COMMANDS = {
-    "knative-webhook": "knative.dev/serving/cmd/webhook",
-    "knative-controller": "./controller",
+    "webhook": "knative.dev/serving/cmd/webhook",
+    "controller": "./controller",
 }
 
 # The staging modules of k8s.io/kubernetes: a build of k8s.io/kubernetes/cmd/...

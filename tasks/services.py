@@ -12,8 +12,10 @@ from knfleet.models import MANAGED, Model
 @deploy("Model services")
 def deploy_services(target: Target, path: str | None, models: list[Model], timeout: int) -> None:
     if path:
-        kn.apply_manifest(name="Model services (Knative Services)", target=target, path=path, stage="services")
+        # Knative's webhook admits every Knative Service: retry while it (re)starts.
+        kn.apply_manifest(name="Model services (Knative Services)", target=target, path=path, stage="services",
+                          _retries=10, _retry_delay=3)
     kn.prune_services(name="Delete model services removed from group data", target=target,
-                      keep=tuple(m.ref for m in models), selector=MANAGED)
+                      keep=tuple(m.ref for m in models), selector=MANAGED, timeout=timeout)
     kn.services_ready(name="Model services Ready (observedGeneration, latest revision)", target=target,
                       refs=tuple(m.ref for m in models), timeout=timeout)

@@ -25,12 +25,12 @@ METRICS_PORT_MAX = 32767
 
 BINARIES: tuple[Binary, ...] = (
     Binary(
-        name="knative-webhook",
+        name="webhook",
         image=re.compile(r"knative\.dev/serving/cmd/webhook[@:]"),
         port_env={"WEBHOOK_PORT": 8443, "METRICS_PROMETHEUS_PORT": 9090, "PROFILING_PORT": 8008},
     ),
     Binary(
-        name="knative-controller",
+        name="controller",
         image=re.compile(r"knative\.dev/serving/cmd/controller[@:]"),
         # Our controller main serves Knative's health probes on KNFLEET_PROBES_PORT instead of :8080.
         port_env={"KNFLEET_PROBES_PORT": 8080, "METRICS_PROMETHEUS_PORT": 9090, "PROFILING_PORT": 8008},

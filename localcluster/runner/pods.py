@@ -37,6 +37,11 @@ from kubernetes.client.rest import ApiException
 from localcluster import procs
 from localcluster.runner.binaries import METRICS_PORT_MAX, Binary, for_image
 
+# Fault injection for tests: {"<namespace>/<app label>": "hold" | "ready-without-process"}. "hold" never starts
+# the process (the container stays ContainerCreating, like a stuck image pull); "ready-without-process" reports
+# the container Ready with nothing behind it (a readiness probe that lies).
+FAULTS_FILE = "runner-faults.json"
+FAULTS = ("hold", "ready-without-process")
 BACKOFF_START, BACKOFF_MAX, BACKOFF_RESET = 1.0, 30.0, 60.0  # kubelet: 10 s doubling to 5 min, reset after 10 min
 STOP_GRACE_MAX = 10.0
 TOKEN_SECONDS = 24 * 3600
@@ -147,6 +152,8 @@ class PodRunner:
         self.containers: dict[str, Container] = {}
         self.patched: dict[str, str] = {}  # pod uid -> last status written (json)
         self.state_file = cluster_dir / "runner.json"
+        self.faults_file = cluster_dir / FAULTS_FILE
+        self.faults: dict[str, str] = {}
 
     # --- what runs ------------------------------------------------------------------------------------
     def endpoints(self, namespace: str, selector: dict[str, str]) -> list[Container]:
@@ -163,7 +170,21 @@ class PodRunner:
         tmp.replace(self.state_file)
 
     # --- reconcile ------------------------------------------------------------------------------------
+    def _load_faults(self) -> None:
+        try:
+            raw = json.loads(self.faults_file.read_text())
+        except (OSError, ValueError):
+            raw = {}
+        faults = {k: v for k, v in raw.items() if v in FAULTS} if isinstance(raw, dict) else {}
+        if faults != self.faults:
+            self.log(f"faults now: {faults or 'none'}")
+        self.faults = faults
+
+    def fault(self, c: Container) -> str | None:
+        return self.faults.get(f"{c.namespace}/{c.labels.get('app', '')}")
+
     def reconcile(self, pods: list[dict[str, Any]]) -> None:
+        self._load_faults()
         wanted: set[str] = set()
         by_uid = {p["metadata"]["uid"]: p for p in pods}
         for pod in pods:
@@ -213,6 +234,13 @@ class PodRunner:
         return c
 
     def _tend(self, c: Container, pod: dict[str, Any] | None, now: float) -> None:
+        fault = self.fault(c)
+        if fault is not None:
+            if c.popen is not None:
+                self._stop(c, f"fault {fault}")
+            c.ready = fault == "ready-without-process"
+            c.started_at = c.started_at or (now_iso() if c.ready else None)
+            return
         if c.popen is not None and c.popen.poll() is not None:
             self._exited(c, now)
         if c.popen is None and not c.done and now >= c.next_start and pod is not None:
@@ -398,9 +426,11 @@ class PodRunner:
             if c is not None:
                 st["restartCount"] = c.restarts
                 st["ready"] = c.ready
-                st["started"] = c.popen is not None
+                st["started"] = c.popen is not None or c.ready
                 if c.pid:
                     st["containerID"] = f"knfleet-runner://{c.pid}"
+                    st["state"] = {"running": {"startedAt": c.started_at}}
+                elif c.ready:  # fault "ready-without-process"
                     st["state"] = {"running": {"startedAt": c.started_at}}
                 elif c.done and c.last_exit:
                     st["state"] = c.last_exit

@@ -58,7 +58,7 @@ def test_kwok_nodes_cpu_and_gpu(two):
         assert ready and ready[0]["status"] == "True"
 
 
-def test_knative_serving_manifests_install_on_the_real_apiserver(two, shared_knative: Path):
+def test_knative_serving_installs_and_its_real_webhook_rewrites_its_own_rules(two, shared_knative: Path):
     a, _ = two
     a.run("apply", "--server-side", "-f", str(shared_knative / "serving-crds.yaml"))
     a.run("wait", "--for=condition=Established", "crd", "-l", "knative.dev/crd-install=true", "--timeout=60s")
@@ -75,10 +75,14 @@ def test_knative_serving_manifests_install_on_the_real_apiserver(two, shared_kna
             assert p["spec"]["nodeName"] in nodes
             ready = [c for c in p["status"]["conditions"] if c["type"] == "Ready"]
             assert ready[0]["status"] == "True", p["status"]
-    diff = a.run("diff", "--server-side", "-f", core, check=False)
-    assert diff.returncode == 0, diff.stdout + diff.stderr
-    # The webhook configurations are stored, though the webhook plugins do not call them.
-    assert a.exists("validatingwebhookconfiguration", "validation.webhook.serving.knative.dev")
+    # Knative's real webhook rewrites the rules of its webhook configurations at start-up, so the release
+    # manifest applied as it is drifts for ever (knative/serving#12474): what knfleet's rendering avoids.
+    def drifts() -> bool:
+        diff = a.run("diff", "--server-side", "--force-conflicts", "-f", core, check=False)
+        return diff.returncode == 1 and "webhook.serving.knative.dev" in diff.stdout
+    eventually(drifts, 90, what="the release's webhook configurations drifting once Knative's webhook runs")
+    conflict = a.run("apply", "--server-side", "-f", core, check=False)
+    assert conflict.returncode != 0 and 'conflict with "webhook"' in conflict.stderr, conflict.stderr
 
 
 def _deployment(name: str, image: str, gpus: int | None) -> str:

@@ -16,9 +16,12 @@ from knfleet.cli import main as cli_main
 P = "autoscaling.knative.dev/"
 
 
+DIGEST_IMAGE = "vllm/vllm-openai@sha256:" + "a" * 64
+
+
 def svc(annotations: dict | None = None, spec: dict | None = None, meta_annotations: dict | None = None,
         container: dict | None = None) -> dict:
-    ctr = {"image": "vllm/vllm-openai:v0.6.3", "ports": [{"containerPort": 8000}], **(container or {})}
+    ctr = {"image": DIGEST_IMAGE, "ports": [{"containerPort": 8000}], **(container or {})}
     return {
         "apiVersion": "serving.knative.dev/v1", "kind": "Service",
         "metadata": {"name": "qwen", "namespace": "llm", "annotations": meta_annotations or {}},
@@ -172,7 +175,13 @@ def test_port_rules():
 def test_probe_port_and_aggressive_probing():
     assert not errors(svc(container={"readinessProbe": {"httpGet": {"path": "/health"}}}))
     assert not errors(svc(container={"readinessProbe": {"httpGet": {"path": "/health", "port": 8000}}}))
-    assert errors(svc(container={"readinessProbe": {"httpGet": {"path": "/health", "port": 9000}}}))
+    # Knative 1.17 checks only named probe ports (validateProbe): a number is accepted, even another one.
+    assert not errors(svc(container={"readinessProbe": {"httpGet": {"path": "/health", "port": 9000}}}))
+    assert errors(svc(container={"readinessProbe": {"httpGet": {"path": "/health", "port": "http"}}}))
+    assert errors(svc(container={"readinessProbe": {"tcpSocket": {"port": "h2c"}}}))
+    named = {"ports": [{"containerPort": 8000, "name": "http1"}]}
+    assert not errors(svc(container={**named, "readinessProbe": {"httpGet": {"path": "/", "port": "http1"}}}))
+    assert errors(svc(container={**named, "readinessProbe": {"httpGet": {"path": "/", "port": "h2c"}}}))
     assert errors(svc(container={"readinessProbe": {"periodSeconds": 0, "failureThreshold": 3,
                                                     "tcpSocket": {}}}))
     assert not errors(svc(container={"readinessProbe": {"periodSeconds": 0, "tcpSocket": {}}}))
@@ -269,3 +278,24 @@ def test_nan_is_accepted_by_knative_so_only_a_warning():
     obj = svc({P + "target-utilization-percentage": "NaN"})
     assert not errors(obj) and warnings(obj)
     assert errors(svc({P + "target-utilization-percentage": "Inf"}))
+
+
+def test_a_tag_knative_must_resolve_is_a_warning_unless_its_registry_is_skipped():
+    tagged = svc(container={"image": "vllm/vllm-openai:v0.6.3"})
+    found = warnings(tagged)
+    assert [w.path for w in found] == ["spec.template.spec.containers[0].image"]
+    assert "index.docker.io" in found[0].message and "registries-skipping-tag-resolving" in found[0].message
+    skip = lint.ClusterConfig(deployment={"registries-skipping-tag-resolving": "kind.local, index.docker.io"})
+    assert not warnings(tagged, skip)
+    assert not warnings(svc())  # a digest needs no resolution
+    mirror = svc(container={"image": "mirror.example.com:5000/vllm/vllm-openai:v0.6.3"})
+    assert "mirror.example.com:5000" in warnings(mirror)[0].message
+
+
+@pytest.mark.parametrize(("image", "registry"), [
+    ("vllm/vllm-openai:v0.6.3", "index.docker.io"), ("docker.io/vllm/vllm-openai", "index.docker.io"),
+    ("nvcr.io/nim/meta/llama3:1", "nvcr.io"), ("localhost:5000/x", "localhost:5000"),
+    ("localhost/x", "index.docker.io"), ("ubuntu", "index.docker.io"),
+])
+def test_image_registry_follows_go_containerregistry(image, registry):
+    assert lint.image_registry(image) == registry

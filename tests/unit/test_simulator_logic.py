@@ -157,8 +157,8 @@ def test_active_condition_table_of_the_kpa(initialized, want, ready, prev, activ
 
 
 def test_runner_recognises_knative_images_from_any_registry_and_digest():
-    assert for_image("gcr.io/knative-releases/knative.dev/serving/cmd/webhook@sha256:abc").name == "knative-webhook"
-    assert for_image("mirror.example.com/knative.dev/serving/cmd/controller:v1.17.2").name == "knative-controller"
+    assert for_image("gcr.io/knative-releases/knative.dev/serving/cmd/webhook@sha256:abc").name == "webhook"
+    assert for_image("mirror.example.com/knative.dev/serving/cmd/controller:v1.17.2").name == "controller"
     assert for_image("gcr.io/knative-releases/knative.dev/serving/cmd/activator@sha256:abc") is None
     assert for_image("") is None
 
