@@ -176,15 +176,26 @@ def _crash_looping(kube: Kube, app: str) -> bool:
 def test_a_broken_stored_config_that_crash_loops_knative_is_repaired_by_the_next_run(two):
     root, a, b = two
     assert pyinfra(root, "-y", "--limit", f"@kube/{a.name}").returncode == 0
-    # As happens when a value is stored before Knative's config webhook exists (or while it is off):
-    # stable-window 5s is refused by Knative (it must be in [6s, 1h]); knfleet owns that key (60s).
-    a.run("patch", "validatingwebhookconfiguration", "config.webhook.serving.knative.dev", "--type=json",
+    # As happens when a value is stored while Knative's webhook does not check it (stored before the webhook
+    # existed, or while its rules were off): stable-window 5s is refused by Knative (it must be in [6s, 1h]);
+    # knfleet owns that key (60s). Here: stop the webhook, take its rules off, store the value, put them back.
+    hook = "config.webhook.serving.knative.dev"
+    a.cluster.set_faults({"knative-serving/webhook": "hold"})
+    a.run("delete", "pods", "-n", "knative-serving", "-l", "app=webhook")
+    rules = a.json("get", "validatingwebhookconfiguration", hook)["webhooks"][0]["rules"]
+    a.run("patch", "validatingwebhookconfiguration", hook, "--type=json",
           "-p", '[{"op": "replace", "path": "/webhooks/0/rules", "value": []}]')
     a.run("patch", "configmap", "config-autoscaler", "-n", "knative-serving", "--type=merge",
           "--field-manager=someone", "-p", '{"data": {"stable-window": "5s"}}')
-    a.run("delete", "pods", "-n", "knative-serving", "-l", "app in (webhook,controller)", "--wait=false")
+    a.run("patch", "validatingwebhookconfiguration", hook, "--type=json",
+          "-p", json.dumps([{"op": "replace", "path": "/webhooks/0/rules", "value": rules}]))
+    a.cluster.set_faults({})
+    a.run("delete", "pods", "-n", "knative-serving", "-l", "app=controller", "--wait=false")
     eventually(lambda: _crash_looping(a, "controller") and _crash_looping(a, "webhook"), 120,
                what="Knative's webhook and controller crash-looping on the stored config")
+    blocked = a.run("patch", "configmap", "config-autoscaler", "-n", "knative-serving", "--type=merge",
+                    "-p", '{"data": {"stable-window": "60s"}}', check=False)
+    assert f'failed calling webhook "{hook}"' in blocked.stderr  # by hand, no fix gets through
     run = pyinfra(root, "-y", "--limit", f"@kube/{a.name}")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "taking its rules off config.webhook.serving.knative.dev" in run.stderr
@@ -269,11 +280,13 @@ def test_uninstall_waits_for_knatives_webhook_and_names_what_a_finalizer_holds(p
     assert kube.exists("ksvc", "knative-qwen7b-svc", "-n", "knative-qwen7b")
     kube.cluster.set_faults({})
     # Something holds a Knative object with a finalizer no controller will remove: named, not "timed out".
-    kube.apply(json.dumps({"apiVersion": "serving.knative.dev/v1", "kind": "Configuration",
-                           "metadata": {"name": "pinned", "namespace": "knative-qwen7b",
-                                        "finalizers": ["example.com/hold"]},
-                           "spec": {"template": {"spec": {"containers": [
-                               {"image": "vllm/vllm-openai@sha256:" + "2" * 64}]}}}}))
+    pinned = json.dumps({"apiVersion": "serving.knative.dev/v1", "kind": "Configuration",
+                         "metadata": {"name": "pinned", "namespace": "knative-qwen7b",
+                                      "finalizers": ["example.com/hold"]},
+                         "spec": {"template": {"spec": {"containers": [
+                             {"image": "vllm/vllm-openai@sha256:" + "2" * 64}]}}}})
+    eventually(lambda: kube.run("apply", "-f", "-", stdin=pinned, check=False).returncode == 0, 90,
+               what="Knative's webhook back, admitting a Configuration")
     stuck = pyinfra(root, "-y", "--data", "action=uninstall", "--data", "force_uninstall=true",
                     "--data", "wait_timeout=20")
     assert stuck.returncode == 1
