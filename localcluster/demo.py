@@ -29,7 +29,8 @@ def main() -> int:
     bin_dir = build.build()
     print(bin_dir)
     os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
-    _step("A local cluster: real kube-apiserver 1.32 + etcd + controller-manager + scheduler, kwok nodes")
+    _step("A local cluster: real kube-apiserver 1.32 + etcd + controller-manager + scheduler, kwok nodes; "
+          "Knative's real webhook and controller run behind their pods")
     clusters = fleet.up(1)
     kubeconfig = clusters[0].kubeconfig
     _step("knfleet installs Knative Serving + Kourier + the nginx proxy, deploys the model services of "
@@ -56,7 +57,8 @@ Try it yourself:
   .venv/bin/pyinfra inventories/local.py deploy.py --dry --data knative_domain=example.org   # what would change
   .venv/bin/pyinfra inventories/local.py deploy.py -y --data action=uninstall               # remove it all
   make local-down                                                                           # stop the cluster
-The Knative controllers, Kourier, nginx and vLLM are simulated here (localcluster/simulator):
+Knative's webhook and controller are the real binaries (logs: {clusters[0].dir / 'logs' / 'pods'});
+the autoscaler's and net-kourier's status work, Kourier, nginx and vLLM are simulated (localcluster/simulator):
   internal entry point (kourier-internal): {(clusters[0].dir / 'internal.url').read_text().strip()}
   public entry point (nginx proxy):        {(clusters[0].dir / 'public.url').read_text().strip()}""")
     return 0
