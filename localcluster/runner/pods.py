@@ -153,6 +153,7 @@ class PodRunner:
         self.patched: dict[str, str] = {}  # pod uid -> last status written (json)
         self.state_file = cluster_dir / "runner.json"
         self.faults_file = cluster_dir / FAULTS_FILE
+        self.stopping: list[tuple[subprocess.Popen[bytes], float, str]] = []
         self.faults: dict[str, str] = {}
 
     # --- what runs ------------------------------------------------------------------------------------
@@ -165,6 +166,8 @@ class PodRunner:
     def _save(self) -> None:
         data = {c.key: {"pid": c.pid, "marker": str(self.bin_dir / c.binary.name)}
                 for c in self.containers.values() if c.pid}
+        data.update({f"{key} (stopping)": {"pid": p.pid, "marker": str(p.args[0])} for p, _, key in self.stopping
+                     if p.poll() is None})
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2))
         tmp.replace(self.state_file)
@@ -216,6 +219,7 @@ class PodRunner:
         for uid in list(self.patched):
             if uid not in by_uid:
                 self.patched.pop(uid)
+        self.reap()
         self._save()
 
     def _new(self, pod: dict[str, Any], ctr: dict[str, Any], binary: Binary) -> Container:
@@ -488,22 +492,38 @@ class PodRunner:
                 self.log(f"pod {pod['metadata']['namespace']}/{pod['metadata']['name']}: status not written: "
                          f"{err.reason}")
 
-    # --- stop -----------------------------------------------------------------------------------------
+    # --- stop -----------------------------------------------------------------------------------------------
     def _stop(self, c: Container, why: str) -> None:
+        """SIGTERM now; SIGKILL once the pod's grace period is over (checked by reap(), never blocking the loop:
+        the other pods' status keeps being written meanwhile)."""
         if c.popen is not None and c.popen.poll() is None:
             self.log(f"{c.key}: stopping pid {c.popen.pid} ({why})")
             c.popen.send_signal(signal.SIGTERM)  # our own child: its Popen knows the PID
-            try:
-                c.popen.wait(timeout=c.grace)
-            except subprocess.TimeoutExpired:
-                c.popen.kill()
-                c.popen.wait(timeout=5)
+            self.stopping.append((c.popen, time.monotonic() + c.grace, c.key))
         c.popen = None
+
+    def reap(self) -> None:
+        """Processes asked to stop: gone, or killed once their grace period is over."""
+        left = []
+        for popen, deadline, key in self.stopping:
+            if popen.poll() is not None:
+                self.log(f"{key}: pid {popen.pid} exited")
+                continue
+            if time.monotonic() >= deadline:
+                popen.kill()
+                popen.wait(timeout=5)
+                self.log(f"{key}: pid {popen.pid} killed after its grace period")
+                continue
+            left.append((popen, deadline, key))
+        self.stopping = left
 
     def stop_all(self) -> None:
         for c in list(self.containers.values()):
             self._stop(c, "runner stopping")
         self.containers.clear()
+        while self.stopping:
+            self.reap()
+            time.sleep(0.1)
         self._save()
 
 

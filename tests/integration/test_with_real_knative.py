@@ -274,6 +274,12 @@ def test_uninstall_waits_for_knatives_webhook_and_names_what_a_finalizer_holds(p
     # then says so, instead of failing on "failed calling webhook".
     kube.cluster.set_faults({"knative-serving/webhook": "hold"})
     kube.run("delete", "pods", "-n", "knative-serving", "-l", "app=webhook")
+    # A terminating webhook keeps serving the connections it has until its process is gone: wait for that.
+    probe = json.dumps({"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+                        "metadata": {"name": "probe", "namespace": "knative-qwen7b"},
+                        "spec": {"template": {"spec": {"containers": [{"image": "x@sha256:" + "3" * 64}]}}}})
+    eventually(lambda: "failed calling webhook" in kube.run("create", "--dry-run=server", "-f", "-", stdin=probe,
+                                                            check=False).stderr, 60, what="Knative's webhook gone")
     down = pyinfra(root, "-y", "--data", "action=uninstall", "--data", "wait_timeout=15")
     assert down.returncode == 1
     assert "Knative's webhook answers (it admits deletes of Knative objects) failed" in down.stderr, down.stderr
