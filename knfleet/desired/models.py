@@ -100,7 +100,7 @@ SCALARS: dict[str, tuple[Any, str]] = {
     "env": (_str_dict, "use a mapping of variable names to strings"),
     "secret_env": (lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v),
                    "use {NAME: {secret: <existing Secret>, key: <key in it>}}"),
-    "gpus": (lambda v: _is_int(v, 0, 64), "use a whole number from 0 to 64"),
+    "gpus": (lambda v: _is_int(v, 0), "use a whole number >= 0"),
     "cpu": (lambda v: v is None or isinstance(v, (str, int, float)) and not isinstance(v, bool),
             "use a CPU quantity such as \"8\" or \"500m\""),
     "memory": (lambda v: v is None or isinstance(v, str), "use a memory quantity such as \"32Gi\""),

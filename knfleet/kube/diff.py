@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from knfleet.kube.client import FIELD_MANAGER, Cluster, KubeError, NotFound, ref
+from knfleet.kube.client import FIELD_MANAGER, Cluster, KubeError, NotFound, WebhookUnavailable, ref
 
 STATE_NS, STATE_NAME, STATE_KEY = "kube-system", "knfleet-state", "applied.json"
 IGNORED_META = ("managedFields", "resourceVersion")
@@ -141,6 +141,8 @@ def drift(cluster: Cluster, objects: tuple[dict[str, Any], ...], records: Record
         for (o, live), dry in zip(slow, results, strict=True):
             if isinstance(dry, NotFound):
                 found.append(Drift(ref(o), "missing"))
+            elif isinstance(dry, WebhookUnavailable):  # cannot tell: the apply (which waits or repairs) will
+                found.append(Drift(ref(o), "not compared: an admission webhook does not answer"))
             elif isinstance(dry, KubeError):
                 raise dry
             elif _normal(dry) != _normal(live):

@@ -118,7 +118,7 @@ def test_a_locked_cluster_is_reported_and_not_touched_and_an_expired_lock_is_tak
     before = a.json("get", "configmap", "config-domain", "-n", "knative-serving")["metadata"]["resourceVersion"]
     run = pyinfra(root, "-y", "--limit", f"@kube/{a.name}", "--data", "knative_domain=locked.example")
     assert run.returncode != 0
-    assert f"knfleet: {a.name}: FAILED" in run.stderr and "locked by other-runner@ci" in run.stderr
+    assert f"knfleet: {a.name}: LOCKED" in run.stderr and "locked by other-runner@ci" in run.stderr
     assert a.json("get", "configmap", "config-domain", "-n", "knative-serving")["metadata"]["resourceVersion"] == before
     # A dead holder: its lease expired, so the next run takes it over and says so.
     a.run("delete", "lease", "knfleet-lock", "-n", "kube-system")
