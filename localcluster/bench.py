@@ -128,7 +128,8 @@ class Bench:
             log("Ansible is not installed (pip install -e '.[bench]'): the peer comparison is skipped")
             return
         play = [ansible, "-i", "localhost,", str(REPO / "bench" / "ansible-converge.yml"),
-                "-e", f"kubeconfig={c.kubeconfig}", "-e", f"stages_dir={folder}"]
+                "-e", f"kubeconfig={c.kubeconfig}", "-e", f"stages_dir={folder}",
+                "-e", f"ansible_python_interpreter={sys.executable}"]
         self.run(play)  # the first run may still take fields over: measure the converged re-runs
         self.paired("no-op converge vs Ansible kubernetes.core.k8s (same objects)",
                     ("knfleet", lambda: self.run(knfleet)), ("ansible", lambda: self.run(play)), rounds)
@@ -224,9 +225,9 @@ def main() -> int:
         log("installing the first cluster")
         bench.run(bench.pyinfra(*bench.limit([first])))
         bench.noop_vs_floor_and_ansible(first, rounds)
-        bench.services(first, [1, 10, 100])
-        bench.fresh_install_vs_runbook(max(3, rounds // 2 + 1))
         bench.fleet_scaling(first, fleet_size, max(3, rounds // 2 + 1))
+        bench.fresh_install_vs_runbook(max(3, rounds // 2 + 1))
+        bench.services(first, [1, 10, 100])  # last: 100 services leave the cluster busy for a while
     finally:
         for c in list(bench.clusters):
             c.remove()

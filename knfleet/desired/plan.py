@@ -93,6 +93,9 @@ class Apply:
     title: str
     repair_config: bool = False  # the config stage: repairs a cluster whose Knative webhook crash-loops on it
     webhook_retry: float = 0  # seconds to keep retrying while Knative's webhook (re)starts
+    # (apiVersion, kind, namespace) lists to read at once, concurrently, before this step: the first apply reads
+    # everything the whole run looks at, so a converged run costs one round of parallel reads
+    prefetch: tuple[tuple[str, str, str | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -254,6 +257,21 @@ def smoke_targets(d: Desired) -> tuple[SmokeTarget, ...]:
         for m in d.models if m.smoke)
 
 
+GATE_READS: tuple[tuple[str, str, str | None], ...] = (
+    *((v, k, ns) for ns in NAMESPACES for v, k in (("apps/v1", "Deployment"), ("v1", "Pod"))),
+    ("v1", "Node", None), ("serving.knative.dev/v1", "Service", None),
+    ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", None),
+    ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", None),
+)
+
+
+def prefetch(d: Desired) -> tuple[tuple[str, str, str | None], ...]:
+    """Every list a converged install run reads: its objects' kinds per namespace, and the gates' reads."""
+    reads = {(o["apiVersion"], o["kind"], (o.get("metadata") or {}).get("namespace")) for s in d.stages
+             for o in s.objects}
+    return tuple(sorted(reads | set(GATE_READS), key=lambda r: (r[0], r[1], r[2] or "")))
+
+
 def install(d: Desired) -> list[Step]:
     cfg, run = d.settings, d.settings.run
     t = cfg.wait_timeout
@@ -266,7 +284,7 @@ def install(d: Desired) -> list[Step]:
     steps: list[Step] = [
         Preflight(INSTALL_RIGHTS),
         Lock(run.lock_ttl, run.lock_wait),
-        apply("crds"),
+        apply("crds", prefetch=prefetch(d)),
         Gate(CrdsEstablished(), t, "knative", "Knative CRDs Established"),
         apply("config", repair_config=True),
         apply("core"),

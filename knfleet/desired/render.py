@@ -7,7 +7,9 @@ Service type, the proxy), and hand out one desired state per object, in apply or
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -15,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from knfleet.desired import bundle as _bundle
 from knfleet.desired.bundle import Bundle
 from knfleet.desired.settings import InstallSettings
 
@@ -38,13 +41,33 @@ LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader when PyYA
 
 
 @lru_cache(maxsize=16)
+def _parsed_json(text: str) -> str:
+    """A manifest's documents as one JSON text. Parsing a megabyte of release YAML costs more than everything
+    else a converged run does, so the result is kept beside the bundle cache, keyed by the text's sha256."""
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    cache = _bundle.default_cache() / "parsed" / f"{digest}.json"
+    try:
+        return cache.read_text()
+    except OSError:
+        pass
+    out = json.dumps([d for d in yaml.load_all(text, Loader=LOADER) if d])  # noqa: S506 - a safe loader
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(out)
+        tmp.replace(cache)
+    except OSError:
+        pass  # a cache only
+    return out
+
+
 def _parse(text: str) -> tuple[dict[str, Any], ...]:
-    return tuple(d for d in yaml.load_all(text, Loader=LOADER) if d)  # noqa: S506 - a safe loader
+    return tuple(json.loads(_parsed_json(text)))
 
 
 def load_docs(text: str) -> list[dict[str, Any]]:
-    """The YAML documents of a manifest (deep copies: callers may transform them)."""
-    return copy.deepcopy(list(_parse(text)))
+    """The YAML documents of a manifest (fresh copies: callers may transform them)."""
+    return json.loads(_parsed_json(text))
 
 
 def ref(obj: dict[str, Any]) -> str:

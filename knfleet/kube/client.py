@@ -122,6 +122,7 @@ class Cluster:
         self._lock = threading.RLock()
         self._discovery: dict[tuple[str, str], Resource] | None = None
         self._lists: dict[tuple[str, str, str | None, str | None], list[dict[str, Any]]] = {}
+        self._listed_at: dict[tuple[str, str, str | None, str | None], float] = {}
 
     # --- connection -------------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -238,6 +239,15 @@ class Cluster:
         """Forget cached lists (after a write, and between polls of a wait)."""
         with self._lock:
             self._lists.clear()
+            self._listed_at.clear()
+
+    def expire(self, max_age: float) -> None:
+        """Forget cached lists older than max_age seconds (a gate looks at state no older than that)."""
+        now = time.monotonic()
+        with self._lock:
+            for key in [k for k, t in self._listed_at.items() if now - t > max_age]:
+                self._lists.pop(key, None)
+                self._listed_at.pop(key, None)
 
     def list(self, api_version: str, kind: str, namespace: str | None = None,
              selector: str | None = None) -> list[dict[str, Any]]:
@@ -261,6 +271,7 @@ class Cluster:
             o.setdefault("kind", kind)
         with self._lock:
             self._lists[key] = items
+            self._listed_at[key] = time.monotonic()
         return items
 
     def list_many(self, keys: Iterable[tuple[str, str, str | None, str | None]]) -> None:
@@ -293,15 +304,16 @@ class Cluster:
         return self.request("GET", "/version", what="version")["gitVersion"]
 
     # --- writes -------------------------------------------------------------------------------------------
-    def apply(self, obj: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
-        """Server-side apply under field manager `knfleet`, taking over conflicting fields (force)."""
+    def apply(self, obj: dict[str, Any], dry_run: bool = False, invalidate: bool = True) -> dict[str, Any]:
+        """Server-side apply under field manager `knfleet`, taking over conflicting fields (force). A bookkeeping
+        write that changes nothing another read depends on may keep the cached lists (invalidate=False)."""
         res = self.resource(obj["apiVersion"], obj["kind"])
         meta = obj["metadata"]
         out = self.request("PATCH", res.path(meta.get("namespace") if res.namespaced else None, meta["name"]),
                            body=obj, content_type="application/apply-patch+yaml",
                            query={"fieldManager": FIELD_MANAGER, "force": True, "dryRun": "All" if dry_run else None},
                            what=f"apply {ref(obj)}" + (" (dry run)" if dry_run else ""))
-        if not dry_run:
+        if not dry_run and invalidate:
             self.invalidate()
         return out
 

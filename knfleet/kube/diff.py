@@ -91,7 +91,7 @@ class Records:
                 "metadata": {"name": STATE_NAME, "namespace": STATE_NS,
                              "labels": {"app.kubernetes.io/managed-by": "knfleet"}},
                 "data": {STATE_KEY: json.dumps(self.entries, sort_keys=True, separators=(",", ":"))}}
-        cluster.apply(body)
+        cluster.apply(body, invalidate=False)  # the notes are read once per run, never listed
         self.dirty = False
 
 

@@ -146,7 +146,8 @@ def evaluate(cluster: Any, check: Any) -> tuple[bool, str]:
     from knfleet.desired import plan  # the check types
 
     if isinstance(check, plan.CrdsEstablished):
-        crds = cluster.list(*CRD, selector=check.selector)
+        key, _, value = check.selector.partition("=")  # filtered here: the apply step's list serves the gate too
+        crds = [c for c in cluster.list(*CRD) if (c["metadata"].get("labels") or {}).get(key) == value]
         bad = [crd_problem(c) for c in crds if not is_true(c, "Established")]
         if not crds:
             return False, f"no CRD with label {check.selector}"

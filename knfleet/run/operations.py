@@ -179,6 +179,9 @@ def apply(step: p.Apply):
     cluster = _cluster()
     records = _records(cluster)
     try:
+        if step.prefetch:
+            cluster.list_many([(v, k, ns if ns and cluster.resource(v, k).namespaced else None, None)
+                               for v, k, ns in step.prefetch if cluster.has(v, k)])
         drifted = diff.drift(cluster, step.objects, records, learn=_executing())
     except KubeError as err:
         yield fail(step.title, f"cannot compare {step.stage} with the cluster: {err}")
@@ -201,7 +204,8 @@ def apply(step: p.Apply):
 
 # --- gates ----------------------------------------------------------------------------------------------------------
 def _wait(cluster: Cluster, check: Any, timeout: int) -> list[str]:
-    poll(lambda: readiness.evaluate(cluster, check), timeout, cluster=cluster)
+    # Short polls on the pooled connection: a look costs a list or two, and `kubectl wait` answers as fast.
+    poll(lambda: readiness.evaluate(cluster, check), timeout, interval=0.25, cluster=cluster)
     return []
 
 
@@ -211,7 +215,7 @@ def gate(step: p.Gate):
     names each object and why."""
     t0 = time.monotonic()
     cluster = _cluster()
-    cluster.invalidate()
+    cluster.expire(5.0)  # what this run read in the last seconds (writes clear it) is fresh enough to look at
     try:
         ready, why = readiness.evaluate(cluster, step.check)
     except KubeError as err:
@@ -234,7 +238,7 @@ def _delete_and_wait(cluster: Cluster, refs: list[str], timeout: int) -> list[st
     def gone() -> tuple[bool, str]:
         left = [r for r in refs if cluster.get(*KSVC, r.split("/", 1)[1], r.split("/", 1)[0]) is not None]
         return not left, "still present: " + ", ".join(left)
-    poll(gone, timeout, cluster=cluster)
+    poll(gone, timeout, interval=0.5, cluster=cluster)
     return [f"Service/{r} (deleted)" for r in refs]
 
 
