@@ -53,6 +53,7 @@ demo: build
 	PATH="$(BIN_DIR):$$PATH" $(PY) -m localcluster.demo
 
 bench: build
+	$(PY) -m pip install -q -e '.[dev,bench]'
 	PATH="$(BIN_DIR):$$PATH" $(PY) -m localcluster.bench
 
 clean: local-down

@@ -17,14 +17,15 @@ from typing import Any
 
 import yaml
 
-from knfleet import __version__, lint, models, plan, render, rollout, settings, status
+from knfleet import __version__
+from knfleet.desired import lint, models, plan, render, settings
 
 
 def _load_cluster_config(path: str | None) -> lint.ClusterConfig:
     if not path:
         return lint.ClusterConfig()
     docs: list[dict[str, Any]] = []
-    for d in yaml.safe_load_all(Path(path).read_text()):
+    for d in yaml.load_all(Path(path).read_text(), Loader=render.LOADER):  # noqa: S506 - a safe loader
         if isinstance(d, dict) and d.get("kind") == "List":
             docs += d.get("items") or []
         elif isinstance(d, dict):
@@ -66,7 +67,7 @@ def lint_path(path: str, cfg: lint.ClusterConfig) -> list[lint.Problem]:
     if p.suffix == ".py":
         return lint_group_data(path, cfg)
     try:
-        docs = [d for d in yaml.safe_load_all(p.read_text()) if d]
+        docs = [d for d in yaml.load_all(p.read_text(), Loader=render.LOADER) if d]  # noqa: S506 - a safe loader
     except yaml.YAMLError as err:
         return [lint.Problem("error", path, "-", "-", None, f"not valid YAML: {err}")]
     return lint.lint_objects(docs, cfg, path)
@@ -95,6 +96,28 @@ def cmd_lint(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cooperative() -> None:
+    """pyinfra (whose inventories these commands read) runs on gevent and patches the standard library when it
+    is imported; that must happen before anything else imports ssl or sockets."""
+    from gevent import monkey
+
+    monkey.patch_all()
+
+
+def cmd_rollout(a: argparse.Namespace) -> int:
+    cooperative()
+    from knfleet.fleet import rollout
+
+    return rollout.rollout(a.inventory, a.bake, a.max_failed_clusters, a.state, a.resume, a.report, a.data)
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    cooperative()
+    from knfleet.fleet import status
+
+    return status.status(a.inventory, a.json)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="knfleet", description="Serverless GPU inference on Kubernetes, by pyinfra.")
     ap.add_argument("--version", action="version", version=f"knfleet {__version__}")
@@ -116,12 +139,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="rollout state file (default reports/rollout-<inventory>.state.json)")
     r.add_argument("--report", metavar="FILE", help="write the JSON report here")
     r.add_argument("--data", action="append", default=[], metavar="KEY=VALUE", help="passed to pyinfra --data")
-    r.set_defaults(func=lambda a: rollout.rollout(a.inventory, a.bake, a.max_failed_clusters, a.state, a.resume,
-                                                  a.report, a.data))
+    r.set_defaults(func=cmd_rollout)
     st = sub.add_parser("status", help="per cluster: reachable, version, drift, model services (changes nothing)")
     st.add_argument("inventory")
     st.add_argument("--json", action="store_true")
-    st.set_defaults(func=lambda a: status.status(a.inventory, a.json))
+    st.set_defaults(func=cmd_status)
     args = ap.parse_args(argv)
     return args.func(args)
 

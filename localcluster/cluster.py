@@ -21,11 +21,11 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from localcluster import nodes, paths, pki, procs
-from localcluster.runner.pods import FAULTS_FILE, stop_recorded
+from localcluster import nodes, paths, procs
 
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
@@ -152,6 +152,7 @@ class LocalCluster:
                 if pid and procs.stop(pid, state.markers.get(comp, comp)):
                     stopped.append(comp)
                 if comp == "runner":  # what a killed runner may have left behind
+                    from localcluster.runner.pods import stop_recorded  # (imports the kubernetes client)
                     stopped += [f"pod {key}" for key in stop_recorded(self.dir)]
             state.pids = {}
             self._save(state)
@@ -177,6 +178,8 @@ class LocalCluster:
 
     def set_faults(self, faults: dict[str, str]) -> None:
         """Fault injection for tests: {"<namespace>/<app>": "hold" | "ready-without-process"} (see runner.pods)."""
+        from localcluster.runner.pods import FAULTS_FILE
+
         tmp = self.dir / (FAULTS_FILE + ".tmp")
         tmp.write_text(json.dumps(faults))
         tmp.replace(self.dir / FAULTS_FILE)
@@ -218,6 +221,8 @@ class LocalCluster:
         self._wait(state, "kube-apiserver", lambda: _http_ok(url, ctx), timeout, "ready (/readyz)")
 
     def _start(self, bin_dir: Path) -> State:
+        from localcluster import pki  # cryptography: only when a cluster starts
+
         t0 = time.monotonic()
         if self.dir.exists():
             shutil.rmtree(self.dir)
@@ -360,7 +365,7 @@ def run_checked(argv: list[str], stdin: str | None, what: str) -> str:
     return proc.stdout
 
 
-def write_kubeconfig(path: Path, name: str, server: str, ca: Path, client: pki.Pair) -> None:
+def write_kubeconfig(path: Path, name: str, server: str, ca: Path, client: Any) -> None:
     b64 = lambda p: base64.b64encode(p.read_bytes()).decode()  # noqa: E731
     user = f"{name}-{client.cert.stem}"
     cfg = {

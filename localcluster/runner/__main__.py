@@ -4,7 +4,6 @@ local cluster (see pods.py and egress.py)."""
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import threading
@@ -12,9 +11,11 @@ from datetime import datetime
 from pathlib import Path
 
 import yaml
-from kubernetes import client, config, watch
+from kubernetes import client, config
 
+from localcluster.kubewatch import Cache
 from localcluster.runner import egress
+from localcluster.runner.binaries import for_image
 from localcluster.runner.pods import PodRunner
 
 
@@ -44,26 +45,17 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=egress.serve, args=(args.egress_socket, resolver, stop, log), daemon=True,
                      name="egress").start()
 
-    def watch_pods() -> None:
-        while not stop.is_set():
-            w = watch.Watch()
-            try:
-                for _ in w.stream(core.list_pod_for_all_namespaces, timeout_seconds=30):
-                    wake.set()
-                    if stop.is_set():
-                        break
-            except Exception:  # noqa: BLE001 - apiserver restarting: watch again
-                stop.wait(1.0)
-            finally:
-                w.stop()
-    threading.Thread(target=watch_pods, daemon=True, name="watch-pods").start()
+    # Only pods whose containers are our binaries matter: cached from a watch, never listed per tick.
+    pods = Cache(core.list_pod_for_all_namespaces, wake, stop,
+                 keep=lambda p: any(for_image(c.get("image", "")) for c in (p.get("spec") or {}).get("containers")
+                                    or []))
 
     # Processes are started from this (main) thread only: their parent-death signal follows this thread.
     while not stop.is_set():
         wake.clear()
         try:
-            pods = json.loads(core.list_pod_for_all_namespaces(_preload_content=False).data)["items"]
-            runner.reconcile(pods)
+            if pods.synced.is_set():
+                runner.reconcile(pods.items())
         except Exception as err:  # noqa: BLE001 - the apiserver may be briefly unavailable
             log(f"reconcile failed: {err}")
             stop.wait(1.0)

@@ -19,7 +19,7 @@ from pathlib import Path
 from localcluster.simulator import kourier
 from localcluster.simulator.autoscaler import Autoscaler
 from localcluster.simulator.gateway import Gateway, Routes
-from localcluster.simulator.kubeapi import KINGRESS, PA, REVISION, SKS, Kube, watch_forever
+from localcluster.simulator.kubeapi import Kube
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,15 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         (cdir / f"{name}.url").write_text(gw.url + "\n")
         log(f"simulated {name} entry point on {gw.url}")
 
-    watches = [(kube.custom.list_cluster_custom_object, {"group": g, "version": v, "plural": p})
-               for g, v, p in (PA, SKS, KINGRESS, REVISION)]
-    watches += [
-        (kube.apps.list_deployment_for_all_namespaces, {}),
-        (kube.core.list_pod_for_all_namespaces, {"label_selector": "serving.knative.dev/revision"}),
-        (kube.core.list_namespaced_config_map, {"namespace": "knative-serving"}),
-    ]
-    for fn, kwargs in watches:
-        threading.Thread(target=watch_forever, args=(fn, scaler.wake, stop), kwargs=kwargs, daemon=True).start()
+    kube.watch(scaler.wake, stop)
 
     while not stop.is_set():
         scaler.wake.clear()
@@ -70,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as err:  # noqa: BLE001 - the apiserver may be briefly unavailable
             log(f"reconcile failed: {err}")
             time.sleep(1)
-        scaler.wake.wait(0.5)
+        scaler.wake.wait(1.0)  # woken by any change; the tick is for the autoscaler's idle windows
     for gw in gateways.values():
         gw.shutdown()
     log("simulator stopped")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from knfleet import goduration
+from knfleet.desired import goduration
 
 PREFIX = "autoscaling.knative.dev/"
 ALIASES = {

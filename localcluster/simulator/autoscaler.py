@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from kubernetes.client.rest import ApiException
+
 from localcluster.simulator import autoscale
 from localcluster.simulator.kubeapi import KNATIVE_NS, PA, REVISION_LABEL, SKS, Kube, Snapshot, key
 
@@ -147,8 +149,12 @@ class Autoscaler:
         target = (spec.get("scaleTargetRef") or {}).get("name", "")
         if sks is None or not (sks.get("status") or {}).get("privateServiceName"):
             if sks is None:
-                self.kube.create(SKS, ns, self._sks(pa, "Proxy"))
-                self.log(f"{ns}/{name}: created ServerlessService (Proxy)")
+                try:
+                    self.kube.create(SKS, ns, self._sks(pa, "Proxy"))
+                    self.log(f"{ns}/{name}: created ServerlessService (Proxy)")
+                except ApiException as err:
+                    if err.status != 409:  # already there: the cache has not seen it yet
+                        raise
             conds["SKSReady"] = {"type": "SKSReady", "status": "Unknown", "reason": "NotReady",
                                  "message": "No Private Service Name"}
             want, ready = -1, 0

@@ -7,8 +7,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes import client, config, watch
+from kubernetes import client, config
 from kubernetes.client.rest import ApiException
+
+from localcluster.kubewatch import Cache
 
 # (group, version, plural) of the Knative objects the simulator reads or writes
 PA = ("autoscaling.internal.knative.dev", "v1alpha1", "podautoscalers")
@@ -55,42 +57,38 @@ class Kube:
     def _raw(resp: Any) -> Any:
         return json.loads(resp.data)
 
-    def _list_custom(self, gvr: tuple[str, str, str]) -> list[dict[str, Any]]:
-        try:
-            return self._raw(self.custom.list_cluster_custom_object(*gvr, _preload_content=False))["items"]
-        except ApiException as err:
-            if err.status == 404:  # the CRD is not installed (yet, or any more)
-                return []
-            raise
-
-    def _configmap(self, ns: str, name: str) -> dict[str, str]:
-        try:
-            cm = self._raw(self.core.read_namespaced_config_map(name, ns, _preload_content=False))
-        except ApiException as err:
-            if err.status == 404:
-                return {}
-            raise
-        return cm.get("data") or {}
+    def watch(self, wake: threading.Event, stop: threading.Event) -> None:
+        """Cache every kind the simulator reads (list, then watch): a snapshot costs no request."""
+        c = self.custom
+        self.caches = {
+            "pas": Cache(c.list_cluster_custom_object, wake, stop, group=PA[0], version=PA[1], plural=PA[2]),
+            "sks": Cache(c.list_cluster_custom_object, wake, stop, group=SKS[0], version=SKS[1], plural=SKS[2]),
+            "ingresses": Cache(c.list_cluster_custom_object, wake, stop, group=KINGRESS[0], version=KINGRESS[1],
+                               plural=KINGRESS[2]),
+            "revisions": Cache(c.list_cluster_custom_object, wake, stop, group=REVISION[0], version=REVISION[1],
+                               plural=REVISION[2]),
+            "deployments": Cache(self.apps.list_deployment_for_all_namespaces, wake, stop,
+                                 keep=lambda d: d["metadata"]["namespace"] in (KNATIVE_NS, KOURIER_NS)
+                                 or REVISION_LABEL in (d["metadata"].get("labels") or {})),
+            "pods": Cache(self.core.list_pod_for_all_namespaces, wake, stop, label_selector=REVISION_LABEL),
+            "configmaps": Cache(self.core.list_namespaced_config_map, wake, stop, namespace=KNATIVE_NS),
+        }
 
     def snapshot(self) -> Snapshot:
-        system = {}
-        for ns in (KNATIVE_NS, KOURIER_NS):
-            for d in self._raw(self.apps.list_namespaced_deployment(ns, _preload_content=False))["items"]:
-                system[key(d)] = d
-        deps = self._raw(self.apps.list_deployment_for_all_namespaces(
-            label_selector=REVISION_LABEL, _preload_content=False))["items"]
-        pods = self._raw(self.core.list_pod_for_all_namespaces(
-            label_selector=REVISION_LABEL, _preload_content=False))["items"]
+        items = {k: c.items() for k, c in self.caches.items()}
+        cms = {o["metadata"]["name"]: o.get("data") or {} for o in items["configmaps"]}
+        deps = items["deployments"]
         return Snapshot(
-            pas=self._list_custom(PA),
-            sks={key(o): o for o in self._list_custom(SKS)},
-            ingresses=self._list_custom(KINGRESS),
-            revisions={key(o): o for o in self._list_custom(REVISION)},
-            deployments={(d["metadata"]["namespace"], d["metadata"]["labels"][REVISION_LABEL]): d for d in deps},
-            pods=pods,
-            system=system,
-            autoscaler_config=self._configmap(KNATIVE_NS, "config-autoscaler"),
-            network_config=self._configmap(KNATIVE_NS, "config-network"),
+            pas=items["pas"],
+            sks={key(o): o for o in items["sks"]},
+            ingresses=items["ingresses"],
+            revisions={key(o): o for o in items["revisions"]},
+            deployments={(d["metadata"]["namespace"], d["metadata"]["labels"][REVISION_LABEL]): d for d in deps
+                         if REVISION_LABEL in (d["metadata"].get("labels") or {})},
+            pods=items["pods"],
+            system={key(d): d for d in deps if d["metadata"]["namespace"] in (KNATIVE_NS, KOURIER_NS)},
+            autoscaler_config=cms.get("config-autoscaler", {}),
+            network_config=cms.get("config-network", {}),
         )
 
     # --- writes -----------------------------------------------------------------------------------------
@@ -126,18 +124,3 @@ class Kube:
             if err.status == 404:
                 return None
             raise
-
-
-def watch_forever(fn, wake: threading.Event, stop: threading.Event, **kwargs: Any) -> None:
-    """Wake the reconcile loop on every change of a watched list; re-watch after errors."""
-    while not stop.is_set():
-        w = watch.Watch()
-        try:
-            for _ in w.stream(fn, timeout_seconds=30, **kwargs):
-                wake.set()
-                if stop.is_set():
-                    break
-        except Exception:  # noqa: BLE001 - the resource may not exist yet (CRD missing); retry later
-            stop.wait(1.0)
-        finally:
-            w.stop()

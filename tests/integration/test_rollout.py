@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from knfleet import lock
-from knfleet.kubectl import Target
+from knfleet.kube.client import Cluster, Target
+from knfleet.run import lock
 from localcluster.cluster import Spec
-from tests.conftest import REPO, SHARED_KNATIVE
+from tests.conftest import REPO, knative_release_folder
 from tests.integration.test_deploy import pyinfra
 from tests.kube import Kube
 
@@ -24,7 +24,8 @@ def write_inventory(path: Path, clusters: list[Kube], waves: list[int]) -> Path:
     for kube, wave in zip(clusters, waves, strict=True):
         d = kube.cluster.dir
         hosts.append((f"@kube/{kube.name}", {
-            "kubeconfig": str(kube.kubeconfig), "rollout_wave": wave, "knative_bundle_dir": str(SHARED_KNATIVE),
+            "kubeconfig": str(kube.kubeconfig), "rollout_wave": wave,
+            "knative_bundle_dir": str(knative_release_folder()),
             "smoke_url": (d / "public.url").read_text().strip(),
             "smoke_internal_url": (d / "internal.url").read_text().strip(),
         }))
@@ -64,7 +65,7 @@ def test_halt_after_a_failed_canary_then_resume(three, tmp_path):
         assert rep["clusters"][canary.name]["status"] == "failed"
         assert "not reachable" in rep["clusters"][canary.name]["errors"][0]
         for other in (b, c):
-            assert rep["clusters"][other.name]["status"] == "not-started"
+            assert rep["clusters"][other.name]["status"] == "untouched"
             assert "halted after wave 0" in rep["clusters"][other.name]["reason"]
     finally:
         canary.cluster.restart_component("kube-apiserver")
@@ -111,17 +112,17 @@ def test_failures_within_the_allowance_complete_the_others(three, tmp_path):
 
 def test_a_locked_cluster_is_reported_and_not_touched_and_an_expired_lock_is_taken_over(three, pool):
     _, (a, _, _) = three
-    target = Target(str(a.kubeconfig))
-    lock.acquire(target, ttl=600, holder="other-runner@ci")
+    cluster = Cluster(Target(a.name, str(a.kubeconfig)))
+    lock.acquire(cluster, "other-runner@ci", ttl=600)
     root = pool.root_for("rollout")
     before = a.json("get", "configmap", "config-domain", "-n", "knative-serving")["metadata"]["resourceVersion"]
     run = pyinfra(root, "-y", "--limit", f"@kube/{a.name}", "--data", "knative_domain=locked.example")
     assert run.returncode != 0
-    assert f"knfleet: {a.name}: FAILED" in run.stderr and "locked by other-runner@ci" in run.stderr
+    assert f"knfleet: {a.name}: LOCKED" in run.stderr and "locked by other-runner@ci" in run.stderr
     assert a.json("get", "configmap", "config-domain", "-n", "knative-serving")["metadata"]["resourceVersion"] == before
     # A dead holder: its lease expired, so the next run takes it over and says so.
     a.run("delete", "lease", "knfleet-lock", "-n", "kube-system")
-    lock.acquire(target, ttl=1, holder="crashed-runner@ci")
+    lock.acquire(cluster, "crashed-runner@ci", ttl=1)
     import time
 
     time.sleep(2)
@@ -157,11 +158,14 @@ def test_status_flags_drift_and_shows_a_clean_cluster_in_sync(three):
     b.run("delete", "ksvc", "qwen7b-scale-to-zero", "-n", "knative-qwen7b")
     st = knfleet("status", str(inv), "--json")
     assert st.returncode == 1
-    rows = {r["cluster"]: r for r in json.loads(st.stdout)["clusters"]}
-    assert rows[a.name]["in_sync"] is True and rows[a.name]["knative_version"] == "1.17.0"
+    rep = json.loads(st.stdout)
+    assert rep["kind"] == "status" and rep["schema"] == "knfleet.report/v1"
+    rows = rep["clusters"]
+    assert rows[a.name]["status"] == "in-sync" and rows[a.name]["knative_version"] == "1.17.0"
+    assert rows[b.name]["status"] == "drift"
     drift = rows[b.name]["drift"]
     assert "config: ConfigMap/knative-serving/config-autoscaler" in drift
-    assert "services: Service/knative-qwen7b/qwen7b-scale-to-zero" in drift
+    assert "services: Service/knative-qwen7b/qwen7b-scale-to-zero (missing)" in drift
     missing = [s for s in rows[b.name]["services"] if s["service"] == "knative-qwen7b/qwen7b-scale-to-zero"]
     assert missing and not missing[0]["ready"]
     table = knfleet("status", str(inv))

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from knfleet import knconfig
+from knfleet.desired import knconfig
 from localcluster.cluster import Spec
 from tests.conftest import REPO
 from tests.integration.test_deploy import changed_ops, pyinfra
@@ -61,7 +61,7 @@ def test_converge_rerun_and_status_stay_in_sync_while_knatives_webhook_owns_its_
     assert dry.returncode == 0 and "dry run (install): no change needed" in dry.stderr, dry.stderr[-3000:]
     st = knfleet(root, "status", "inventories/local.py", "--json")
     assert st.returncode == 0, st.stdout + st.stderr
-    assert all(r["in_sync"] and r["drift"] == [] for r in json.loads(st.stdout)["clusters"])
+    assert all(r["status"] == "in-sync" and r["drift"] == [] for r in json.loads(st.stdout)["clusters"].values())
 
 
 def _verdicts(kube: Kube, cases: list[tuple[str, str, str]]) -> list[str]:

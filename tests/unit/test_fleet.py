@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from knfleet import fleet, rollout
+from knfleet.fleet import inventory as fleet
+from knfleet.fleet import rollout
+from knfleet.report.outcome import ClusterOutcome
 
 
 def test_example_inventory_waves_and_group_data(monkeypatch):
@@ -35,10 +37,9 @@ def test_rollout_cannot_start_on_bad_input(tmp_path, capsys):
 
 def test_final_table_lists_every_cluster(capsys):
     rollout.print_table({
-        "a": {"wave": 0, "status": "failed", "errors": ["preflight: API server not reachable"], "smoke": []},
-        "b": {"wave": 1, "status": "not-started", "reason": "not touched: rollout halted after wave 0", "smoke": []},
-        "c": {"wave": 0, "status": "converged", "changed_operations": [], "errors": [],
-              "smoke": [{"service": "ns/svc", "ok": True, "latency_s": 0.12}]},
+        "a": ClusterOutcome("a", "failed", wave=0, errors=["preflight: API server not reachable"]),
+        "b": ClusterOutcome("b", "untouched", wave=1, reason="not touched: rollout halted after wave 0"),
+        "c": ClusterOutcome("c", "converged", wave=0, smoke=[{"service": "ns/svc", "ok": True, "latency_s": 0.12}]),
     })
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["CLUSTER", "WAVE", "STATUS", "CHANGED", "SMOKE", "REASON"]

@@ -1,6 +1,6 @@
 import pytest
 
-from knfleet import goduration
+from knfleet.desired import goduration
 
 
 @pytest.mark.parametrize(("text", "seconds"), [

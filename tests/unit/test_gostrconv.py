@@ -12,8 +12,8 @@ from decimal import Decimal
 
 import pytest
 
-from knfleet import gostrconv
-from knfleet.gostrconv import GoParseError
+from knfleet.desired import gostrconv
+from knfleet.desired.gostrconv import GoParseError
 
 
 class Refused(str):

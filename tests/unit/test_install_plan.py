@@ -6,24 +6,34 @@ import shutil
 
 import pytest
 
-from knfleet import bundle, readiness, render, settings
-from tests.conftest import SHARED_KNATIVE
+from knfleet.desired import bundle, render, settings
+from knfleet.kube import readiness
+from tests.unit.bundle_fixture import FOLDER, fixture_bundle
 
 
 @pytest.fixture(scope="module")
 def b() -> bundle.Bundle:
-    return bundle.load("1.17.0", str(SHARED_KNATIVE))
+    return fixture_bundle()
 
 
-def test_bundle_rejects_a_tampered_file_naming_it_and_both_checksums(tmp_path):
+@pytest.fixture
+def pinned(monkeypatch) -> str:
+    """The fixture bundle's files pinned as a version of their own, "9.9.9"."""
+    monkeypatch.setitem(bundle.PINS, "9.9.9", {p.name: bundle.sha256(p.read_bytes()) for p in FOLDER.glob("*.yaml")})
+    monkeypatch.setitem(bundle.KOURIER_VERSION, "9.9.9", "9.9.9")
+    return "9.9.9"
+
+
+def test_bundle_rejects_a_tampered_file_naming_it_and_both_checksums(tmp_path, pinned):
     folder = tmp_path / "b"
-    shutil.copytree(SHARED_KNATIVE, folder)
-    (folder / "serving-core.yaml").chmod(0o644)
+    shutil.copytree(FOLDER, folder)
+    assert set(bundle.load(pinned, str(folder)).files) == set(bundle.REQUIRED)
     (folder / "serving-core.yaml").write_text("tampered")
+    bundle.load.cache_clear()
     with pytest.raises(bundle.BundleError) as err:
-        bundle.load("1.17.0", str(folder))
+        bundle.load(pinned, str(folder))
     msg = str(err.value)
-    assert "serving-core.yaml" in msg and bundle.PINS["1.17.0"]["serving-core.yaml"] in msg
+    assert "serving-core.yaml" in msg and bundle.PINS[pinned]["serving-core.yaml"] in msg
     assert bundle.sha256(b"tampered") in msg
 
 
@@ -66,7 +76,7 @@ def test_render_merges_user_keys_into_release_configmaps(b):
     assert cms["config-domain"]["data"]["127.0.0.1.nip.io"] == ""
     assert cms["config-autoscaler"]["data"]["stable-window"] == "90s"
     assert "_example" in cms["config-autoscaler"]["data"]  # the release's content stays
-    assert len(stages["crds"].objects) == 12
+    assert [o["metadata"]["name"] for o in stages["crds"].objects] == ["services.serving.knative.dev"]
     assert not [o for o in stages["core"].objects if o["kind"] in ("CustomResourceDefinition", "ConfigMap")]
     kourier = next(o for o in stages["kourier"].objects
                    if o["kind"] == "Service" and o["metadata"]["name"] == "kourier")
@@ -117,13 +127,13 @@ def test_deployment_problem_lists_its_pods():
     assert not readiness.deployment_available(dep)
 
 
-def test_bundle_download_verifies_and_caches(tmp_path, monkeypatch):
-    """The official-URL path, against a real HTTP server on 127.0.0.1 serving the release files."""
+def test_bundle_download_verifies_and_caches(tmp_path, monkeypatch, pinned):
+    """The official-URL path, against a real HTTP server on 127.0.0.1 serving the (fixture) release files."""
     import functools
     import http.server
     import threading
 
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(SHARED_KNATIVE))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(FOLDER))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
@@ -131,9 +141,9 @@ def test_bundle_download_verifies_and_caches(tmp_path, monkeypatch):
     monkeypatch.setattr(bundle, "KOURIER_URL", base + "/kourier.yaml")
     try:
         cache = tmp_path / "cache"
-        got = bundle.load("1.17.0", None, (), str(cache))
+        got = bundle.load(pinned, None, (), str(cache))
         assert set(got.files) == set(bundle.REQUIRED)
-        assert (cache / "1.17.0" / "serving-core.yaml").exists()
+        assert (cache / pinned / "serving-core.yaml").exists()
         # the wrong version's pins: the download is refused and nothing is cached
         with pytest.raises(bundle.BundleError, match="checksum mismatch"):
             bundle.load("1.17.2", None, (), str(tmp_path / "other"))

@@ -7,8 +7,10 @@ import textwrap
 
 import pytest
 
-from knfleet import bundle, cli, knconfig, models, operations, plan, render, settings
-from tests.conftest import SHARED_KNATIVE
+from knfleet import cli
+from knfleet.desired import knconfig, models, plan, render, settings
+from knfleet.run import operations
+from tests.unit.bundle_fixture import fixture_bundle
 
 IMAGE = {"queue-sidecar-image": "gcr.io/knative-releases/knative.dev/serving/cmd/queue@sha256:" + "0" * 64}
 
@@ -88,7 +90,7 @@ def test_network_keys_render_beside_the_kourier_ingress_class():
 
 
 def test_knatives_webhook_configurations_are_applied_without_what_knative_writes():
-    b = bundle.load("1.17.0", str(SHARED_KNATIVE))
+    b = fixture_bundle()
     core = next(s for s in render.install_stages(b, settings.from_data({})) if s.name == "core")
     hooks = [o for o in core.objects if o["kind"] in render.WEBHOOK_KINDS]
     assert {h["metadata"]["name"] for h in hooks} == {

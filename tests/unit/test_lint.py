@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from knfleet import lint
 from knfleet.cli import main as cli_main
+from knfleet.desired import lint
 
 P = "autoscaling.knative.dev/"
 

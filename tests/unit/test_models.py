@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from knfleet import models, smoke
+from knfleet.desired import models
+from knfleet.run import smoke
 
 
 def test_defaults_reproduce_the_runbook_example():

@@ -1,0 +1,122 @@
+"""The Knative release bundle: official URLs (downloaded once, sha256-verified) or an offline folder.
+
+Every file is checked against the sha256 pins below before any cluster is touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from knfleet.errors import InputError
+
+SERVING_URL = "https://github.com/knative/serving/releases/download/knative-v{version}/{file}"
+KOURIER_URL = "https://github.com/knative/net-kourier/releases/download/knative-v{version}/kourier.yaml"
+
+# Knative Serving version -> file -> sha256 (values from the official release assets).
+PINS: dict[str, dict[str, str]] = {
+    "1.17.0": {
+        "serving-crds.yaml": "44da0af26bc92a220df44caf19b576bd1943461c8e73fee811f90fd87a188cb1",
+        "serving-core.yaml": "b4cf7529c1b21196193907db821c1fc6838e38c87050d6acd2ed2118e3ab99ce",
+        "serving-hpa.yaml": "5710416411f836e722e90547a9d89470c76b10bcf681fa4f01401c77c8f40bdc",
+        "serving-post-install-jobs.yaml": "e770ef221b6f4cfc910ddd51f0af4bffb8ccd4acf60b778814e306808c6d9665",
+        "kourier.yaml": "e9b6cfe230efdda1bf1e7dcf34ff28d2a34c3c7e83c17cf2509926ef76fd27ef",
+    },
+    "1.17.2": {
+        "serving-crds.yaml": "77d892e798b62e8c27788497404026f7cc488276de3fd7f506e4022285102c32",
+        "serving-core.yaml": "5eaf5ae9f778dc11ed1971bb490b162f8a613dc57589ff789d5ccb9a4821b72d",
+        "serving-hpa.yaml": "1425af637eca1f7ed92a9d18cddab42879ea53147751e3dba4026dd7d32c9bc0",
+        "serving-post-install-jobs.yaml": "6dad2503534ceb82830996768c8f976c5a2be858c2138aa10b3c73d8c6cd1e4c",
+        "kourier.yaml": "e9b6cfe230efdda1bf1e7dcf34ff28d2a34c3c7e83c17cf2509926ef76fd27ef",
+    },
+}
+# net-kourier has no 1.17 release after 1.17.0.
+KOURIER_VERSION = {"1.17.0": "1.17.0", "1.17.2": "1.17.0"}
+REQUIRED = ("serving-crds.yaml", "serving-core.yaml", "kourier.yaml")
+OPTIONAL = ("serving-hpa.yaml", "serving-post-install-jobs.yaml")
+def default_cache() -> Path:
+    """Downloaded release files: $KNFLEET_CACHE/bundles, else ~/.cache/knfleet/bundles (verified before use)."""
+    root = os.environ.get("KNFLEET_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "knfleet") / "bundles"
+
+
+class BundleError(InputError):
+    """A bundle file is missing or does not match its pinned checksum. Nothing was changed on any cluster."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    version: str
+    files: dict[str, str]  # file name -> content (verified)
+
+    def text(self, name: str) -> str:
+        return self.files[name]
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def url_for(version: str, name: str) -> str:
+    if name == "kourier.yaml":
+        return KOURIER_URL.format(version=KOURIER_VERSION[version])
+    return SERVING_URL.format(version=version, file=name)
+
+
+def _verify(version: str, name: str, data: bytes, where: str) -> str:
+    want = PINS[version][name]
+    got = sha256(data)
+    if got != want:
+        raise BundleError(
+            f"{where}: checksum mismatch for {name} (Knative {version}): expected sha256 {want}, got {got}. "
+            "Use the official release file, or remove the cached copy to download it again."
+        )
+    return data.decode()
+
+
+def _download(version: str, name: str, cache: Path) -> bytes:
+    path = cache / version / name
+    if path.exists():
+        return path.read_bytes()
+    import requests  # only when downloading (it imports ssl, which pyinfra's gevent must patch first)
+
+    url = url_for(version, name)
+    try:
+        resp = requests.get(url, timeout=60)
+        resp.raise_for_status()
+    except requests.RequestException as err:
+        raise BundleError(
+            f"cannot download {name} for Knative {version} from {url}: {err}. "
+            "Set group data 'knative_bundle_dir' to an offline folder holding the release files."
+        ) from err
+    # Verify before caching so a bad download never lands in the cache.
+    _verify(version, name, resp.content, url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part")
+    tmp.write_bytes(resp.content)
+    tmp.replace(path)
+    return resp.content
+
+
+@lru_cache(maxsize=8)
+def load(version: str, folder: str | None = None, optional: tuple[str, ...] = (), cache: str | None = None) -> Bundle:
+    """Load and verify the release files: from `folder` (offline bundle) or the official URLs via the cache."""
+    if version not in PINS:
+        raise BundleError(f"knative_version {version!r} is not supported; supported: {', '.join(sorted(PINS))}")
+    unknown = [n for n in optional if n not in OPTIONAL]
+    if unknown:
+        raise BundleError(f"unknown optional bundle file(s) {unknown}; allowed: {', '.join(OPTIONAL)}")
+    files: dict[str, str] = {}
+    for name in (*REQUIRED, *optional):
+        if folder:
+            path = Path(os.path.expanduser(folder)) / name
+            if not path.is_file():
+                raise BundleError(f"bundle folder {folder}: {name} is missing (needed for Knative {version})")
+            files[name] = _verify(version, name, path.read_bytes(), str(path))
+        else:
+            cache_dir = Path(cache) if cache else default_cache()
+            files[name] = _verify(version, name, _download(version, name, cache_dir), str(cache_dir / version / name))
+    return Bundle(version, files)

@@ -1,0 +1,265 @@
+"""Model services from group data, rendered as Knative Services. Pure: no cluster.
+
+Group data `models` is a list of mappings; every key is optional and the defaults reproduce the
+runbook's example (namespace knative-qwen7b, service knative-qwen7b-svc, served model qwen7b, 1 GPU,
+initial-scale 1).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from knfleet.errors import InputError
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED = f"{MANAGED_BY}=knfleet"
+GPU = "nvidia.com/gpu"
+GPU_TOLERATION = {"key": GPU, "operator": "Exists", "effect": "NoSchedule"}
+AUTOSCALING_KEYS = {
+    "class": "class", "metric": "metric", "target": "target",
+    "target_utilization_percentage": "target-utilization-percentage", "initial_scale": "initial-scale",
+    "min_scale": "min-scale", "max_scale": "max-scale", "scale_down_delay": "scale-down-delay",
+    "scale_to_zero_pod_retention_period": "scale-to-zero-pod-retention-period",
+    "panic_window_percentage": "panic-window-percentage", "panic_threshold_percentage": "panic-threshold-percentage",
+    "window": "window", "activation_scale": "activation-scale", "target_burst_capacity": "target-burst-capacity",
+}
+CLASS_SHORT = {"kpa": "kpa.autoscaling.knative.dev", "hpa": "hpa.autoscaling.knative.dev"}
+SECRETISH = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|CREDENTIAL", re.I)
+NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class ModelError(InputError):
+    """Bad model data; nothing was changed on any cluster."""
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str = "knative-qwen7b-svc"
+    namespace: str = "knative-qwen7b"
+    image: str = "vllm/vllm-openai:v0.6.3"
+    model: str = "Qwen/Qwen2.5-7B-Instruct"
+    served_model_name: str = "qwen7b"
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    secret_env: dict[str, dict[str, str]] = field(default_factory=dict)  # NAME: {secret, key}
+    gpus: int = 1
+    cpu: str | None = None
+    memory: str | None = None
+    port: int = 8000
+    readiness_probe: dict[str, Any] | None = None
+    startup_probe: dict[str, Any] | None = None
+    timeout_seconds: int | None = None
+    container_concurrency: int | None = None
+    visibility: str = "public"  # public | cluster-local
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[dict[str, Any], ...] | None = None  # None: the GPU toleration when gpus > 0
+    runtime_class_name: str | None = None
+    shm_size: str | None = None
+    progress_deadline: str | None = None
+    autoscaling: dict[str, Any] = field(default_factory=lambda: {"initial_scale": 1})
+    smoke: bool = True
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def cluster_local(self) -> bool:
+        return self.visibility == "cluster-local"
+
+
+def _err(where: str, key: str, value: Any, allowed: str) -> ModelError:
+    return ModelError(f"{where}: {key} = {value!r} is not allowed; {allowed}")
+
+
+# What each key's value must be: a checker returning an error text (None when fine).
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str) and bool(v)
+
+
+def _is_int(v: Any, low: int, high: int | None = None) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low and (high is None or v <= high)
+
+
+def _str_dict(v: Any) -> bool:
+    return isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, (str, int, float)) and
+                                       not isinstance(x, bool) for k, x in v.items())
+
+
+SCALARS: dict[str, tuple[Any, str]] = {
+    "name": (_is_str, "use a DNS label: lowercase letters, digits and '-' (at most 63)"),
+    "namespace": (_is_str, "use a DNS label: lowercase letters, digits and '-' (at most 63)"),
+    "image": (_is_str, "use an image reference such as vllm/vllm-openai@sha256:…"),
+    "model": (_is_str, "use the model to load, e.g. Qwen/Qwen2.5-7B-Instruct"),
+    "served_model_name": (_is_str, "use the name clients ask for, e.g. qwen7b"),
+    "args": (lambda v: isinstance(v, (list, tuple)) and all(isinstance(a, str) for a in v),
+             "use a list of strings"),
+    "env": (_str_dict, "use a mapping of variable names to strings"),
+    "secret_env": (lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v),
+                   "use {NAME: {secret: <existing Secret>, key: <key in it>}}"),
+    "gpus": (lambda v: _is_int(v, 0), "use a whole number >= 0"),
+    "cpu": (lambda v: v is None or isinstance(v, (str, int, float)) and not isinstance(v, bool),
+            "use a CPU quantity such as \"8\" or \"500m\""),
+    "memory": (lambda v: v is None or isinstance(v, str), "use a memory quantity such as \"32Gi\""),
+    "port": (lambda v: _is_int(v, 1, 65535), "use a port number 1-65535"),
+    "readiness_probe": (lambda v: v is None or isinstance(v, dict), "use a Kubernetes probe mapping"),
+    "startup_probe": (lambda v: v is None or isinstance(v, dict), "use a Kubernetes probe mapping"),
+    "timeout_seconds": (lambda v: v is None or _is_int(v, 0), "use whole seconds >= 0"),
+    "container_concurrency": (lambda v: v is None or _is_int(v, 0), "use a whole number >= 0 (0: unlimited)"),
+    "visibility": (lambda v: v in ("public", "cluster-local"), "use public or cluster-local"),
+    "node_selector": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str)
+                                                            for k, x in v.items()),
+                      "use a mapping of node label names to values"),
+    "tolerations": (lambda v: v is None or isinstance(v, (list, tuple)) and all(isinstance(t, dict) for t in v),
+                    "use a list of Kubernetes toleration mappings"),
+    "runtime_class_name": (lambda v: v is None or _is_str(v), "use a RuntimeClass name such as nvidia"),
+    "shm_size": (lambda v: v is None or _is_str(v), "use a size such as \"8Gi\""),
+    "progress_deadline": (lambda v: v is None or _is_str(v), "use a Go duration such as \"1800s\""),
+    "autoscaling": (lambda v: isinstance(v, dict), f"use a mapping with keys {', '.join(AUTOSCALING_KEYS)}"),
+    "smoke": (lambda v: isinstance(v, bool), "use true or false"),
+}
+
+
+def from_data(items: Any, where: str = "group data models") -> list[Model]:
+    """Check and build the models; errors name the model, the key, the value and what is allowed. Any value of
+    any type gets an error, never a traceback."""
+    if items is None:
+        return []
+    if not isinstance(items, (list, tuple)):
+        raise ModelError(f"{where}: expected a list of model mappings, got {items!r}")
+    known = {f.name for f in fields(Model)}
+    out: list[Model] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(items):
+        if not isinstance(raw, dict):
+            raise ModelError(f"{where}[{i}]: expected a mapping, got {raw!r}")
+        label = f"{where}[{i}] ({raw.get('name', Model.name)!s})"
+        unknown = sorted(str(k) for k in set(raw) - known)
+        if unknown:
+            hints = [f"{k} (did you mean {c[0]}?)" if (c := difflib.get_close_matches(k, sorted(known), n=1)) else k
+                     for k in unknown]
+            raise ModelError(f"{label}: unknown key(s) {', '.join(hints)}; allowed: {', '.join(sorted(known))}")
+        for key, value in raw.items():
+            ok, allowed = SCALARS[key]
+            if not ok(value):
+                raise _err(label, key, value, allowed)
+        kw = dict(raw)
+        for key in ("args", "tolerations"):
+            if key in kw and kw[key] is not None:
+                kw[key] = tuple(kw[key])
+        if "autoscaling" in kw:
+            auto = dict(kw["autoscaling"])
+            bad = sorted(str(k) for k in set(auto) - set(AUTOSCALING_KEYS))
+            if bad:
+                raise ModelError(f"{label}: autoscaling key(s) {', '.join(bad)} unknown; allowed: "
+                                 f"{', '.join(AUTOSCALING_KEYS)}")
+            for k, v in auto.items():
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (str, int, float))):
+                    raise _err(label, f"autoscaling.{k}", v, "use a string or a number")
+            kw["autoscaling"] = auto
+        m = Model(**kw)
+        for key in ("name", "namespace"):
+            if not NAME.match(getattr(m, key)) or len(getattr(m, key)) > 63:
+                raise _err(label, key, getattr(m, key), "use a DNS label: lowercase letters, digits and '-'")
+        for name in m.env:
+            if SECRETISH.search(name):
+                raise _err(label, f"env.{name}", "<hidden>", "secrets are never inline: use secret_env "
+                                                             f"{{{name}: {{secret: <Secret name>, key: <key>}}}}")
+        for name, ref in m.secret_env.items():
+            if not isinstance(ref, dict) or set(ref) != {"secret", "key"} or not all(
+                    _is_str(x) for x in ref.values()):
+                raise _err(label, f"secret_env.{name}", ref, "use {secret: <existing Secret>, key: <key in it>}")
+        if m.ref in seen:
+            raise _err(label, "name", m.name, f"{m.ref} is defined twice")
+        seen.add(m.ref)
+        out.append(m)
+    return out
+
+
+def needed_features(models: list[Model]) -> dict[str, str]:
+    """config-features flags the models' fields need."""
+    flags: dict[str, str] = {}
+    for m in models:
+        if m.node_selector:
+            flags["kubernetes.podspec-nodeselector"] = "enabled"
+        if m.tolerations or (m.tolerations is None and m.gpus > 0):
+            flags["kubernetes.podspec-tolerations"] = "enabled"
+        if m.runtime_class_name:
+            flags["kubernetes.podspec-runtimeclassname"] = "enabled"
+    return flags
+
+
+def _annotations(m: Model) -> dict[str, str]:
+    ann: dict[str, str] = {}
+    for key, value in m.autoscaling.items():
+        if value is None:
+            continue
+        if key == "class":
+            value = CLASS_SHORT.get(str(value), value)
+        ann[f"autoscaling.knative.dev/{AUTOSCALING_KEYS[key]}"] = str(value)
+    if m.progress_deadline:
+        ann["serving.knative.dev/progress-deadline"] = str(m.progress_deadline)
+    return ann
+
+
+def render_service(m: Model) -> dict[str, Any]:
+    """The Knative Service of a model, in the runbook's shape."""
+    args = ["--model", m.model, "--served-model-name", m.served_model_name, "--port", str(m.port), *m.args]
+    resources: dict[str, dict[str, str]] = {"limits": {}, "requests": {}}
+    if m.gpus:
+        resources["limits"][GPU] = resources["requests"][GPU] = str(m.gpus)
+    if m.cpu:
+        resources["requests"]["cpu"] = str(m.cpu)
+    if m.memory:
+        resources["limits"]["memory"] = resources["requests"]["memory"] = str(m.memory)
+    container: dict[str, Any] = {
+        "name": "vllm",
+        "image": m.image,
+        "args": args,
+        "ports": [{"containerPort": m.port}],
+        "resources": {k: v for k, v in resources.items() if v},
+        "readinessProbe": m.readiness_probe or {"httpGet": {"path": "/health"}, "periodSeconds": 10,
+                                                "timeoutSeconds": 5, "failureThreshold": 3},
+    }
+    env = [{"name": k, "value": str(v)} for k, v in sorted(m.env.items())]
+    env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": r["secret"], "key": r["key"]}}}
+            for k, r in sorted(m.secret_env.items())]
+    if env:
+        container["env"] = env
+    if m.startup_probe:
+        container["startupProbe"] = m.startup_probe
+    spec: dict[str, Any] = {"containers": [container]}
+    if m.shm_size:
+        container["volumeMounts"] = [{"name": "shm", "mountPath": "/dev/shm"}]
+        spec["volumes"] = [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": m.shm_size}}]
+    if m.timeout_seconds is not None:
+        spec["timeoutSeconds"] = m.timeout_seconds
+    if m.container_concurrency is not None:
+        spec["containerConcurrency"] = m.container_concurrency
+    tolerations = list(m.tolerations) if m.tolerations is not None else ([GPU_TOLERATION] if m.gpus else [])
+    if tolerations:
+        spec["tolerations"] = tolerations
+    if m.node_selector:
+        spec["nodeSelector"] = dict(m.node_selector)
+    if m.runtime_class_name:
+        spec["runtimeClassName"] = m.runtime_class_name
+    labels = {MANAGED_BY: "knfleet", "knfleet.dev/model": m.name}
+    if m.cluster_local:
+        labels["networking.knative.dev/visibility"] = "cluster-local"
+    return {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": {"name": m.name, "namespace": m.namespace, "labels": labels},
+        "spec": {"template": {"metadata": {"annotations": _annotations(m)}, "spec": spec}},
+    }
+
+
+def render_manifest(models: list[Model]) -> list[dict[str, Any]]:
+    """Namespaces first, then the services: one server-side apply for all of a cluster's models."""
+    namespaces = sorted({m.namespace for m in models})
+    docs: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace",
+                                   "metadata": {"name": ns, "labels": {MANAGED_BY: "knfleet"}}} for ns in namespaces]
+    return docs + [render_service(m) for m in models]

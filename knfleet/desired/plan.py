@@ -1,0 +1,331 @@
+"""The run as one typed plan: (settings, verified bundle, models) -> an ordered list of steps. Pure: no cluster.
+
+    Preflight -> Lock -> Apply(crds) -> Gate(crds) -> Apply(config) -> Apply(core) -> Gate(deployments)
+    -> Gate(webhook) -> Apply(kourier) -> ... -> Apply(services) -> Prune -> Gate(services) -> Smoke
+
+Everything is checked here, before any cluster is touched: the settings, Knative's verdict on the config
+ConfigMaps, the bundle's checksums, and lint of the model services (rendered once; `knfleet lint`, the deploy,
+`--dry` and `knfleet status` read the same objects). deploy.py turns each step into one pyinfra operation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from knfleet.desired import bundle, lint, models, render, settings
+from knfleet.errors import InputError
+
+MANAGED = models.MANAGED
+NAMESPACES = ("knative-serving", "kourier-system", "knative-nginx")
+INSTALL_RIGHTS = (  # (verb, API group, resource), checked cluster-wide by the preflight
+    ("create", "apiextensions.k8s.io", "customresourcedefinitions"), ("create", "", "namespaces"),
+    ("create", "rbac.authorization.k8s.io", "clusterroles"),
+    ("create", "rbac.authorization.k8s.io", "clusterrolebindings"),
+    ("create", "admissionregistration.k8s.io", "validatingwebhookconfigurations"),
+    ("create", "admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
+    ("create", "apps", "deployments"), ("patch", "", "configmaps"),
+)
+
+
+class LintFailed(InputError):
+    """A model service would be rejected by Knative's webhook; nothing was changed on any cluster."""
+
+
+# --- what a gate waits for (evaluated by knfleet.kube.readiness) -----------------------------------------------
+@dataclass(frozen=True)
+class CrdsEstablished:
+    selector: str = "knative.dev/crd-install=true"
+
+
+@dataclass(frozen=True)
+class DeploymentsAvailable:
+    namespace: str
+
+
+@dataclass(frozen=True)
+class WebhookServing:
+    """Knative's webhook answers: CA bundle and rules written by it, and a dry-run create passes through it."""
+
+
+@dataclass(frozen=True)
+class PodsReady:
+    namespaces: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ServicesReady:
+    refs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GpuCapacity:
+    """A check that only warns: a model asking for more GPUs than any node has."""
+
+    services: tuple[tuple[str, int], ...]
+
+
+Check = CrdsEstablished | DeploymentsAvailable | WebhookServing | PodsReady | ServicesReady | GpuCapacity
+
+
+# --- the steps ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Preflight:
+    rights: tuple[tuple[str, str, str], ...]
+    task: str = "run"
+    title: str = "Preflight: API, version >= 1.30, rights"
+
+
+@dataclass(frozen=True)
+class Lock:
+    ttl: int
+    wait: int
+    task: str = "run"
+    title: str = "Lock the cluster (Lease kube-system/knfleet-lock)"
+
+
+@dataclass(frozen=True)
+class Apply:
+    stage: str
+    objects: tuple[dict[str, Any], ...]
+    task: str
+    title: str
+    repair_config: bool = False  # the config stage: repairs a cluster whose Knative webhook crash-loops on it
+    webhook_retry: float = 0  # seconds to keep retrying while Knative's webhook (re)starts
+    # (apiVersion, kind, namespace) lists to read at once, concurrently, before this step: the first apply reads
+    # everything the whole run looks at, so a converged run costs one round of parallel reads
+    prefetch: tuple[tuple[str, str, str | None], ...] = ()
+
+
+@dataclass(frozen=True)
+class Gate:
+    check: Check
+    timeout: int
+    task: str
+    title: str
+
+
+@dataclass(frozen=True)
+class Prune:
+    selector: str
+    keep: tuple[str, ...]
+    timeout: int
+    task: str = "services"
+    title: str = "Delete model services removed from group data"
+
+
+@dataclass(frozen=True)
+class SmokeTarget:
+    ref: str
+    model: str
+    host: str
+    cluster_local: bool
+
+
+@dataclass(frozen=True)
+class Smoke:
+    services: tuple[SmokeTarget, ...]
+    internal_url: str | None
+    public_url: str | None
+    deadline: int
+    task: str = "smoke"
+    title: str = "Smoke test: POST /v1/chat/completions"
+
+
+@dataclass(frozen=True)
+class Guard:
+    selector: str
+    force: bool
+    task: str = "uninstall"
+    title: str = "No Knative object knfleet did not make would be lost"
+
+
+@dataclass(frozen=True)
+class DeleteServices:
+    selector: str
+    force: bool
+    timeout: int
+    task: str = "uninstall"
+    title: str = "Delete knfleet's Knative Services (controllers still running)"
+
+
+@dataclass(frozen=True)
+class Delete:
+    stage: str
+    objects: tuple[dict[str, Any], ...]
+    timeout: int
+    task: str = "uninstall"
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class Removed:
+    timeout: int
+    task: str = "uninstall"
+    title: str = "Nothing of Knative remains"
+
+
+Step = Preflight | Lock | Apply | Gate | Prune | Smoke | Guard | DeleteServices | Delete | Removed
+
+
+@dataclass(frozen=True)
+class Desired:
+    """Everything a run wants on one cluster, checked: the input of the plan."""
+
+    settings: settings.InstallSettings
+    bundle: bundle.Bundle
+    models: tuple[models.Model, ...]
+    stages: tuple[render.Stage, ...]
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def action(self) -> str:
+        return self.settings.action
+
+
+# --- checks shared with `knfleet lint` ------------------------------------------------------------------------------
+def with_model_features(cfg: settings.InstallSettings, found: list[models.Model]) -> settings.InstallSettings:
+    """The config-features flags the models need turned on, unless group data sets the flag itself (then an
+    explicit `disabled` stays, and lint reports the model field it refuses)."""
+    return dataclasses.replace(cfg, features={**models.needed_features(found), **cfg.features})
+
+
+def cluster_config(cfg: settings.InstallSettings) -> lint.ClusterConfig:
+    """The cluster configuration a run installs, as lint sees it (one function for the deploy and `knfleet lint`)."""
+    return lint.ClusterConfig(autoscaler=cfg.autoscaler, defaults=cfg.defaults, features=cfg.features,
+                              deployment=cfg.deployment, proxy_timeout_seconds=render.proxy_timeout(cfg))
+
+
+def lint_models(where: str, cfg: settings.InstallSettings, found: list[models.Model]) -> list[lint.Problem]:
+    return [p for m in found for p in lint.lint_service(models.render_service(m), cluster_config(cfg), where)]
+
+
+def check_models(host_name: str, cfg: settings.InstallSettings, found: list[models.Model]) -> list[str]:
+    """Lint the rendered services with the configuration knfleet installs: errors stop the run; the warnings."""
+    problems = lint_models(f"group data of {host_name} (models)", cfg, found)
+    errors = [str(p) for p in problems if p.severity == "error"]
+    if errors:
+        raise LintFailed("lint found errors Knative would reject:\n  " + "\n  ".join(errors))
+    return [str(p) for p in problems]
+
+
+def check_config(cfg: settings.InstallSettings, b: bundle.Bundle) -> list[str]:
+    """Knative's config webhook verdict on the ConfigMaps as installed: errors stop the run; the warnings."""
+    problems = settings.knative_problems(render.config_maps(b, cfg))
+    errors = [str(p) for p in problems if p.severity == "error"]
+    if errors:
+        raise settings.SettingsError("\n".join(errors))
+    return [f"warning: {p}" for p in problems]
+
+
+def desired(host_name: str, data: Any, bundle_loader: Any = bundle.load) -> Desired:
+    """Check the data, verify the bundle, lint and render; raise an InputError before any change when anything is
+    wrong."""
+    cfg = settings.from_data(data)
+    found = models.from_data(data.get("models"))
+    cfg = with_model_features(cfg, found)
+    b = bundle_loader(cfg.knative_version, cfg.bundle_dir, cfg.optional_files)
+    if cfg.action == "install":
+        warnings = check_config(cfg, b) + check_models(host_name, cfg, found)
+        stages = render.install_stages(b, cfg)
+        if found:
+            stages.append(render.Stage("services", tuple(models.render_manifest(found))))
+    else:
+        warnings = []
+        stages = render.uninstall_stages(b, cfg)
+    return Desired(cfg, b, tuple(found), tuple(stages), tuple(warnings))
+
+
+# --- the plans -------------------------------------------------------------------------------------------------------
+STAGE_TITLES = {
+    "crds": ("knative", "Knative CRDs (serving-crds.yaml)"),
+    "config": ("knative", "Knative configuration (config-* ConfigMaps)"),
+    "core": ("knative", "Knative Serving core (serving-core.yaml)"),
+    "kourier": ("kourier", "Kourier (kourier.yaml)"),
+    "proxy": ("proxy", "knative-nginx proxy"),
+    "services": ("services", "Model services (Knative Services)"),
+}
+
+
+def smoke_targets(d: Desired) -> tuple[SmokeTarget, ...]:
+    domain = d.settings.domain
+    return tuple(
+        SmokeTarget(m.ref, m.served_model_name,
+                    f"{m.name}.{m.namespace}.svc.cluster.local" if m.cluster_local or not domain
+                    else f"{m.name}.{m.namespace}.{domain}", m.cluster_local)
+        for m in d.models if m.smoke)
+
+
+GATE_READS: tuple[tuple[str, str, str | None], ...] = (
+    *((v, k, ns) for ns in NAMESPACES for v, k in (("apps/v1", "Deployment"), ("v1", "Pod"))),
+    ("v1", "Node", None), ("serving.knative.dev/v1", "Service", None),
+    ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", None),
+    ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration", None),
+)
+
+
+def prefetch(d: Desired) -> tuple[tuple[str, str, str | None], ...]:
+    """Every list a converged install run reads: its objects' kinds per namespace, and the gates' reads."""
+    reads = {(o["apiVersion"], o["kind"], (o.get("metadata") or {}).get("namespace")) for s in d.stages
+             for o in s.objects}
+    return tuple(sorted(reads | set(GATE_READS), key=lambda r: (r[0], r[1], r[2] or "")))
+
+
+def install(d: Desired) -> list[Step]:
+    cfg, run = d.settings, d.settings.run
+    t = cfg.wait_timeout
+    stage = {s.name: s for s in d.stages}
+
+    def apply(name: str, **kw: Any) -> Apply:
+        task, title = STAGE_TITLES[name]
+        return Apply(name, stage[name].objects, task, title, **kw)
+
+    steps: list[Step] = [
+        Preflight(INSTALL_RIGHTS),
+        Lock(run.lock_ttl, run.lock_wait),
+        apply("crds", prefetch=prefetch(d)),
+        Gate(CrdsEstablished(), t, "knative", "Knative CRDs Established"),
+        apply("config", repair_config=True),
+        apply("core"),
+        Gate(DeploymentsAvailable("knative-serving"), t, "knative", "knative-serving Deployments Available"),
+        Gate(WebhookServing(), t, "knative", "Knative webhook answers (CA bundle, rules, dry-run create of a Service)"),
+        apply("kourier"),
+        Gate(DeploymentsAvailable("kourier-system"), t, "kourier", "kourier-system Deployments Available"),
+        apply("proxy"),
+        Gate(DeploymentsAvailable("knative-nginx"), t, "proxy", "knative-nginx Deployments Available"),
+        Gate(DeploymentsAvailable("knative-serving"), t, "run", "knative-serving Deployments Available (with Kourier)"),
+        Gate(PodsReady(NAMESPACES), t, "run", "Every pod Ready (knative-serving, kourier-system, knative-nginx)"),
+    ]
+    refs = tuple(m.ref for m in d.models)
+    if d.models:
+        steps.append(Gate(GpuCapacity(tuple((m.ref, m.gpus) for m in d.models)), t, "services",
+                          "GPU capacity for the model services"))
+        steps.append(apply("services", webhook_retry=float(t)))
+    steps.append(Prune(MANAGED, refs, run.model_wait_timeout))
+    if d.models:
+        steps.append(Gate(ServicesReady(refs), run.model_wait_timeout, "services",
+                          "Model services Ready (observedGeneration, latest revision)"))
+        targets = smoke_targets(d)
+        if run.smoke and targets:
+            steps.append(Smoke(targets, run.smoke_internal_url, run.smoke_url, run.smoke_deadline))
+    return steps
+
+
+def uninstall(d: Desired) -> list[Step]:
+    t, force = d.settings.wait_timeout, d.settings.run.force_uninstall
+    steps: list[Step] = [
+        Preflight(()),
+        Lock(d.settings.run.lock_ttl, d.settings.run.lock_wait),
+        Guard(MANAGED, force),
+        DeleteServices(MANAGED, force, t, title=(
+            "Delete every Knative Service, DomainMapping, Route, Configuration (force_uninstall)" if force
+            else DeleteServices.title)),
+    ]
+    steps += [Delete(s.name, s.objects, t, title=f"Delete {s.name}") for s in d.stages]
+    steps.append(Removed(t))
+    return steps
+
+
+def plan(d: Desired) -> list[Step]:
+    return install(d) if d.action == "install" else uninstall(d)

@@ -1,0 +1,181 @@
+"""Desired state of an install, rendered in memory: release objects transformed with the user's settings.
+
+Like the Knative Operator: load the release objects, apply the settings (ConfigMap keys, the kourier
+Service type, the proxy), and hand out one desired state per object, in apply order. Pure: no cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from knfleet.desired import bundle as _bundle
+from knfleet.desired.bundle import Bundle
+from knfleet.desired.settings import InstallSettings
+
+PROXY_MANIFEST = "knative-nginx.yaml"  # package data: files/ is installed as knfleet.files
+NAMESPACES = ("knative-serving", "kourier-system", "knative-nginx")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One apply step: a name, its objects, and the namespaces whose pods must then be Ready."""
+
+    name: str
+    objects: tuple[dict[str, Any], ...]
+
+    def manifest(self) -> str:
+        """A kubectl-readable List (JSON: fast to write for a megabyte of CRDs)."""
+        return json.dumps({"apiVersion": "v1", "kind": "List", "items": list(self.objects)})
+
+
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader when PyYAML has it: ~10x faster
+
+
+@lru_cache(maxsize=16)
+def _parsed_json(text: str) -> str:
+    """A manifest's documents as one JSON text. Parsing a megabyte of release YAML costs more than everything
+    else a converged run does, so the result is kept beside the bundle cache, keyed by the text's sha256."""
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    cache = _bundle.default_cache() / "parsed" / f"{digest}.json"
+    try:
+        return cache.read_text()
+    except OSError:
+        pass
+    out = json.dumps([d for d in yaml.load_all(text, Loader=LOADER) if d])  # noqa: S506 - a safe loader
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(out)
+        tmp.replace(cache)
+    except OSError:
+        pass  # a cache only
+    return out
+
+
+def _parse(text: str) -> tuple[dict[str, Any], ...]:
+    return tuple(json.loads(_parsed_json(text)))
+
+
+def load_docs(text: str) -> list[dict[str, Any]]:
+    """The YAML documents of a manifest (fresh copies: callers may transform them)."""
+    return json.loads(_parsed_json(text))
+
+
+def ref(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    ns = f"{meta['namespace']}/" if meta.get("namespace") else ""
+    return f"{obj.get('kind')}/{ns}{meta.get('name') or meta.get('generateName', '?')}"
+
+
+def _is_crd(o: dict[str, Any]) -> bool:
+    return o.get("kind") == "CustomResourceDefinition"
+
+
+def _with_data(cm: dict[str, Any], keys: dict[str, str]) -> dict[str, Any]:
+    out = copy.deepcopy(cm)
+    out["data"] = {**(out.get("data") or {}), **keys}
+    return out
+
+
+def config_maps(bundle: Bundle | None, settings: InstallSettings) -> dict[str, dict[str, str]]:
+    """The data of each `config-*` ConfigMap as the install leaves it: the release's keys with knfleet's merged in
+    (what Knative's config webhook, and knfleet's check of it, see)."""
+    if bundle is None:
+        return settings.configmaps()
+    owned = settings.owned_config()
+    release = {o["metadata"]["name"]: dict(o.get("data") or {}) for o in _parse(bundle.text("serving-core.yaml"))
+               if o.get("kind") == "ConfigMap" and o["metadata"].get("namespace") == "knative-serving"}
+    return {name: {**data, **owned.get(name, {})} for name, data in release.items()}
+
+
+# Fields of Knative's webhook configurations that Knative's webhook writes itself at start-up (knative.dev/pkg's
+# webhook reconcilers: one rule per resource, the CA bundle, the path). Whoever keeps applying the release's
+# version of them drifts forever (knative/serving#12474, #13449; fluxcd/kustomize-controller#792), so knfleet
+# applies these objects without them and leaves them to Knative.
+WEBHOOK_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
+
+
+def leave_to_knative(obj: dict[str, Any]) -> dict[str, Any]:
+    """A Knative webhook configuration without the fields Knative's webhook owns (rules, caBundle, path)."""
+    if obj.get("kind") not in WEBHOOK_KINDS or not obj["metadata"]["name"].endswith(".knative.dev"):
+        return obj
+    out = copy.deepcopy(obj)
+    for hook in out.get("webhooks") or []:
+        hook.pop("rules", None)
+        client = hook.get("clientConfig") or {}
+        client.pop("caBundle", None)
+        (client.get("service") or {}).pop("path", None)
+    return out
+
+
+def proxy_timeout(settings: InstallSettings) -> int:
+    """The proxy's read/send timeout: above the revisions' maximum timeout."""
+    return max(settings.max_revision_timeout, 600) + 60
+
+
+def proxy_objects(settings: InstallSettings) -> list[dict[str, Any]]:
+    timeout = proxy_timeout(settings)
+    text = (resources.files("knfleet.files").joinpath(PROXY_MANIFEST).read_text()
+            .replace("__PROXY_TIMEOUT__", str(timeout))
+            .replace("__IMAGE__", settings.proxy_image)
+            .replace("__SERVICE_TYPE__", settings.proxy_service_type))
+    return load_docs(text)
+
+
+def install_stages(bundle: Bundle, settings: InstallSettings) -> list[Stage]:
+    """crds -> config (namespace + ConfigMaps) -> core -> kourier -> proxy."""
+    crds = [o for o in load_docs(bundle.text("serving-crds.yaml")) if _is_crd(o)]
+    core = load_docs(bundle.text("serving-core.yaml"))
+    owned = settings.owned_config()
+    namespace = [o for o in core if o.get("kind") == "Namespace"]
+    configmaps = [
+        _with_data(o, owned.get(o["metadata"]["name"], {})) for o in core
+        if o.get("kind") == "ConfigMap" and o["metadata"].get("namespace") == "knative-serving"
+    ]
+    rest = [leave_to_knative(o) for o in core if not _is_crd(o) and o.get("kind") not in ("Namespace", "ConfigMap")]
+    rest = [o for o in core if o.get("kind") == "ConfigMap" and o["metadata"].get("namespace") != "knative-serving"] \
+        + rest
+    for name in settings.optional_files:
+        rest += [o for o in load_docs(bundle.text(name)) if "generateName" not in o.get("metadata", {})]
+    kourier = []
+    for o in load_docs(bundle.text("kourier.yaml")):
+        if o.get("kind") == "Service" and o["metadata"].get("name") == "kourier" \
+                and o["metadata"].get("namespace") == "kourier-system":
+            o = copy.deepcopy(o)
+            o["spec"]["type"] = settings.kourier_service_type
+        kourier.append(o)
+    return [
+        Stage("crds", tuple(crds)),
+        Stage("config", tuple(namespace + configmaps)),
+        Stage("core", tuple(namespace + rest)),
+        Stage("kourier", tuple(kourier)),
+        Stage("proxy", tuple(proxy_objects(settings))),
+    ]
+
+
+def _builtin(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Leave out Knative's own custom resources: they go with their CRDs, and once the CRDs are gone
+    kubectl could not even map their kinds (a second uninstall must be a clean no-op)."""
+    return [o for o in objs if not o.get("apiVersion", "").split("/")[0].endswith("knative.dev")
+            and "generateName" not in (o.get("metadata") or {})]
+
+
+def uninstall_stages(bundle: Bundle, settings: InstallSettings) -> list[Stage]:
+    """What to delete, in the runbook's reverse order: proxy, optional files, kourier, core, crds."""
+    stages = [Stage("proxy", tuple(proxy_objects(settings)))]
+    for name in settings.optional_files:
+        stages.append(Stage(name.removesuffix(".yaml"), tuple(_builtin(load_docs(bundle.text(name))))))
+    stages.append(Stage("kourier", tuple(_builtin(load_docs(bundle.text("kourier.yaml"))))))
+    core = _builtin([o for o in load_docs(bundle.text("serving-core.yaml")) if not _is_crd(o)])
+    stages.append(Stage("core", tuple(core)))
+    stages.append(Stage("crds", tuple(o for o in load_docs(bundle.text("serving-crds.yaml")) if _is_crd(o))))
+    return stages

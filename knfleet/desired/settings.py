@@ -1,0 +1,245 @@
+"""Install settings from pyinfra host/group data, checked before anything touches a cluster.
+
+Each error names the data key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+from knfleet.desired import bundle, gostrconv, knconfig
+from knfleet.errors import InputError
+
+SERVICE_TYPES = ("LoadBalancer", "NodePort", "ClusterIP")
+ACTIONS = ("install", "uninstall")
+# The ConfigMap keys group data may set (knfleet owns exactly these; Knative's parsing of each is checked by
+# knfleet.knconfig). Go templates and selectors knfleet cannot check exactly are left out on purpose.
+AUTOSCALER_KEYS = tuple(k for k, _ in knconfig.AUTOSCALER_PARSE)
+DEFAULTS_KEYS = (
+    "revision-timeout-seconds", "max-revision-timeout-seconds", "revision-response-start-timeout-seconds",
+    "revision-idle-timeout-seconds", "container-concurrency", "container-concurrency-max-limit",
+    "allow-container-concurrency-zero", "enable-service-links", *knconfig.DEFAULTS_QUANTITIES,
+)
+DEPLOYMENT_KEYS = (
+    "progress-deadline", "registries-skipping-tag-resolving", "digest-resolution-timeout",
+    *knconfig.DEPLOYMENT_QUANTITIES, "queue-sidecar-token-audiences", "default-affinity-type", "runtime-class-name",
+)
+FEATURES_KEYS = knconfig.FEATURE_FLAGS
+NETWORK_KEYS = (
+    "http-protocol", "rollout-duration", "external-domain-tls", "cluster-local-domain-tls", "system-internal-tls",
+    "default-external-scheme", "autocreate-cluster-domain-claims", "enable-mesh-pod-addressability",
+    "mesh-compatibility-mode", "certificate-class",
+)
+KOURIER_CLASS = "kourier.ingress.networking.knative.dev"
+# What the release itself puts in the config ConfigMaps besides `_example` (1.17.x: only the queue-proxy image).
+RELEASE_CONFIG_STANDIN = {"config-deployment": {"queue-sidecar-image": "(the release's queue-proxy image)"}}
+
+
+class Data(dict):
+    """Host or group data as pyinfra hands it to deploy.py: a missing key reads as None."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return super().get(key, default)
+
+
+class SettingsError(InputError):
+    """Bad group/host data. Nothing was changed on any cluster."""
+
+
+def _str_map(name: str, value: Any, allowed: tuple[str, ...] | None) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SettingsError(f"{name}: expected a mapping of ConfigMap keys to values, got {value!r}")
+    out: dict[str, str] = {}
+    for k, v in value.items():
+        if allowed is not None and k not in allowed:
+            close = difflib.get_close_matches(str(k), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SettingsError(f"{name}: unknown key {k!r}{hint}; allowed: {', '.join(allowed)}")
+        if isinstance(v, bool):
+            v = "true" if v else "false"
+        if not isinstance(v, (str, int, float)):
+            raise SettingsError(f"{name}.{k}: expected a string or number, got {v!r}")
+        out[str(k)] = str(v)
+    return out
+
+
+@dataclass(frozen=True)
+class InstallSettings:
+    action: str = "install"
+    knative_version: str = "1.17.0"
+    bundle_dir: str | None = None
+    optional_files: tuple[str, ...] = ()
+    domain: str | None = None
+    ingress_class: str = KOURIER_CLASS
+    network: dict[str, str] = field(default_factory=dict)
+    autoscaler: dict[str, str] = field(default_factory=dict)
+    features: dict[str, str] = field(default_factory=dict)
+    defaults: dict[str, str] = field(default_factory=dict)
+    deployment: dict[str, str] = field(default_factory=dict)
+    kourier_service_type: str = "LoadBalancer"
+    proxy_service_type: str = "NodePort"
+    proxy_image: str = "nginx:1.27.3-alpine"
+    wait_timeout: int = 300
+    run: RunSettings = field(default_factory=lambda: RunSettings())
+
+    def owned_config(self) -> dict[str, dict[str, str]]:
+        """ConfigMap name -> the keys knfleet owns in it (and only those)."""
+        data: dict[str, dict[str, str]] = {
+            "config-network": {**self.network, "ingress-class": self.ingress_class},
+            "config-autoscaler": dict(self.autoscaler),
+            "config-features": dict(self.features),
+            "config-defaults": dict(self.defaults),
+            "config-deployment": dict(self.deployment),
+        }
+        if self.domain:
+            data["config-domain"] = {self.domain: ""}
+        return data
+
+    def configmaps(self) -> dict[str, dict[str, str]]:
+        """The config ConfigMaps' data as installed, with a stand-in for the release's own keys (for checks made
+        without the bundle at hand; plan.check_config checks again with the release's real data)."""
+        return {name: {**RELEASE_CONFIG_STANDIN.get(name, {}), **keys} for name, keys in self.owned_config().items()}
+
+    @property
+    def max_revision_timeout(self) -> int:
+        """config-defaults max-revision-timeout-seconds as Knative reads it (600 when unset or unparsable)."""
+        try:
+            return gostrconv.parse_int(self.defaults.get("max-revision-timeout-seconds", "600"), 64)
+        except gostrconv.GoParseError:
+            return 600
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How a run behaves on each cluster (host data): the lock, timeouts, smoke tests, uninstall's force."""
+
+    lock_ttl: int = 1800
+    lock_wait: int = 0
+    request_timeout: int = 30
+    model_wait_timeout: int = 600
+    smoke: bool = True
+    smoke_url: str | None = None
+    smoke_internal_url: str | None = None
+    smoke_deadline: int = 120
+    force_uninstall: bool = False
+
+
+TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def boolean(name: str, value: Any, default: bool) -> bool:
+    """The one boolean rule for data: true/false (any case), yes/no, on/off, 1/0; unset is the default."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in TRUE:
+        return True
+    if text in FALSE:
+        return False
+    raise SettingsError(f"{name}: {value!r} is not allowed; use true or false")
+
+
+def seconds(name: str, value: Any, default: int, minimum: int = 1) -> int:
+    """A whole number of seconds (an int or its digits); unset is the default."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SettingsError(f"{name}: {value!r} is not allowed; use a whole number of seconds >= {minimum}")
+    return value
+
+
+def url(name: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise SettingsError(f"{name}: {value!r} is not allowed; use an http:// or https:// URL")
+    return value
+
+
+def run_settings(get: Any) -> RunSettings:
+    return RunSettings(
+        lock_ttl=seconds("lock_ttl", get("lock_ttl"), 1800),
+        lock_wait=seconds("lock_wait", get("lock_wait"), 0, minimum=0),
+        request_timeout=seconds("request_timeout", get("request_timeout"), 30),
+        model_wait_timeout=seconds("model_wait_timeout", get("model_wait_timeout"), 600),
+        smoke=boolean("smoke", get("smoke"), True),
+        smoke_url=url("smoke_url", get("smoke_url")),
+        smoke_internal_url=url("smoke_internal_url", get("smoke_internal_url")),
+        smoke_deadline=seconds("smoke_deadline", get("smoke_deadline"), 120),
+        force_uninstall=boolean("force_uninstall", get("force_uninstall"), False),
+    )
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise SettingsError(f"{name}: {value!r} is not allowed; use one of {', '.join(allowed)}")
+    return value
+
+
+def from_data(data: Any) -> InstallSettings:
+    """Build and check InstallSettings from pyinfra host data (anything with .get)."""
+    get = data.get
+    version = str(get("knative_version") or "1.17.0")
+    if not isinstance(get("knative_version") or "", str):
+        raise SettingsError(f"knative_version: {get('knative_version')!r} is not allowed; use a string such as "
+                            '"1.17.0"')
+    if version not in bundle.PINS:
+        raise SettingsError(f"knative_version: {version!r} is not supported; use one of {', '.join(bundle.PINS)}")
+    raw_optional = get("knative_optional_files") or ()
+    if not isinstance(raw_optional, (list, tuple)):
+        raise SettingsError(f"knative_optional_files: {raw_optional!r} is not allowed; use a list such as "
+                            '["serving-hpa.yaml"]')
+    optional = tuple(raw_optional)
+    for f in optional:
+        _choice("knative_optional_files[]", f, ("serving-hpa.yaml",))
+    autoscaler = _str_map("knative_autoscaler", get("knative_autoscaler"), AUTOSCALER_KEYS)
+    defaults = _str_map("knative_defaults", get("knative_defaults"), DEFAULTS_KEYS)
+    network = _str_map("knative_network", get("knative_network"), NETWORK_KEYS)
+    timeout = seconds("wait_timeout", get("wait_timeout"), 300)
+    domain = get("knative_domain")
+    if domain is not None and (not isinstance(domain, str) or gostrconv.is_dns1123_subdomain(domain)):
+        raise SettingsError(f"knative_domain: {domain!r} is not allowed; use a DNS suffix such as example.com "
+                            "(lowercase letters, digits, '-' and '.')")
+    cfg = InstallSettings(
+        action=_choice("action", get("action") or "install", ACTIONS),
+        knative_version=version,
+        bundle_dir=_optional_str("knative_bundle_dir", get("knative_bundle_dir")),
+        optional_files=optional,
+        domain=domain,
+        network=network,
+        autoscaler=autoscaler,
+        features=_str_map("knative_features", get("knative_features"), FEATURES_KEYS),
+        defaults=defaults,
+        deployment=_str_map("knative_deployment", get("knative_deployment"), DEPLOYMENT_KEYS),
+        kourier_service_type=_choice("kourier_service_type", get("kourier_service_type") or "LoadBalancer",
+                                     SERVICE_TYPES),
+        proxy_service_type=_choice("proxy_service_type", get("proxy_service_type") or "NodePort", SERVICE_TYPES),
+        proxy_image=_optional_str("proxy_image", get("proxy_image")) or "nginx:1.27.3-alpine",
+        wait_timeout=timeout,
+        run=run_settings(get),
+    )
+    errors = [str(p) for p in knative_problems(cfg.configmaps()) if p.severity == "error"]
+    if errors:
+        raise SettingsError("\n".join(errors))
+    return cfg
+
+
+def _optional_str(name: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise SettingsError(f"{name}: {value!r} is not allowed; use a string")
+    return value
+
+
+def knative_problems(configmaps: dict[str, dict[str, str]]) -> list[knconfig.ConfigProblem]:
+    """What Knative 1.17 would refuse (errors) or ignore (warnings) in the config ConfigMaps knfleet renders."""
+    return [p for name, data in configmaps.items() for p in knconfig.check(name, data)]

@@ -1,0 +1,1 @@
+"""Fleets: inventories and waves, rollouts, status."""

@@ -1,0 +1,197 @@
+"""`knfleet rollout INVENTORY`: the deploy wave by wave (canary first), halting when a wave breaks.
+
+Each wave is one pyinfra run in this process (pyinfra's API, a fresh state per wave) of deploy.py on the
+wave's clusters in parallel; its outcome per cluster comes back as values (knfleet.report.outcome), not
+parsed from text. A wave passes when every cluster converged and its smoke tests passed (optionally again
+after a bake). Exit codes: 0 all converged; 1 some clusters failed within --max-failed-clusters; 2 halted;
+3 could not start (bad input: nothing was touched; or every canary cluster is locked).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from knfleet.fleet import inventory as inv
+from knfleet.report import outcome
+from knfleet.report.outcome import ClusterOutcome
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_HALTED, EXIT_CANNOT_START = 0, 1, 2, 3
+
+
+class CannotStart(Exception):
+    """A wave's run stopped before touching any cluster (bad input)."""
+
+
+def say(msg: str) -> None:
+    print(f"[rollout {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _progress(label: str) -> Any:
+    from pyinfra.api.state import BaseStateCallback
+
+    class Progress(BaseStateCallback):
+        def operation_start(self, state: Any, op_hash: str) -> None:  # type: ignore[override]
+            say(f"{label}: {', '.join(sorted(state.get_op_meta(op_hash).names))}")
+    return Progress()
+
+
+def run_wave(inventory_file: str, deploy_file: str, hosts: list[str], data: dict[str, Any],
+             label: str) -> dict[str, ClusterOutcome]:
+    """deploy.py on `hosts` (one pyinfra run, in process); each cluster's outcome. CannotStart on bad input."""
+    from pyinfra.api import Config, State
+    from pyinfra.api.connect import connect_all, disconnect_all
+    from pyinfra.api.exceptions import PyinfraError
+    from pyinfra.api.operations import run_ops
+    from pyinfra.api.state import StateStage
+    from pyinfra.context import ctx_state
+    from pyinfra_cli.inventory import make_inventory
+    from pyinfra_cli.util import load_deploy_file
+
+    state = State(check_for_changes=False)
+    state.cwd = os.getcwd()
+    ctx_state.set(state)
+    inventory = make_inventory(inventory_file, override_data=data, cwd=os.getcwd(),
+                               group_data_directories=inv.group_data_directories())
+    state.init(inventory, Config(), initial_limit=[inventory.get_host(h) for h in hosts])
+    state.add_callback_handler(_progress(label))
+    try:
+        state.set_stage(StateStage.Connect)
+        connect_all(state)
+        state.set_stage(StateStage.Prepare)
+        try:
+            load_deploy_file(state, deploy_file)
+        except SystemExit as err:
+            if err.code == 2:
+                raise CannotStart("bad input: no cluster was touched (see the error above)") from None
+            raise
+        state.set_stage(StateStage.Execute)
+        try:
+            run_ops(state)
+        except PyinfraError:
+            pass  # "No hosts remaining!": every cluster of the wave failed; their outcomes say why
+    finally:
+        state.set_stage(StateStage.Disconnect)
+        disconnect_all(state)
+    return outcome.outcomes(state)
+
+
+def _failed(o: ClusterOutcome | None) -> bool:
+    return o is None or not o.ok or o.status not in (outcome.CONVERGED, outcome.CHANGED)
+
+
+def rollout(inventory: str, bake: float = 0, max_failed: int = 0, state_file: str | None = None,
+            resume: bool = False, report_file: str | None = None, data: list[str] | None = None,
+            deploy_file: str = "deploy.py") -> int:
+    t_all = time.monotonic()
+    try:
+        overrides = inv.parse_data(data or [])
+        clusters = inv.load(inventory, overrides)
+    except inv.InventoryError as err:
+        say(f"cannot start: {err}")
+        return EXIT_CANNOT_START
+    if not Path(deploy_file).is_file():
+        say(f"cannot start: no {deploy_file} here (run knfleet rollout from the deploy's folder)")
+        return EXIT_CANNOT_START
+    state_path = Path(state_file or Path("reports") / f"rollout-{Path(inventory).stem}.state.json")
+    saved: dict[str, Any] = {"inventory": inventory, "waves": {}}
+    if resume:
+        if not state_path.exists():
+            say(f"cannot start: --resume but no state file {state_path}")
+            return EXIT_CANNOT_START
+        saved = json.loads(state_path.read_text())
+    plan = inv.waves(clusters)
+    results: dict[str, ClusterOutcome] = {c.name: ClusterOutcome(c.name, outcome.UNTOUCHED, host=c.host, wave=c.wave)
+                                          for c in clusters}
+    for wave, _members in plan:
+        prev = saved["waves"].get(str(wave))
+        if prev and prev.get("status") == "passed":
+            for name, r in prev["clusters"].items():
+                results[name] = ClusterOutcome(**{**r, "wave": wave, "reason": "passed in an earlier run"})
+    failures = 0
+    halted_at: int | None = None
+    say(f"{len(clusters)} cluster(s) in {len(plan)} wave(s): "
+        + "; ".join(f"wave {w}: {', '.join(c.name for c in m)}" for w, m in plan))
+    for wave, members in plan:
+        if saved["waves"].get(str(wave), {}).get("status") == "passed":
+            say(f"wave {wave}: passed in an earlier run, skipped")
+            continue
+        label = f"wave {wave} [{', '.join(c.name for c in members)}]"
+        t0 = time.monotonic()
+        hosts = [c.host for c in members]
+        try:
+            got = run_wave(inventory, deploy_file, hosts, overrides, label)
+            if bake and not any(_failed(got.get(c.name)) for c in members):
+                say(f"{label}: baking {bake:.0f}s, then smoke tests again")
+                time.sleep(bake)
+                again = run_wave(inventory, deploy_file, hosts, overrides, f"{label} (after bake)")
+                for name, o in again.items():
+                    if _failed(o):
+                        got[name].status = outcome.FAILED
+                        got[name].errors = o.errors or ["smoke test failed after the bake"]
+                    got[name].smoke_after_bake = o.smoke
+        except CannotStart as err:
+            say(f"cannot start: {err}")
+            return EXIT_CANNOT_START
+        wave_failed = []
+        for c in members:
+            o = got.get(c.name) or ClusterOutcome(c.name, outcome.FAILED, host=c.host,
+                                                   errors=["no result from pyinfra (could not connect?)"])
+            o.wave = wave
+            o.duration_s = round(time.monotonic() - t0, 1)
+            results[c.name] = o
+            if _failed(o):
+                wave_failed.append(c.name)
+        failures += len(wave_failed)
+        saved["waves"][str(wave)] = {"status": "failed" if wave_failed else "passed",
+                                     "clusters": {c.name: results[c.name].as_dict() for c in members}}
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        state_path.write_text(json.dumps(saved, indent=2))
+        say(f"{label}: {'FAILED: ' + ', '.join(wave_failed) if wave_failed else 'passed'} "
+            f"({time.monotonic() - t0:.1f}s)")
+        if failures > max_failed:
+            halted_at = wave
+            for later, rest in plan:
+                if later > wave:
+                    for c in rest:
+                        results[c.name].reason = f"not touched: rollout halted after wave {wave}"
+            break
+    canary = plan[0][1]
+    if halted_at is not None and halted_at == plan[0][0] and all(results[c.name].status == outcome.LOCKED
+                                                                    for c in canary):
+        status, code = "cannot-start", EXIT_CANNOT_START
+    elif halted_at is not None:
+        status, code = "halted", EXIT_HALTED
+    elif failures:
+        status, code = "some-failed", EXIT_SOME_FAILED
+    else:
+        status, code = "converged", EXIT_OK
+    if code == EXIT_OK:
+        state_path.unlink(missing_ok=True)
+    print_table(results)
+    say(f"rollout {status} (exit {code})" + (f"; fix, then run again with --resume (state {state_path})"
+                                              if code == EXIT_HALTED else ""))
+    if report_file:
+        outcome.write(report_file, outcome.report(
+            "rollout", results, inventory=inventory, status=status, exit_code=code, halted_at_wave=halted_at,
+            max_failed_clusters=max_failed, duration_s=round(time.monotonic() - t_all, 1)))
+    sys.stdout.flush()
+    return code
+
+
+def print_table(results: dict[str, ClusterOutcome]) -> None:
+    rows = [("CLUSTER", "WAVE", "STATUS", "CHANGED", "SMOKE", "REASON")]
+    for name, o in sorted(results.items(), key=lambda kv: (kv[1].wave or 0, kv[0])):
+        smoke = ", ".join(f"{s['service'].split('/')[-1]} {'ok' if s['ok'] else 'FAILED'}"
+                          + (f" {s['latency_s']:.2f}s" if s.get("latency_s") is not None else "")
+                          for s in o.smoke) or "-"
+        reason = (o.errors or [o.reason])[0].splitlines()[0][:70] if (o.errors or o.reason) else ""
+        rows.append((name, str(o.wave if o.wave is not None else ""), o.status, str(len(o.changed_operations)),
+                     smoke, reason))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -1,0 +1,1 @@
+"""The one Kubernetes layer: the in-process client, drift detection, readiness per kind, Knative's webhook."""

@@ -1,0 +1,415 @@
+"""The one Kubernetes layer: a client per cluster, in process.
+
+Built on the `kubernetes` package for what it does well (kubeconfig files, contexts, exec credential
+plugins such as `aws eks get-token`, TLS, a pooled connection) and talking plain JSON to the API: server-side
+apply (field manager `knfleet`, force), dry runs, get, list, create, patch, delete. Reads are cached per run
+and dropped after every write, so every check of a run shares one list per kind and namespace. Every request
+has a timeout; every failure is a typed error that names the cluster, the request and Kubernetes' message.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from knfleet.errors import ClusterError, InputError
+
+FIELD_MANAGER = "knfleet"
+DISCOVERY_ACCEPT = ("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
+                    "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json")
+WORKERS = 16
+
+
+class KubeError(ClusterError):
+    """A request to a cluster failed. `status` is the HTTP status (0: no answer)."""
+
+    def __init__(self, cluster: str, what: str, status: int, reason: str, message: str) -> None:
+        self.cluster, self.what, self.status, self.reason, self.message = cluster, what, status, reason, message
+        super().__init__(f"{what}: {message}" if message else f"{what}: {reason or status}")
+
+
+class NotFound(KubeError):
+    pass
+
+
+class Conflict(KubeError):
+    pass
+
+
+class Forbidden(KubeError):
+    pass
+
+
+class Invalid(KubeError):
+    pass
+
+
+class Unreachable(KubeError):
+    """No answer: connection refused, TLS failure, timeout."""
+
+
+class WebhookUnavailable(KubeError):
+    """The apiserver could not call an admission webhook (it is not running or not reachable yet)."""
+
+
+def error_for(cluster: str, what: str, status: int, body: str) -> KubeError:
+    try:
+        st = json.loads(body)
+        reason, message = st.get("reason", ""), st.get("message", "") or body
+    except ValueError:
+        reason, message = "", body.strip()
+    if "failed calling webhook" in message:
+        return WebhookUnavailable(cluster, what, status, reason, message)
+    cls = {404: NotFound, 409: Conflict, 403: Forbidden, 422: Invalid}.get(status, KubeError)
+    return cls(cluster, what, status, reason, message)
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str | None = None, name: str | None = None, sub: str | None = None) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{quote(namespace, safe='')}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{quote(name, safe='')}"
+        if sub:
+            base += f"/{sub}"
+        return base
+
+
+def ref(obj: dict[str, Any]) -> str:
+    """Kind/namespace/name (or Kind/name) of an object: how knfleet names objects in its output."""
+    meta = obj.get("metadata") or {}
+    ns = f"{meta['namespace']}/" if meta.get("namespace") else ""
+    return f"{obj.get('kind')}/{ns}{meta.get('name') or meta.get('generateName', '?')}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """How to reach one cluster: its kubeconfig and optionally a context."""
+
+    name: str
+    kubeconfig: str
+    context: str | None = None
+    request_timeout: float = 30.0
+
+
+class Cluster:
+    """One cluster's client. Not thread-safe for its cache bookkeeping beyond what the lock guards."""
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.name = target.name
+        self.requests = 0
+        self._api: Any = None
+        self._lock = threading.RLock()
+        self._discovery: dict[tuple[str, str], Resource] | None = None
+        self._lists: dict[tuple[str, str, str | None, str | None], list[dict[str, Any]]] = {}
+        self._listed_at: dict[tuple[str, str, str | None, str | None], float] = {}
+
+    # --- connection -------------------------------------------------------------------------------------
+    def connect(self) -> None:
+        """Load the kubeconfig (contexts, exec plugins, TLS). Raises InputError for a kubeconfig it cannot use."""
+        if self._api is not None:
+            return
+        from kubernetes import config as kconfig  # the import is costly: only when a cluster is used
+        from kubernetes.config.config_exception import ConfigException
+
+        try:
+            api = kconfig.new_client_from_config(config_file=self.target.kubeconfig, context=self.target.context,
+                                                 persist_config=False)
+        except (ConfigException, OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+            raise InputError(f"{self.name}: cannot use kubeconfig {self.target.kubeconfig}"
+                             + (f" (context {self.target.context})" if self.target.context else "")
+                             + f": {err}") from None
+        api.configuration.connection_pool_maxsize = WORKERS
+        api.rest_client.pool_manager.connection_pool_kw["maxsize"] = WORKERS
+        self._api = api
+
+    def close(self) -> None:
+        if self._api is not None:
+            try:
+                self._api.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+            self._api = None
+
+    # --- requests ---------------------------------------------------------------------------------------
+    def request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None,
+                content_type: str | None = None, timeout: float | None = None, accept: str = "application/json",
+                what: str | None = None) -> Any:
+        """One API request; the decoded JSON answer. Raises a KubeError naming the request."""
+        self.connect()
+        headers = {"Accept": accept}
+        if content_type:
+            headers["Content-Type"] = content_type
+        label = what or f"{method} {path}"
+        t = timeout or self.target.request_timeout
+        with self._lock:
+            self.requests += 1
+        query_params = [(k, str(v).lower() if isinstance(v, bool) else str(v))
+                        for k, v in (query or {}).items() if v is not None]
+        try:
+            m, url, hdrs, payload, _ = self._api.param_serialize(
+                method, path, query_params=query_params, header_params=headers, body=body,
+                auth_settings=["BearerToken"])
+            resp = self._api.call_api(m, url, header_params=hdrs, body=payload, _request_timeout=(min(t, 10.0), t))
+            resp.read()
+        except Exception as err:  # no answer: connection refused, TLS, timeouts (urllib3 and the REST layer)
+            raise Unreachable(self.name, label, 0, type(err).__name__, _short(err)) from None
+        data = resp.data
+        if not 200 <= resp.status <= 299:
+            raise error_for(self.name, label, resp.status, data.decode(errors="replace") if data else "")
+        return json.loads(data) if data else None
+
+    # --- discovery ----------------------------------------------------------------------------------------
+    def discovery(self, refresh: bool = False) -> dict[tuple[str, str], Resource]:
+        """(apiVersion, kind) -> Resource, from the aggregated discovery documents (two requests)."""
+        with self._lock:
+            if self._discovery is not None and not refresh:
+                return self._discovery
+        found: dict[tuple[str, str], Resource] = {}
+        for path in ("/api", "/apis"):
+            doc = self.request("GET", path, accept=DISCOVERY_ACCEPT, what=f"discovery {path}")
+            if doc.get("kind") == "APIGroupDiscoveryList":
+                for group in doc.get("items") or []:
+                    gname = (group.get("metadata") or {}).get("name", "")
+                    for ver in group.get("versions") or []:
+                        for r in ver.get("resources") or []:
+                            kind = (r.get("responseKind") or {}).get("kind")
+                            if kind:
+                                res = Resource(gname, ver["version"], r["resource"], kind,
+                                               r.get("scope") == "Namespaced")
+                                found.setdefault((res.api_version, kind), res)
+            else:  # an apiserver without aggregated discovery: one request per group version
+                found.update(self._legacy_discovery(path, doc))
+        with self._lock:
+            self._discovery = found
+        return found
+
+    def _legacy_discovery(self, path: str, doc: dict[str, Any]) -> dict[tuple[str, str], Resource]:
+        versions = ([f"/api/{v}" for v in doc.get("versions") or []] if path == "/api" else
+                    [f"/apis/{v['groupVersion']}" for g in doc.get("groups") or [] for v in g.get("versions") or []])
+        out: dict[tuple[str, str], Resource] = {}
+        for gv_path in versions:
+            gv = gv_path.split("/", 2)[2]
+            group, _, version = gv.rpartition("/")
+            for r in self.request("GET", gv_path).get("resources") or []:
+                if "/" not in r["name"]:
+                    out.setdefault((gv, r["kind"]), Resource(group, version, r["name"], r["kind"], r["namespaced"]))
+        return out
+
+    def resource(self, api_version: str, kind: str) -> Resource:
+        res = self.discovery().get((api_version, kind))
+        if res is None:  # a CRD applied during this run: look again once
+            res = self.discovery(refresh=True).get((api_version, kind))
+        if res is None:
+            raise NotFound(self.name, f"{kind} ({api_version})", 404, "NotFound",
+                           f"the server has no resource type {kind} in {api_version} (is its CRD installed?)")
+        return res
+
+    def has(self, api_version: str, kind: str, refresh: bool = False) -> bool:
+        if refresh:
+            self.discovery(refresh=True)
+        try:
+            self.resource(api_version, kind)
+            return True
+        except NotFound:
+            return False
+
+    # --- reads --------------------------------------------------------------------------------------------
+    def invalidate(self) -> None:
+        """Forget cached lists (after a write, and between polls of a wait)."""
+        with self._lock:
+            self._lists.clear()
+            self._listed_at.clear()
+
+    def expire(self, max_age: float) -> None:
+        """Forget cached lists older than max_age seconds (a gate looks at state no older than that)."""
+        now = time.monotonic()
+        with self._lock:
+            for key in [k for k, t in self._listed_at.items() if now - t > max_age]:
+                self._lists.pop(key, None)
+                self._listed_at.pop(key, None)
+
+    def list(self, api_version: str, kind: str, namespace: str | None = None,
+             selector: str | None = None) -> list[dict[str, Any]]:
+        """Objects of a kind (in a namespace, or everywhere), cached until the next write. Items carry
+        apiVersion and kind."""
+        key = (api_version, kind, namespace, selector)
+        with self._lock:
+            if key in self._lists:
+                return self._lists[key]
+        res = self.resource(api_version, kind)
+        try:
+            doc = self.request("GET", res.path(namespace), query={"labelSelector": selector},
+                               what=f"list {res.plural}" + (f" in {namespace}" if namespace else ""))
+        except NotFound:
+            if self.has(api_version, kind, refresh=True):
+                raise
+            doc = {}  # the kind went away with its CRD: there is nothing of it
+        items = doc.get("items") or []
+        for o in items:
+            o.setdefault("apiVersion", api_version)
+            o.setdefault("kind", kind)
+        with self._lock:
+            self._lists[key] = items
+            self._listed_at[key] = time.monotonic()
+        return items
+
+    def list_many(self, keys: Iterable[tuple[str, str, str | None, str | None]]) -> None:
+        """Fill the cache for several lists at once (concurrently)."""
+        todo = [k for k in dict.fromkeys(keys) if k not in self._lists]
+        if len(todo) <= 1:
+            for k in todo:
+                self.list(*k)
+            return
+        self._parallel([lambda k=k: self.list(*k) for k in todo])
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        res = self.resource(api_version, kind)
+        try:
+            return self.request("GET", res.path(namespace, name), what=f"get {kind} {name}")
+        except NotFound:
+            return None
+
+    def find(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """The live object for a desired one, from the cached list of its kind and namespace."""
+        meta = obj["metadata"]
+        res = self.resource(obj["apiVersion"], obj["kind"])
+        ns = meta.get("namespace") if res.namespaced else None
+        for o in self.list(obj["apiVersion"], obj["kind"], ns):
+            if o["metadata"]["name"] == meta["name"]:
+                return o
+        return None
+
+    def version(self) -> str:
+        return self.request("GET", "/version", what="version")["gitVersion"]
+
+    # --- writes -------------------------------------------------------------------------------------------
+    def apply(self, obj: dict[str, Any], dry_run: bool = False, invalidate: bool = True) -> dict[str, Any]:
+        """Server-side apply under field manager `knfleet`, taking over conflicting fields (force). A bookkeeping
+        write that changes nothing another read depends on may keep the cached lists (invalidate=False)."""
+        res = self.resource(obj["apiVersion"], obj["kind"])
+        meta = obj["metadata"]
+        out = self.request("PATCH", res.path(meta.get("namespace") if res.namespaced else None, meta["name"]),
+                           body=obj, content_type="application/apply-patch+yaml",
+                           query={"fieldManager": FIELD_MANAGER, "force": True, "dryRun": "All" if dry_run else None},
+                           what=f"apply {ref(obj)}" + (" (dry run)" if dry_run else ""))
+        if not dry_run and invalidate:
+            self.invalidate()
+        return out
+
+    def create(self, obj: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        res = self.resource(obj["apiVersion"], obj["kind"])
+        ns = obj["metadata"].get("namespace") if res.namespaced else None
+        out = self.request("POST", res.path(ns), body=obj, content_type="application/json",
+                           query={"fieldManager": FIELD_MANAGER, "dryRun": "All" if dry_run else None},
+                           what=f"create {ref(obj)}" + (" (dry run)" if dry_run else ""))
+        if not dry_run:
+            self.invalidate()
+        return out
+
+    def replace(self, obj: dict[str, Any]) -> dict[str, Any]:
+        res = self.resource(obj["apiVersion"], obj["kind"])
+        meta = obj["metadata"]
+        out = self.request("PUT", res.path(meta.get("namespace") if res.namespaced else None, meta["name"]), body=obj,
+                           content_type="application/json", query={"fieldManager": FIELD_MANAGER},
+                           what=f"replace {ref(obj)}")
+        self.invalidate()
+        return out
+
+    def patch(self, api_version: str, kind: str, name: str, namespace: str | None, body: Any,
+              patch_type: str = "merge") -> dict[str, Any]:
+        res = self.resource(api_version, kind)
+        out = self.request("PATCH", res.path(namespace, name), body=body,
+                           content_type=f"application/{patch_type}-patch+json",
+                           query={"fieldManager": FIELD_MANAGER}, what=f"patch {kind} {name}")
+        self.invalidate()
+        return out
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
+               propagation: str = "Background") -> bool:
+        """Delete one object; False when it was already gone."""
+        res = self.resource(api_version, kind)
+        try:
+            self.request("DELETE", res.path(namespace if res.namespaced else None, name),
+                         body={"propagationPolicy": propagation}, content_type="application/json",
+                         what=f"delete {kind} {namespace + '/' if namespace else ''}{name}")
+        except NotFound:
+            return False
+        finally:
+            self.invalidate()
+        return True
+
+    # --- helpers ------------------------------------------------------------------------------------------
+    def _parallel(self, calls: list[Callable[[], Any]]) -> list[Any]:
+        """Run calls on the shared connection pool; results (or the KubeError raised) in order."""
+        def guard(fn: Callable[[], Any]) -> Any:
+            try:
+                return fn()
+            except KubeError as err:
+                return err
+        if len(calls) <= 1:
+            return [guard(fn) for fn in calls]
+        with ThreadPoolExecutor(max_workers=min(WORKERS, len(calls))) as pool:
+            return list(pool.map(guard, calls))
+
+    def apply_many(self, objs: list[dict[str, Any]], dry_run: bool = False) -> list[dict[str, Any] | KubeError]:
+        """Apply objects concurrently: Namespaces and CRDs first (others may live in them or be of their kind)."""
+        first = [o for o in objs if o["kind"] in ("Namespace", "CustomResourceDefinition")]
+        rest = [o for o in objs if o["kind"] not in ("Namespace", "CustomResourceDefinition")]
+        results: dict[int, dict[str, Any] | KubeError] = {}
+        for group in (first, rest):
+            done = self._parallel([lambda o=o: self.apply(o, dry_run) for o in group])
+            for o, r in zip(group, done, strict=True):
+                results[id(o)] = r
+        return [results[id(o)] for o in objs]
+
+
+def _short(err: Exception) -> str:
+    text = str(err)
+    for marker in ("Caused by ", "NewConnectionError", "Max retries"):
+        if marker in text:
+            text = text[text.index(marker):]
+            break
+    return text[:300]
+
+
+def poll(check: Callable[[], tuple[bool, str]], timeout: float, interval: float = 1.0,
+         cluster: Cluster | None = None) -> str:
+    """Call check() until it returns (True, why); on timeout raise NotReadyError with its last explanation.
+    The cluster's cached lists are dropped before each look, so each poll sees fresh state."""
+    from knfleet.errors import NotReadyError
+
+    deadline = time.monotonic() + timeout
+    why = "not checked"
+    while True:
+        if cluster is not None:
+            cluster.invalidate()
+        try:
+            ok, why = check()
+        except Unreachable as err:
+            ok, why = False, str(err)
+        if ok:
+            return why
+        if time.monotonic() >= deadline:
+            raise NotReadyError(f"not ready after {timeout:.0f}s:\n{why}")
+        time.sleep(interval)

@@ -1,0 +1,211 @@
+"""Is it ready, and if not, why? One readiness rule per kind (CRD, Deployment, Pod, Knative Service), each
+with its explanation, and `evaluate(cluster, check)` that applies them to a cluster's cached lists. The
+check-first step of a gate, its wait and `knfleet status` all use these."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == kind:
+            return c
+    return {}
+
+
+def is_true(obj: dict[str, Any], kind: str) -> bool:
+    return condition(obj, kind).get("status") == "True"
+
+
+def name_of(obj: dict[str, Any]) -> str:
+    m = obj.get("metadata") or {}
+    return f"{m.get('namespace')}/{m.get('name')}" if m.get("namespace") else str(m.get("name"))
+
+
+def is_job_pod(pod: dict[str, Any]) -> bool:
+    return any(o.get("kind") == "Job" for o in (pod.get("metadata") or {}).get("ownerReferences") or [])
+
+
+def deployment_available(dep: dict[str, Any]) -> bool:
+    st = dep.get("status") or {}
+    want = (dep.get("spec") or {}).get("replicas", 1)
+    return is_true(dep, "Available") and st.get("observedGeneration", 0) >= dep["metadata"].get("generation", 0) \
+        and int(st.get("updatedReplicas") or 0) >= want and int(st.get("availableReplicas") or 0) >= min(want, 1)
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    return (pod.get("status") or {}).get("phase") == "Running" and is_true(pod, "Ready")
+
+
+def pod_counts(pod: dict[str, Any]) -> bool:
+    """Whether a pod's readiness matters: not a Job's (they complete), not terminating, not finished
+    (phase Succeeded or Failed: an evicted pod or one whose node shut down stays Failed, and its ReplicaSet
+    has made another)."""
+    st = pod.get("status") or {}
+    return not is_job_pod(pod) and not (pod.get("metadata") or {}).get("deletionTimestamp") \
+        and st.get("phase") not in ("Succeeded", "Failed")
+
+
+def pod_problem(pod: dict[str, Any], events: list[dict[str, Any]] | None = None) -> str:
+    """One line saying why a pod is not Ready: waiting reason, scheduler message, recent warnings."""
+    st = pod.get("status") or {}
+    bits = [f"phase {st.get('phase', 'Unknown')}"]
+    sched = condition(pod, "PodScheduled")
+    if sched.get("status") == "False":
+        bits.append(f"not scheduled ({sched.get('reason', '')}): {sched.get('message', '')}".strip())
+    for cs in [*(st.get("initContainerStatuses") or []), *(st.get("containerStatuses") or [])]:
+        state = cs.get("state") or {}
+        if "waiting" in state:
+            w = state["waiting"]
+            bits.append(f"container {cs.get('name')} waiting: {w.get('reason', '')}"
+                        + (f" ({w['message']})" if w.get("message") else ""))
+        elif "terminated" in state and not cs.get("ready"):
+            t = state["terminated"]
+            bits.append(f"container {cs.get('name')} terminated: {t.get('reason', '')} exit {t.get('exitCode')}")
+        elif not cs.get("ready"):
+            bits.append(f"container {cs.get('name')} running but not ready (readiness probe failing)")
+    warnings = [e for e in events or [] if e.get("type") == "Warning"
+                and (e.get("involvedObject") or {}).get("name") == pod["metadata"]["name"]]
+    for e in warnings[-2:]:
+        bits.append(f"event {e.get('reason')}: {e.get('message', '').strip()}")
+    return f"pod {name_of(pod)}: " + "; ".join(bits)
+
+
+def deployment_problem(dep: dict[str, Any], pods: list[dict[str, Any]], events: list[dict[str, Any]]) -> str:
+    """Why a Deployment is not Available, down to its pods."""
+    st = dep.get("status") or {}
+    want = (dep.get("spec") or {}).get("replicas", 1)
+    head = (f"deployment {name_of(dep)}: {st.get('readyReplicas', 0) or 0}/{want} ready")
+    prog = condition(dep, "Progressing")
+    if prog.get("reason") == "ProgressDeadlineExceeded":
+        head += f"; {prog.get('reason')}: {prog.get('message', '')}"
+    selector = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    mine = [p for p in pods if all((p["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())]
+    lines = [head]
+    lines += ["  " + pod_problem(p, events) for p in mine if not pod_ready(p)]
+    if not mine:
+        repl = [e for e in events if e.get("type") == "Warning" and (e.get("involvedObject") or {}).get("kind")
+                in ("ReplicaSet", "Deployment") and dep["metadata"]["name"] in (e.get("involvedObject") or {}).get(
+                    "name", "")]
+        lines += [f"  no pods: event {e.get('reason')}: {e.get('message', '').strip()}" for e in repl[-2:]] \
+            or ["  no pods created yet"]
+    return "\n".join(lines)
+
+
+def crd_problem(crd: dict[str, Any]) -> str:
+    c = condition(crd, "Established")
+    names = condition(crd, "NamesAccepted")
+    why = c.get("message") or names.get("message") or "no Established condition yet"
+    return f"CRD {crd['metadata']['name']} not Established: {why}"
+
+
+def service_ready(ksvc: dict[str, Any]) -> bool:
+    """Knative's IsReady, stricter than `kubectl wait`: Ready=True for *this* generation, and the newest
+    revision is the one serving."""
+    st = ksvc.get("status") or {}
+    return is_true(ksvc, "Ready") and st.get("observedGeneration") == ksvc["metadata"].get("generation") \
+        and bool(st.get("latestReadyRevisionName")) \
+        and st.get("latestReadyRevisionName") == st.get("latestCreatedRevisionName")
+
+
+def service_problem(ksvc: dict[str, Any]) -> str:
+    """Knative's reason for a service that is not ready, in one line: the most telling condition (a failed
+    configuration names the revision's own failure, e.g. the scheduler's "Insufficient nvidia.com/gpu")."""
+    st = ksvc.get("status") or {}
+    ready = condition(ksvc, "Ready")
+    if not ready:
+        return f"ksvc {name_of(ksvc)}: no Ready condition yet (is the Knative controller running?)"
+    if ready.get("status") == "True" and st.get("observedGeneration") != ksvc["metadata"].get("generation"):
+        return (f"ksvc {name_of(ksvc)}: generation {ksvc['metadata'].get('generation')} not observed yet "
+                f"(status is for {st.get('observedGeneration')})")
+    text = f"ksvc {name_of(ksvc)}: Ready={ready.get('status')}"
+    telling = next((c for c in (condition(ksvc, "ConfigurationsReady"), condition(ksvc, "RoutesReady"))
+                    if c.get("status") == "False"), None) or ready
+    if telling.get("reason"):
+        text += f" reason {telling['reason']}"
+    if telling.get("message"):
+        text += f": {telling['message']}"
+    if st.get("latestCreatedRevisionName") != st.get("latestReadyRevisionName"):
+        text += (f" (latest created revision {st.get('latestCreatedRevisionName')}, "
+                 f"serving {st.get('latestReadyRevisionName') or 'none'})")
+    return text
+
+
+# --- applying the rules to a cluster ------------------------------------------------------------------------------
+CRD = ("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+DEPLOYMENT = ("apps/v1", "Deployment")
+POD = ("v1", "Pod")
+EVENT = ("v1", "Event")
+KSVC = ("serving.knative.dev/v1", "Service")
+NODE = ("v1", "Node")
+
+
+def evaluate(cluster: Any, check: Any) -> tuple[bool, str]:
+    """(ready?, why) for a check of knfleet.desired.plan, from the cluster's (cached) lists."""
+    from knfleet.desired import plan  # the check types
+
+    if isinstance(check, plan.CrdsEstablished):
+        key, _, value = check.selector.partition("=")  # filtered here: the apply step's list serves the gate too
+        crds = [c for c in cluster.list(*CRD) if (c["metadata"].get("labels") or {}).get(key) == value]
+        bad = [crd_problem(c) for c in crds if not is_true(c, "Established")]
+        if not crds:
+            return False, f"no CRD with label {check.selector}"
+        return not bad, "\n".join(bad) or f"{len(crds)} CRDs Established"
+    if isinstance(check, plan.DeploymentsAvailable):
+        deps = cluster.list(*DEPLOYMENT, check.namespace)
+        bad = [d for d in deps if not deployment_available(d)]
+        if not deps:
+            return False, f"no deployments in {check.namespace}"
+        if not bad:
+            return True, f"{len(deps)} deployments Available in {check.namespace}"
+        pods = cluster.list(*POD, check.namespace)
+        events = cluster.list(*EVENT, check.namespace)
+        return False, "\n".join(deployment_problem(d, pods, events) for d in bad)
+    if isinstance(check, plan.PodsReady):
+        problems, finished = [], []
+        for ns in check.namespaces:
+            all_pods = cluster.list(*POD, ns)
+            finished += [f"{name_of(p)} ({(p.get('status') or {}).get('phase')}"
+                         + (f": {p['status']['reason']}" if (p.get("status") or {}).get("reason") else "") + ")"
+                         for p in all_pods if (p.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+                         and not is_job_pod(p)]
+            pods = [p for p in all_pods if pod_counts(p)]
+            bad = [p for p in pods if not pod_ready(p)]
+            if bad:
+                events = cluster.list(*EVENT, ns)
+                problems += [pod_problem(p, events) for p in bad]
+            elif not pods:
+                problems.append(f"no pods in {ns}")
+        note = f" (finished pods left alone: {', '.join(finished)})" if finished else ""
+        return not problems, ("\n".join(problems) + note) if problems else f"all pods Ready{note}"
+    if isinstance(check, plan.ServicesReady):
+        found = {name_of(o): o for o in cluster.list(*KSVC)} if cluster.has(*KSVC) else {}
+        problems = []
+        for ref in check.refs:
+            obj = found.get(ref)
+            if obj is None:
+                problems.append(f"ksvc {ref}: not found")
+            elif not service_ready(obj):
+                problems.append(service_problem(obj))
+        return not problems, "\n".join(problems) or f"{len(check.refs)} model service(s) Ready"
+    if isinstance(check, plan.WebhookServing):
+        from knfleet.kube import webhook
+        return webhook.serving(cluster)
+    if isinstance(check, plan.GpuCapacity):
+        nodes = cluster.list(*NODE)
+        most = max((_int(((n.get("status") or {}).get("allocatable") or {}).get("nvidia.com/gpu")) for n in nodes),
+                   default=0)
+        too_big = [f"{ref} asks for {gpus}" for ref, gpus in check.services if gpus > most]
+        if too_big:
+            return True, (f"warning: more GPUs than any node has (at most {most} per node): " + "; ".join(too_big)
+                          + ": the pod will stay Pending (Unschedulable)")
+        return True, f"largest GPU node: {most} GPU(s)"
+    raise TypeError(f"unknown check {check!r}")
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(str(value or 0))
+    except ValueError:
+        return 0

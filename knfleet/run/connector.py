@@ -1,0 +1,79 @@
+"""The @kube connector: each inventory host is one Kubernetes cluster.
+
+    hosts = [("@kube/prod-eu-1", {"kubeconfig": "~/.kube/prod-eu-1", "kube_context": "admin"})]
+
+Nothing runs on the cluster's machines: operations talk to the cluster through the connector's client (one
+per cluster, in process: knfleet.kube.client). The connector also keeps the run's record for that cluster
+(what each step did, smoke results, errors), and in `disconnect`, which pyinfra calls at the end of every run
+in a `finally`, it releases the cluster's lock.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pyinfra.api.exceptions import ConnectError, InventoryError
+from pyinfra.connectors.local import LocalConnector
+
+from knfleet.errors import InputError
+from knfleet.kube.client import Cluster, Target
+from knfleet.report.outcome import ClusterRun
+from knfleet.run import lock
+
+
+def target_of(name: str, data: Any) -> Target:
+    """The cluster a host's data names (kubeconfig, kube_context, request_timeout), checked."""
+    kubeconfig = data.get("kubeconfig")
+    if not kubeconfig or not isinstance(kubeconfig, str):
+        raise InputError(f"{name}: host data 'kubeconfig' is required: the path of this cluster's kubeconfig "
+                         f"(got {kubeconfig!r})")
+    context = data.get("kube_context")
+    if context is not None and not isinstance(context, str):
+        raise InputError(f"{name}: host data 'kube_context' = {context!r} is not allowed; use a context name")
+    timeout = data.get("request_timeout") or 30
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise InputError(f"{name}: host data 'request_timeout' = {timeout!r} is not allowed; use seconds > 0")
+    return Target(name, os.path.expanduser(kubeconfig), context or None, float(timeout))
+
+
+class KubeConnector(LocalConnector):
+    handles_execution = True
+
+    def __init__(self, state: Any, host: Any) -> None:
+        super().__init__(state, host)
+        self.cluster: Cluster | None = None
+        self.record = ClusterRun(cluster=host.name.split("/", 1)[-1], host=host.name)
+        self.lock_holder: str | None = None
+
+    @staticmethod
+    def make_names_data(name=None):  # noqa: ANN001,ANN205 - pyinfra's connector interface
+        if not name:
+            raise InventoryError("@kube needs a cluster name: @kube/<cluster>")
+        yield f"@kube/{name}", {"cluster_name": name}, ["@kube"]
+
+    def connect(self) -> None:
+        name = self.host.name.split("/", 1)[-1]
+        try:
+            target = target_of(name, self.host.data)
+        except InputError as err:
+            raise ConnectError(str(err)) from None
+        if not os.path.isfile(target.kubeconfig):
+            raise ConnectError(f"{name}: kubeconfig {target.kubeconfig} does not exist")
+        self.cluster = Cluster(target)
+
+    def disconnect(self) -> None:
+        """End of the run (pyinfra's `finally`): release the lock if this run holds it, close the connection."""
+        if self.cluster is None:
+            return
+        from pyinfra import logger
+
+        if self.lock_holder:
+            try:
+                lock.release(self.cluster, self.lock_holder)
+            except Exception:  # noqa: BLE001 - the lease expires by itself
+                pass
+            self.lock_holder = None
+        self.record.api_requests = self.cluster.requests
+        logger.debug(f"{self.host.print_prefix}{self.cluster.requests} API request(s) to {self.cluster.name}")
+        self.cluster.close()

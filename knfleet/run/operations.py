@@ -1,0 +1,520 @@
+"""knfleet's pyinfra operations: one per kind of plan step, each against one cluster (one host).
+
+Like pyinfra's own operations, each first looks (read-only, through the cluster's client) and yields a
+command only when the cluster must change; otherwise it reports no change (`host.noop`). `--dry` therefore
+names every object that differs and changes nothing. Gates look first too: they only wait, and count as a
+change, when something is not ready yet. What each step did is kept in the cluster's record (its connector),
+from which the report is built after the run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pyinfra import host, logger
+from pyinfra.api import FunctionCommand, operation
+
+from knfleet.desired import plan as p
+from knfleet.errors import KnfleetError, LockedError, NotReadyError, StuckError
+from knfleet.kube import diff, readiness, webhook
+from knfleet.kube.client import Cluster, KubeError, WebhookUnavailable, poll, ref
+from knfleet.report.outcome import ClusterRun
+from knfleet.run import lock, smoke
+
+MIN_KUBERNETES = (1, 30)
+KSVC = ("serving.knative.dev/v1", "Service")
+
+
+# --- context --------------------------------------------------------------------------------------------------
+def _cluster() -> Cluster:
+    return host.connector.cluster
+
+
+def _record() -> ClusterRun:
+    return host.connector.record
+
+
+def _records(cluster: Cluster) -> diff.Records:
+    """knfleet's notes of what it applied on this cluster, read once per run (kept on the connector)."""
+    conn = host.connector
+    if getattr(conn, "records", None) is None:
+        conn.records = diff.Records.load(cluster)
+    return conn.records
+
+
+def _executing() -> bool:
+    return bool(host.state.is_executing)
+
+
+def command(title: str, fn: Callable[..., Any], *args: Any) -> FunctionCommand:
+    """A command running fn(*args) on this machine. What it returns (the objects it changed) and how long it took
+    go into the cluster's record; a knfleet error fails the cluster with its message."""
+    def run(state: Any, host: Any) -> bool:  # noqa: ARG001 - pyinfra passes its State and Host
+        record: ClusterRun = host.connector.record
+        t0 = time.monotonic()
+        try:
+            changed = fn(*args)
+        except KnfleetError as err:
+            record.error(title, str(err))
+            record.step(title, "failed", t0, note=str(err).splitlines()[0][:300])
+            host.log_styled(f"{title} failed: {err}", fg="red", log_func=logger.error)
+            return False
+        record.step(title, "changed", t0, objects=list(changed or []))
+        return True
+    run.__name__ = title.replace(" ", "_")
+    return FunctionCommand(run, (), {})
+
+
+def fail(title: str, message: str) -> FunctionCommand:
+    def raise_it() -> None:
+        raise KnfleetError(message)
+    return command(title, raise_it)
+
+
+def unchanged(title: str, why: str, t0: float) -> None:
+    """No change: say why (pyinfra's noop), and keep the step's time in the record when executing."""
+    host.noop(why)
+    if _executing():
+        _record().step(title, "ok", t0, note=why)
+
+
+# --- the run ------------------------------------------------------------------------------------------------------
+def parse_version(text: str) -> tuple[int, int]:
+    core = text.lstrip("v").split("-")[0].split("+")[0].split(".")
+    return int(core[0]), int("".join(ch for ch in core[1] if ch.isdigit()) or 0)
+
+
+def missing_rights(cluster: Cluster, rights: tuple[tuple[str, str, str], ...]) -> list[str]:
+    """Which (verb, group, resource) the identity may NOT do cluster-wide (SelfSubjectAccessReviews)."""
+    reviews = [{"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": {"verb": v, "group": g, "resource": r}}} for v, g, r in rights]
+    answers = cluster._parallel([lambda b=b: cluster.create(b) for b in reviews])
+    denied = []
+    for (verb, _, resource), answer in zip(rights, answers, strict=True):
+        if isinstance(answer, KubeError):
+            denied.append(f"{verb} {resource} (access review failed: {answer})")
+        elif not (answer.get("status") or {}).get("allowed"):
+            denied.append(f"{verb} {resource}")
+    return denied
+
+
+@operation()
+def preflight(step: p.Preflight):
+    """Before anything changes: the API answers, Kubernetes >= 1.30 (Knative 1.17's minimum), and the identity
+    has the rights the install needs (one access review each, concurrently)."""
+    t0 = time.monotonic()
+    cluster = _cluster()
+    try:
+        version = cluster.version()
+    except KubeError as err:
+        yield fail("preflight", f"API server not reachable with {cluster.target.kubeconfig}: {err}")
+        return
+    if parse_version(version) < MIN_KUBERNETES:
+        yield fail("preflight", f"Kubernetes {version} is too old: Knative Serving 1.17 needs >= v1.30.0")
+        return
+    if step.rights:
+        denied = missing_rights(cluster, step.rights)
+        if denied:
+            yield fail("preflight", f"the identity in {cluster.target.kubeconfig} may not: {', '.join(denied)} "
+                                    "(cluster-wide); use a cluster-admin kubeconfig")
+            return
+    unchanged(step.title, f"cluster reachable, Kubernetes {version}" + (", rights ok" if step.rights else ""), t0)
+
+
+@operation()
+def take_lock(step: p.Lock):
+    """Take the cluster's lock (Lease kube-system/knfleet-lock) before anything changes it; released when the run
+    ends (the connector's disconnect). Bookkeeping, not a change of the cluster's desired state."""
+    t0 = time.monotonic()
+    if not _executing():
+        host.noop("the lock is taken when the run executes")
+        return
+    conn = host.connector
+    holder = conn.lock_holder or lock.new_holder()
+    try:
+        how = lock.acquire(conn.cluster, holder, ttl=step.ttl, wait=step.wait,
+                           log=lambda m: logger.warning(f"{host.print_prefix}{m}"))
+    except LockedError as err:
+        conn.record.locked_by = str(err)
+        yield fail("lock", str(err))
+        return
+    except KubeError as err:
+        yield fail("lock", f"cannot take the lock: {err}")
+        return
+    conn.lock_holder = holder
+    unchanged(step.title, how, t0)
+
+
+# --- apply ----------------------------------------------------------------------------------------------------------
+def _apply_objects(cluster: Cluster, records: diff.Records, step: p.Apply, objects: list[dict[str, Any]]) -> list[str]:
+    log = lambda m: logger.warning(f"{host.print_prefix}{m}")  # noqa: E731
+    if step.repair_config:
+        results = webhook.apply_config_repairing(cluster, objects, log)
+    else:
+        deadline = time.monotonic() + step.webhook_retry
+        while True:
+            results = cluster.apply_many(objects)
+            waiting = [r for r in results if isinstance(r, WebhookUnavailable)]
+            if not waiting or time.monotonic() >= deadline:
+                break
+            log(f"{step.stage}: Knative's webhook does not answer yet ({waiting[0].message[-160:]}); retrying")
+            time.sleep(2)
+        errors = [r for r in results if isinstance(r, KubeError)]
+        if errors:
+            raise errors[0] if len(errors) == 1 else KnfleetError(
+                f"{len(errors)} object(s) not applied:\n  " + "\n  ".join(str(e) for e in errors))
+    for obj, live in zip(objects, results, strict=True):
+        records.remember(obj, live)
+    records.save(cluster)
+    return [ref(o) for o in objects]
+
+
+@operation()
+def apply(step: p.Apply):
+    """Server-side apply (field manager knfleet, force) of the stage's objects that differ from the cluster; none
+    when all match (knfleet.kube.diff: its notes first, a dry run where they do not settle it)."""
+    t0 = time.monotonic()
+    cluster = _cluster()
+    records = _records(cluster)
+    try:
+        if step.prefetch:
+            cluster.list_many([(v, k, ns if ns and cluster.resource(v, k).namespaced else None, None)
+                               for v, k, ns in step.prefetch if cluster.has(v, k)])
+        drifted = diff.drift(cluster, step.objects, records, learn=_executing())
+    except KubeError as err:
+        yield fail(step.title, f"cannot compare {step.stage} with the cluster: {err}")
+        return
+    if _executing():
+        try:
+            records.save(cluster)
+        except KubeError:
+            pass  # bookkeeping only: the next run compares by dry run again
+    if not drifted:
+        unchanged(step.title, f"{step.stage}: in sync ({len(step.objects)} objects)", t0)
+        return
+    shown = [str(d) for d in drifted]
+    logger.info(f"{host.print_prefix}{step.stage}: {len(shown)} object(s) differ: " + ", ".join(shown[:8])
+                + (" …" if len(shown) > 8 else ""))
+    wanted = {d.ref for d in drifted}
+    yield command(step.title, _apply_objects, cluster, records, step,
+                  [o for o in step.objects if ref(o) in wanted])
+
+
+# --- gates ----------------------------------------------------------------------------------------------------------
+def _wait(cluster: Cluster, check: Any, timeout: int) -> list[str]:
+    # Short polls on the pooled connection: a look costs a list or two, and `kubectl wait` answers as fast.
+    poll(lambda: readiness.evaluate(cluster, check), timeout, interval=0.25, cluster=cluster)
+    return []
+
+
+@operation()
+def gate(step: p.Gate):
+    """Look once; wait (polling the same connection) only when something is not ready. On giving up, the error
+    names each object and why."""
+    t0 = time.monotonic()
+    cluster = _cluster()
+    cluster.expire(5.0)  # what this run read in the last seconds (writes clear it) is fresh enough to look at
+    try:
+        ready, why = readiness.evaluate(cluster, step.check)
+    except KubeError as err:
+        ready, why = False, str(err)
+    if ready:
+        if why.startswith("warning: "):
+            logger.warning(f"{host.print_prefix}{why}")
+            _record().warnings.append(why[len("warning: "):])
+        unchanged(step.title, why, t0)
+        return
+    yield command(step.title, _wait, cluster, step.check, step.timeout)
+
+
+# --- model services ------------------------------------------------------------------------------------------------
+def _delete_and_wait(cluster: Cluster, refs: list[str], timeout: int) -> list[str]:
+    for r in refs:
+        ns, name = r.split("/", 1)
+        cluster.delete(*KSVC, name, ns)
+
+    def gone() -> tuple[bool, str]:
+        left = [r for r in refs if cluster.get(*KSVC, r.split("/", 1)[1], r.split("/", 1)[0]) is not None]
+        return not left, "still present: " + ", ".join(left)
+    poll(gone, timeout, interval=0.5, cluster=cluster)
+    return [f"Service/{r} (deleted)" for r in refs]
+
+
+@operation()
+def prune(step: p.Prune):
+    """Delete the Knative Services knfleet deployed (its label) that group data no longer has. Services knfleet
+    does not manage are never touched."""
+    t0 = time.monotonic()
+    cluster = _cluster()
+    if not cluster.has(*KSVC):
+        unchanged(step.title, "no Knative Service CRD", t0)
+        return
+    managed = cluster.list(*KSVC, selector=step.selector)
+    gone = sorted(readiness.name_of(o) for o in managed if readiness.name_of(o) not in step.keep)
+    if not gone:
+        unchanged(step.title, "no removed model service to delete", t0)
+        return
+    logger.info(f"{host.print_prefix}removed from group data: {', '.join(gone)}")
+    yield command(step.title, _delete_and_wait, cluster, gone, step.timeout)
+
+
+def _revision_at_zero(cluster: Cluster, ns: str, revision: str | None) -> bool:
+    if not revision:
+        return False
+    dep = cluster.get("apps/v1", "Deployment", f"{revision}-deployment", ns)
+    return dep is not None and int((dep.get("status") or {}).get("readyReplicas") or 0) == 0
+
+
+@operation()
+def smoke_test(step: p.Smoke):
+    """The runbook's chat request to every model service, with its Host header, through the entry point the host
+    data names (`smoke_url`: the public proxy; `smoke_internal_url`: kourier-internal). Checks 200, an
+    OpenAI-shaped body and the model name; records latency and, for a service at zero, the cold start. A check,
+    not a change: no change when every service answers; the cluster fails otherwise."""
+    t0 = time.monotonic()
+    if not _executing():
+        host.noop("smoke tests run with the deploy (not in --dry)")
+        return
+    cluster, record = _cluster(), _record()
+    failures = []
+    for s in step.services:
+        url = step.internal_url if s.cluster_local or not step.public_url else step.public_url
+        if not url:
+            failures.append(f"{s.ref}: no entry point: set host data smoke_url (public proxy) or smoke_internal_url")
+            continue
+        ns, name = s.ref.split("/", 1)
+        svc = cluster.get(*KSVC, name, ns) or {}
+        at_zero = _revision_at_zero(cluster, ns, (svc.get("status") or {}).get("latestReadyRevisionName"))
+        result = smoke.chat(s.ref, url, s.host, s.model, step.deadline, at_zero)
+        record.smoke.append(result)
+        logger.info(f"{host.print_prefix}smoke {result.line()}")
+        if not result.ok:
+            failures.append(result.line())
+    if failures:
+        yield fail("smoke test", "; ".join(failures))
+        return
+    unchanged(step.title, f"{len(step.services)} service(s) answered", t0)
+
+
+# --- uninstall ------------------------------------------------------------------------------------------------------
+USER_KINDS = (("serving.knative.dev/v1", "Service"), ("serving.knative.dev/v1beta1", "DomainMapping"),
+              ("serving.knative.dev/v1", "Route"), ("serving.knative.dev/v1", "Configuration"))
+# What Knative's controllers make for a Knative Service, all labelled serving.knative.dev/service=<name>.
+MADE_FOR_SERVICE = (("serving.knative.dev/v1", "Route"), ("serving.knative.dev/v1", "Configuration"),
+                    ("serving.knative.dev/v1", "Revision"), ("networking.internal.knative.dev/v1alpha1", "Ingress"),
+                    ("autoscaling.internal.knative.dev/v1alpha1", "PodAutoscaler"),
+                    ("networking.internal.knative.dev/v1alpha1", "ServerlessService"))
+
+
+def foreign_objects(everything: list[dict[str, Any]], selector: str) -> list[str]:
+    """Knative objects an uninstall would destroy that knfleet did not create: Services without its label,
+    DomainMappings, and Routes or Configurations made directly (not by a Knative Service)."""
+    key, _, value = selector.partition("=")
+    out = []
+    for o in everything:
+        kind, meta = o.get("kind"), o["metadata"]
+        owned_by_service = any(r.get("kind") == "Service" and r.get("apiVersion", "").startswith("serving.knative.dev")
+                               for r in meta.get("ownerReferences") or [])
+        if kind == "Service" and (meta.get("labels") or {}).get(key) != value:
+            out.append(f"Knative Service {readiness.name_of(o)}")
+        elif kind == "DomainMapping":
+            out.append(f"DomainMapping {readiness.name_of(o)}")
+        elif kind in ("Route", "Configuration") and not owned_by_service:
+            out.append(f"{kind} {readiness.name_of(o)} (created directly)")
+    return sorted(out)
+
+
+def service_selectors(refs: list[str]) -> dict[str, str]:
+    """namespace -> a selector of the objects Knative made for these services ("ns/name")."""
+    by_ns: dict[str, list[str]] = {}
+    for r in refs:
+        ns, name = r.split("/", 1)
+        by_ns.setdefault(ns, []).append(name)
+    return {ns: f"serving.knative.dev/service in ({','.join(sorted(names))})" for ns, names in by_ns.items()}
+
+
+def _user_objects(cluster: Cluster) -> list[dict[str, Any]]:
+    kinds = [k for k in USER_KINDS if cluster.has(*k)]
+    cluster.list_many([(*k, None, None) for k in kinds])
+    return [o for k in kinds for o in cluster.list(*k)]
+
+
+@operation()
+def guard(step: p.Guard):
+    """Refuse to go on when Knative objects knfleet did not make exist (Services, DomainMappings, Routes and
+    Configurations made directly): deleting the CRDs would delete them too. `force_uninstall=true` overrides."""
+    t0 = time.monotonic()
+    cluster = _cluster()
+    if not cluster.has(*KSVC):
+        unchanged(step.title, "no Knative Service CRD", t0)
+        return
+    foreign = foreign_objects(_user_objects(cluster), step.selector)
+    if not foreign or step.force:
+        unchanged(step.title, "no Knative object outside knfleet's" if not foreign else
+                  f"force_uninstall: {len(foreign)} Knative object(s) not made by knfleet will be deleted", t0)
+        return
+    yield fail("uninstall guard", f"Knative objects not made by knfleet exist ({', '.join(foreign)}); deleting "
+                                  "Knative would delete them. Remove them first or run with "
+                                  "--data force_uninstall=true")
+
+
+def _left(items: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for o in items:
+        fins = o["metadata"].get("finalizers") or []
+        out.append(f"{o['kind']} {readiness.name_of(o)}" + (f" (finalizers {fins})" if fins else ""))
+    return out
+
+
+def _delete_services(cluster: Cluster, step: p.DeleteServices, refs: list[str], foreign: list[dict[str, Any]]) \
+        -> list[str]:
+    ok, why = webhook.serving(cluster)
+    if not ok:
+        try:
+            poll(lambda: webhook.serving(cluster), step.timeout, cluster=cluster)
+        except NotReadyError as err:
+            raise NotReadyError(f"Knative's webhook answers (it admits deletes of Knative objects) failed: {err}") \
+                from None
+    for r in refs:
+        cluster.delete(*KSVC, r.split("/", 1)[1], r.split("/", 1)[0])
+    for o in foreign:
+        cluster.delete(o["apiVersion"], o["kind"], o["metadata"]["name"], o["metadata"].get("namespace"))
+    selectors = service_selectors(refs)
+    kinds = [k for k in MADE_FOR_SERVICE if cluster.has(*k)]
+
+    def gone() -> tuple[bool, str]:
+        left: list[str] = []
+        for ns, selector in selectors.items():
+            for k in kinds:
+                left += _left(cluster.list(*k, ns, selector))
+            left += _left([o for o in cluster.list(*KSVC, ns) if f"{ns}/{o['metadata']['name']}" in refs])
+        if step.force:
+            left += _left(_user_objects(cluster) + [o for k in kinds for o in cluster.list(*k)])
+        return not left, "still present: " + ", ".join(sorted(set(left)))
+    poll(gone, step.timeout, cluster=cluster)
+    return [f"Service/{r} (deleted)" for r in refs] + [f"{o['kind']}/{readiness.name_of(o)} (deleted)" for o in foreign]
+
+
+@operation()
+def delete_services(step: p.DeleteServices):
+    """Delete the Knative Services knfleet made (with `force`: every Knative Service, DomainMapping, Route and
+    Configuration) and wait until they and everything Knative made for them are gone (found by
+    serving.knative.dev/service: Revisions do not carry the Service's own labels), while the controllers still run
+    so that their finalizers complete. Knative's webhook admits these deletes: it must answer first."""
+    t0 = time.monotonic()
+    cluster = _cluster()
+    if not cluster.has(*KSVC):
+        unchanged(step.title, "no Knative Service CRD: nothing to delete", t0)
+        return
+    refs = sorted(readiness.name_of(o) for o in cluster.list(*KSVC, selector=step.selector))
+    foreign = []
+    if step.force:
+        key, _, value = step.selector.partition("=")
+        foreign = [o for o in _user_objects(cluster)
+                   if not (o["kind"] == "Service" and (o["metadata"].get("labels") or {}).get(key) == value)
+                   and not any(r.get("kind") == "Service" for r in o["metadata"].get("ownerReferences") or [])]
+    if not refs and not foreign:
+        unchanged(step.title, "no Knative Services to delete", t0)
+        return
+    yield command(step.title, _delete_services, cluster, step, refs, foreign)
+
+
+def _present(cluster: Cluster, objects: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
+    present = [o for o in objects if cluster.has(o["apiVersion"], o["kind"])]
+    cluster.list_many(diff.list_keys(cluster, tuple(present)))
+    return [o for o in present if cluster.find(o) is not None]
+
+
+def _delete_stage(cluster: Cluster, step: p.Delete, objects: list[dict[str, Any]]) -> list[str]:
+    for o in reversed(objects):
+        cluster.delete(o["apiVersion"], o["kind"], o["metadata"]["name"], o["metadata"].get("namespace"))
+        _records(cluster).forget(o)
+
+    def gone() -> tuple[bool, str]:
+        left = _present(cluster, tuple(objects))
+        return not left, "still present: " + ", ".join(_left(left))
+    poll(gone, step.timeout, cluster=cluster)
+    try:
+        _records(cluster).save(cluster)
+    except KubeError:
+        pass
+    return [f"{ref(o)} (deleted)" for o in objects]
+
+
+@operation()
+def delete(step: p.Delete):
+    """Delete what a stage declares, only what exists, and wait until it is gone."""
+    t0 = time.monotonic()
+    cluster = _cluster()
+    existing = _present(cluster, step.objects)
+    if not existing:
+        unchanged(step.title, f"{step.stage}: nothing to delete", t0)
+        return
+    yield command(step.title, _delete_stage, cluster, step, existing)
+
+
+KNATIVE_FINALIZED = (("serving.knative.dev/v1", "Route"), ("networking.internal.knative.dev/v1alpha1", "Ingress"),
+                     ("serving.knative.dev/v1beta1", "DomainMapping"),
+                     ("networking.internal.knative.dev/v1alpha1", "Certificate"),
+                     ("serving.knative.dev/v1", "Configuration"), ("serving.knative.dev/v1", "Service"))
+CRD = ("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+
+
+def leftovers(cluster: Cluster) -> list[str]:
+    """Knative CRDs, objects holding a finalizer, webhook configurations and namespaces still present."""
+    cluster.discovery(refresh=True)  # CRDs may just have gone
+    left: list[str] = []
+    for c in cluster.list(*CRD):
+        if c["metadata"]["name"].endswith(".knative.dev"):
+            fin = c["metadata"].get("finalizers") or []
+            left.append(f"CRD {c['metadata']['name']}" + (f" (finalizers {fin})" if fin else ""))
+    for k in KNATIVE_FINALIZED:
+        if cluster.has(*k):
+            left += [f"{o['kind']} {readiness.name_of(o)} holds finalizers {o['metadata']['finalizers']}"
+                     for o in cluster.list(*k) if o["metadata"].get("finalizers")]
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        left += [f"{kind} {w['metadata']['name']}" for w in cluster.list(webhook.ADMISSION, kind)
+                 if "knative" in w["metadata"]["name"]]
+    for obj in cluster.list("v1", "Namespace"):
+        ns = obj["metadata"]["name"]
+        if ns in p.NAMESPACES:
+            left.append(f"namespace {ns} ({(obj.get('status') or {}).get('phase', '?')}"
+                        + (f", finalizers {obj['spec'].get('finalizers')}" if obj.get("spec") else "") + ")")
+    return left
+
+
+def _wait_clean(cluster: Cluster, timeout: int) -> list[str]:
+    try:
+        poll(lambda: (not (left := leftovers(cluster)), "\n".join(left)), timeout, interval=2, cluster=cluster)
+    except NotReadyError as err:
+        raise StuckError(f"uninstall left objects behind (remove their finalizers by hand if they stay): {err}") \
+            from None
+    return []
+
+
+@operation()
+def removed(step: p.Removed):
+    """No Knative CRD, webhook configuration or namespace remains; name what is stuck if any does."""
+    t0 = time.monotonic()
+    cluster = _cluster()
+    cluster.invalidate()
+    try:
+        if not leftovers(cluster):
+            unchanged(step.title, "nothing of Knative remains", t0)
+            return
+    except KubeError:
+        pass
+    yield command(step.title, _wait_clean, cluster, step.timeout)
+
+
+OPERATIONS: dict[type, Callable[..., Any]] = {
+    p.Preflight: preflight, p.Lock: take_lock, p.Apply: apply, p.Gate: gate, p.Prune: prune, p.Smoke: smoke_test,
+    p.Guard: guard, p.DeleteServices: delete_services, p.Delete: delete, p.Removed: removed,
+}
+
+
+def step(s: p.Step) -> Any:
+    """The pyinfra operation for one plan step, named by its title."""
+    return OPERATIONS[type(s)](s, name=s.title)
