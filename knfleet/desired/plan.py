@@ -249,10 +249,10 @@ STAGE_TITLES = {
 
 
 def smoke_targets(d: Desired) -> tuple[SmokeTarget, ...]:
-    domain = d.settings.domain
+    domain, local = d.settings.domain, d.settings.cluster_domain
     return tuple(
         SmokeTarget(m.ref, m.served_model_name,
-                    f"{m.name}.{m.namespace}.svc.cluster.local" if m.cluster_local or not domain
+                    f"{m.name}.{m.namespace}.svc.{local}" if m.cluster_local or not domain
                     else f"{m.name}.{m.namespace}.{domain}", m.cluster_local)
         for m in d.models if m.smoke)
 

@@ -74,6 +74,7 @@ class InstallSettings:
     bundle_dir: str | None = None
     optional_files: tuple[str, ...] = ()
     domain: str | None = None
+    cluster_domain: str = "cluster.local"
     ingress_class: str = KOURIER_CLASS
     network: dict[str, str] = field(default_factory=dict)
     autoscaler: dict[str, str] = field(default_factory=dict)
@@ -117,7 +118,7 @@ class InstallSettings:
 class RunSettings:
     """How a run behaves on each cluster (host data): the lock, timeouts, smoke tests, uninstall's force."""
 
-    lock_ttl: int = 1800
+    lock_ttl: int = 60
     lock_wait: int = 0
     request_timeout: int = 30
     model_wait_timeout: int = 600
@@ -166,7 +167,7 @@ def url(name: str, value: Any) -> str | None:
 
 def run_settings(get: Any) -> RunSettings:
     return RunSettings(
-        lock_ttl=seconds("lock_ttl", get("lock_ttl"), 1800),
+        lock_ttl=seconds("lock_ttl", get("lock_ttl"), 60, minimum=3),
         lock_wait=seconds("lock_wait", get("lock_wait"), 0, minimum=0),
         request_timeout=seconds("request_timeout", get("request_timeout"), 30),
         model_wait_timeout=seconds("model_wait_timeout", get("model_wait_timeout"), 600),
@@ -208,12 +209,17 @@ def from_data(data: Any) -> InstallSettings:
     if domain is not None and (not isinstance(domain, str) or gostrconv.is_dns1123_subdomain(domain)):
         raise SettingsError(f"knative_domain: {domain!r} is not allowed; use a DNS suffix such as example.com "
                             "(lowercase letters, digits, '-' and '.')")
+    cluster_domain = get("cluster_domain") or "cluster.local"
+    if not isinstance(cluster_domain, str) or gostrconv.is_dns1123_subdomain(cluster_domain):
+        raise SettingsError(f"cluster_domain: {cluster_domain!r} is not allowed; use the cluster's DNS domain "
+                            "(kubelet --cluster-domain), such as cluster.local")
     cfg = InstallSettings(
         action=_choice("action", get("action") or "install", ACTIONS),
         knative_version=version,
         bundle_dir=_optional_str("knative_bundle_dir", get("knative_bundle_dir")),
         optional_files=optional,
         domain=domain,
+        cluster_domain=cluster_domain,
         network=network,
         autoscaler=autoscaler,
         features=_str_map("knative_features", get("knative_features"), FEATURES_KEYS),

@@ -327,13 +327,14 @@ class Cluster:
             self.invalidate()
         return out
 
-    def replace(self, obj: dict[str, Any]) -> dict[str, Any]:
+    def replace(self, obj: dict[str, Any], invalidate: bool = True) -> dict[str, Any]:
         res = self.resource(obj["apiVersion"], obj["kind"])
         meta = obj["metadata"]
         out = self.request("PUT", res.path(meta.get("namespace") if res.namespaced else None, meta["name"]), body=obj,
                            content_type="application/json", query={"fieldManager": FIELD_MANAGER},
                            what=f"replace {ref(obj)}")
-        self.invalidate()
+        if invalidate:
+            self.invalidate()
         return out
 
     def patch(self, api_version: str, kind: str, name: str, namespace: str | None, body: Any,

@@ -54,7 +54,10 @@ def command(title: str, fn: Callable[..., Any], *args: Any) -> FunctionCommand:
     def run(state: Any, host: Any) -> bool:  # noqa: ARG001 - pyinfra passes its State and Host
         record: ClusterRun = host.connector.record
         t0 = time.monotonic()
+        renewer = getattr(host.connector, "renewer", None)
         try:
+            if renewer is not None and renewer.lost:
+                raise LockedError(f"this run lost the cluster's lock ({renewer.lost}); stopped before {title}")
             changed = fn(*args)
         except KnfleetError as err:
             record.error(title, str(err))
@@ -144,6 +147,8 @@ def take_lock(step: p.Lock):
         yield fail("lock", f"cannot take the lock: {err}")
         return
     conn.lock_holder = holder
+    if getattr(conn, "renewer", None) is None:
+        conn.renewer = lock.Renewer(conn.cluster, holder, step.ttl).start()
     unchanged(step.title, how, t0)
 
 

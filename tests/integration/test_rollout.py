@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -123,13 +126,78 @@ def test_a_locked_cluster_is_reported_and_not_touched_and_an_expired_lock_is_tak
     # A dead holder: its lease expired, so the next run takes it over and says so.
     a.run("delete", "lease", "knfleet-lock", "-n", "kube-system")
     lock.acquire(cluster, "crashed-runner@ci", ttl=1)
-    import time
-
     time.sleep(2)
     run = pyinfra(root, "-y", "--limit", f"@kube/{a.name}")
     assert run.returncode == 0, run.stderr[-2000:]
     assert "taken over from crashed-runner@ci" in run.stderr
     assert not a.exists("lease", "knfleet-lock", "-n", "kube-system")  # released at the end of the run
+
+
+def test_a_run_longer_than_its_lease_keeps_the_lock_by_renewing_it(three, pool):
+    """lock_ttl 4 s: the run lasts several durations; a probe reading the lease all along never sees it expired
+    (takeable) or held by another, and sees it renewed."""
+    _, (a, _, _) = three
+    cluster = Cluster(Target(a.name, str(a.kubeconfig)))
+    seen: list[tuple[str, str, str, bool]] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        while not done.is_set():
+            cur = cluster.get(*lock.LEASE, lock.NAME, lock.NAMESPACE)
+            if cur:
+                spec = cur["spec"]
+                seen.append((spec["holderIdentity"], spec["acquireTime"], spec["renewTime"],
+                             lock.expiry(cur) <= lock._now()))
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=probe)
+    watcher.start()
+    try:
+        run = pyinfra(pool.root_for("rollout"), "-y", "--limit", f"@kube/{a.name}", "--data", "lock_ttl=4",
+                      "--data", "knative_domain=renewed.example")
+    finally:
+        done.set()
+        watcher.join()
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert seen, "the probe never saw the lease"
+    holders = {h for h, _, _, _ in seen}
+    assert len(holders) == 1 and "/pid-" in holders.pop()
+    assert not [s for s in seen if s[3]], "the lease was seen expired while its run lived"
+    acquired = lock._parse(seen[0][1])
+    last_renewal = max(lock._parse(r) for _, _, r, _ in seen)
+    assert (last_renewal - acquired).total_seconds() > 4, "the run was not longer than its lease: test proves nothing"
+    assert len({r for _, _, r, _ in seen}) >= 3
+    assert not a.exists("lease", "knfleet-lock", "-n", "kube-system")
+
+
+def test_a_run_killed_with_sigkill_is_followed_by_a_run_that_converges(three, pool):
+    """The killed run's lease (default duration 60 s) names a process of this machine that is gone: the next run
+    takes it over at once, says so, and converges."""
+    _, (a, _, _) = three
+    root = pool.root_for("rollout")
+    cluster = Cluster(Target(a.name, str(a.kubeconfig)))
+    env = dict(os.environ, KNFLEET_LOCAL=str(root.parent), PYINFRA_PROGRESS="off")
+    argv = [str(REPO / ".venv" / "bin" / "pyinfra"), "inventories/local.py", "deploy.py", "-y",
+            "--limit", f"@kube/{a.name}", "--data", "knative_domain=killed.example"]
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    holder = None
+    deadline = time.monotonic() + 120
+    while holder is None and proc.poll() is None and time.monotonic() < deadline:
+        cur = cluster.get(*lock.LEASE, lock.NAME, lock.NAMESPACE)
+        if cur and f"/pid-{proc.pid}/" in cur["spec"]["holderIdentity"]:
+            holder = cur["spec"]["holderIdentity"]
+        else:
+            time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert holder, "the run never took the lock"
+    left = cluster.get(*lock.LEASE, lock.NAME, lock.NAMESPACE)
+    assert left and left["spec"]["holderIdentity"] == holder and lock.expiry(left) > lock._now()
+    run = pyinfra(root, "-y", "--limit", f"@kube/{a.name}", "--data", "knative_domain=killed.example")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert f"taken over from {holder} (its process on this machine is gone)" in run.stderr
+    assert "killed.example" in a.json("get", "configmap", "config-domain", "-n", "knative-serving")["data"]
+    assert not a.exists("lease", "knfleet-lock", "-n", "kube-system")
 
 
 def test_two_runs_at_once_never_both_change_the_cluster(three, pool):

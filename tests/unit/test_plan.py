@@ -65,8 +65,20 @@ def test_models_are_rendered_once_and_shared_with_lint_and_smoke():
         ("knative-qwen7b/b", "b.knative-qwen7b.svc.cluster.local")]
 
 
+def test_the_cluster_domain_reaches_the_smoke_host_and_the_proxy():
+    d = desired({"models": [{"name": "b", "visibility": "cluster-local"}], "cluster_domain": "corp.internal"})
+    smoke = next(s for s in plan.plan(d) if isinstance(s, plan.Smoke))
+    assert [t.host for t in smoke.services] == ["b.knative-qwen7b.svc.corp.internal"]
+    proxy = next(s for s in d.stages if s.name == "proxy")
+    conf = next(o for o in proxy.objects if o["kind"] == "ConfigMap")["data"]["default.conf"]
+    assert "server kourier.kourier-system.svc.corp.internal:80;" in conf and "__" not in conf
+    with pytest.raises(settings.SettingsError, match=r"^cluster_domain: 'Corp_Internal' is not allowed; use "):
+        settings.from_data(settings.Data({"cluster_domain": "Corp_Internal"}))
+
+
 @pytest.mark.parametrize(("key", "value", "field"), [
-    ("smoke", "maybe", "smoke"), ("lock_ttl", -1, "lock_ttl"), ("force_uninstall", 2, "force_uninstall"),
+    ("smoke", "maybe", "smoke"), ("lock_ttl", -1, "lock_ttl"), ("lock_ttl", 2, "lock_ttl"),
+    ("force_uninstall", 2, "force_uninstall"),
     ("smoke_url", "ftp://x", "smoke_url"), ("model_wait_timeout", "soon", "model_wait_timeout"),
 ])
 def test_run_settings_one_boolean_rule_and_named_errors(key, value, field):
