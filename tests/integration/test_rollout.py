@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from knfleet.kube.client import Cluster, Target
 from knfleet.run import lock
@@ -131,6 +132,64 @@ def test_a_locked_cluster_is_reported_and_not_touched_and_an_expired_lock_is_tak
     assert run.returncode == 0, run.stderr[-2000:]
     assert "taken over from crashed-runner@ci" in run.stderr
     assert not a.exists("lease", "knfleet-lock", "-n", "kube-system")  # released at the end of the run
+
+
+RESTRICTED = """
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: restricted-deployer, namespace: default}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: restricted-deployer}
+rules:
+# Everything a cluster-admin may do, except the verbs escalate and bind, and nothing on leases
+# (coordination.k8s.io is not listed).
+- apiGroups: ["", apps, rbac.authorization.k8s.io, apiextensions.k8s.io, admissionregistration.k8s.io,
+              serving.knative.dev, networking.internal.knative.dev, autoscaling.internal.knative.dev,
+              caching.internal.knative.dev, authorization.k8s.io, policy, autoscaling]
+  resources: ["*"]
+  verbs: [get, list, watch, create, update, patch, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: restricted-deployer}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: restricted-deployer}
+subjects: [{kind: ServiceAccount, name: restricted-deployer, namespace: default}]
+"""
+
+
+def test_an_identity_without_escalate_or_leases_is_stopped_at_preflight_with_every_missing_right(three, tmp_path):
+    _, (a, _, _) = three
+    a.apply(RESTRICTED)
+    token = a.run("create", "token", "restricted-deployer", "-n", "default", "--duration=1h").stdout.strip()
+    admin = yaml.safe_load(Path(a.kubeconfig).read_text())
+    cluster = admin["clusters"][0]["cluster"]
+    kubeconfig = tmp_path / "restricted.kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "restricted",
+        "clusters": [{"name": "c", "cluster": cluster}], "users": [{"name": "u", "user": {"token": token}}],
+        "contexts": [{"name": "restricted", "context": {"cluster": "c", "user": "u"}}]}))
+    inv = tmp_path / "restricted.py"
+    host = {"kubeconfig": str(kubeconfig), "knative_bundle_dir": str(knative_release_folder()), "smoke": False}
+    inv.write_text(f"local = {[(f'@kube/{a.name}', host)]!r}\n")
+    before = {k: a.json("get", *k.split())["metadata"]["resourceVersion"] for k in (
+        "configmap config-domain -n knative-serving", "deployment controller -n knative-serving")}
+    run = subprocess.run([str(REPO / ".venv" / "bin" / "pyinfra"), str(inv), "deploy.py", "-y", "--data",
+                          "knative_domain=restricted.example"], cwd=REPO, capture_output=True, text=True,
+                         timeout=300, env=dict(os.environ, PYINFRA_PROGRESS="off"), stdin=subprocess.DEVNULL)
+    out = run.stdout + run.stderr
+    assert run.returncode != 0, out[-2000:]
+    assert "Preflight" in out and "right(s) this run needs" in out, out[-3000:]
+    for missing in ("escalate clusterroles.rbac.authorization.k8s.io", "bind clusterroles.rbac.authorization.k8s.io",
+                    "create leases.coordination.k8s.io in kube-system",
+                    "update leases.coordination.k8s.io in kube-system"):
+        assert missing in out, out[-3000:]
+    assert "create configmaps in knative-serving" not in out  # allowed rights are not listed
+    after = {k: a.json("get", *k.split())["metadata"]["resourceVersion"] for k in before}
+    assert after == before
+    assert not a.exists("lease", "knfleet-lock", "-n", "kube-system")
+    a.run("delete", "-f", "-", stdin=RESTRICTED)
 
 
 def test_a_run_longer_than_its_lease_keeps_the_lock_by_renewing_it(three, pool):

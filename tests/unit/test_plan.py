@@ -226,3 +226,31 @@ def test_resource_paths():
     assert Resource("", "v1", "namespaces", "Namespace", False).path(None, "a b") == "/api/v1/namespaces/a%20b"
     crd = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False)
     assert crd.path("ignored") == "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+@pytest.mark.parametrize(("kind", "resource"), [
+    ("Deployment", "deployments"), ("Ingress", "ingresses"), ("PodDisruptionBudget", "poddisruptionbudgets"),
+    ("NetworkPolicy", "networkpolicies"), ("Gateway", "gateways"), ("Endpoints", "endpoints"),
+    ("ValidatingWebhookConfiguration", "validatingwebhookconfigurations"), ("Image", "images"),
+])
+def test_resource_names_follow_kubernetes_default_guess(kind, resource):
+    assert plan.resource_of(kind) == resource
+
+
+def test_install_rights_cover_what_the_run_does():
+    d = desired({"models": [{}]})
+    rights = {str(r) for r in plan.plan(d)[0].rights}
+    assert {"escalate clusterroles.rbac.authorization.k8s.io", "bind clusterroles.rbac.authorization.k8s.io",
+            "create leases.coordination.k8s.io in kube-system", "update leases.coordination.k8s.io in kube-system",
+            "patch configmaps in kube-system", "create services.serving.knative.dev in knative-qwen7b",
+            "patch deployments.apps in knative-serving", "create customresourcedefinitions.apiextensions.k8s.io",
+            "delete services.serving.knative.dev", "list nodes"} <= rights
+    every_object = {(o["kind"], (o.get("metadata") or {}).get("namespace") or "") for s in d.stages for o in s.objects}
+    covered = {(r.resource, r.namespace) for r in plan.plan(d)[0].rights if r.verb == "patch"}
+    assert {(plan.resource_of(k), ns) for k, ns in every_object} <= covered
+
+
+def test_uninstall_rights_delete_what_the_stages_declare():
+    rights = {str(r) for r in plan.plan(desired({"action": "uninstall"}))[0].rights}
+    assert {"delete namespaces", "delete customresourcedefinitions.apiextensions.k8s.io",
+            "delete services.serving.knative.dev", "delete leases.coordination.k8s.io in kube-system"} <= rights
