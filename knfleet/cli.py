@@ -108,7 +108,8 @@ def cmd_rollout(a: argparse.Namespace) -> int:
     cooperative()
     from knfleet.fleet import rollout
 
-    return rollout.rollout(a.inventory, a.bake, a.max_failed_clusters, a.state, a.resume, a.report, a.data)
+    data = [*a.data, "smoke_cold=true"] if a.smoke_cold else a.data
+    return rollout.rollout(a.inventory, a.bake, a.max_failed_clusters, a.state, a.resume, a.report, data)
 
 
 def cmd_status(a: argparse.Namespace) -> int:
@@ -138,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--state", metavar="FILE",
                    help="rollout state file (default reports/rollout-<inventory>.state.json)")
     r.add_argument("--report", metavar="FILE", help="write the JSON report here")
+    r.add_argument("--smoke-cold", action="store_true",
+                   help="wake model services at zero to smoke-test them and report their cold start")
     r.add_argument("--data", action="append", default=[], metavar="KEY=VALUE", help="passed to pyinfra --data")
     r.set_defaults(func=cmd_rollout)
     st = sub.add_parser("status", help="per cluster: reachable, version, drift, model services (changes nothing)")

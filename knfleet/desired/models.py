@@ -60,11 +60,26 @@ class Model:
     shm_size: str | None = None
     progress_deadline: str | None = None
     autoscaling: dict[str, Any] = field(default_factory=lambda: {"initial_scale": 1})
-    smoke: bool = True
+    smoke: str | bool | None = None  # always | when-warm | never (true = default, false = never); None: default
 
     @property
     def ref(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def can_scale_to_zero(self) -> bool:
+        low = self.autoscaling.get("min_scale")
+        return low is None or str(low).strip() in ("", "0")
+
+    @property
+    def smoke_policy(self) -> str:
+        """When the smoke test sends its request: `when-warm` (the default for a service that can scale to zero:
+        one at zero is reported, not woken, so an idle GPU stays free), `always`, or `never`."""
+        if self.smoke is False:
+            return "never"
+        if self.smoke in (None, True):
+            return "when-warm" if self.can_scale_to_zero else "always"
+        return str(self.smoke)
 
     @property
     def cluster_local(self) -> bool:
@@ -119,8 +134,13 @@ SCALARS: dict[str, tuple[Any, str]] = {
     "shm_size": (lambda v: v is None or _is_str(v), "use a size such as \"8Gi\""),
     "progress_deadline": (lambda v: v is None or _is_str(v), "use a Go duration such as \"1800s\""),
     "autoscaling": (lambda v: isinstance(v, dict), f"use a mapping with keys {', '.join(AUTOSCALING_KEYS)}"),
-    "smoke": (lambda v: isinstance(v, bool), "use true or false"),
+    "smoke": (lambda v: v is None or isinstance(v, bool) or v in SMOKE_POLICIES,
+              "use always, when-warm or never (true: the default, when-warm for a service that can scale to zero; "
+              "false: never)"),
 }
+
+
+SMOKE_POLICIES = ("always", "when-warm", "never")
 
 
 def from_data(items: Any, where: str = "group data models") -> list[Model]:

@@ -187,6 +187,7 @@ class SmokeTarget:
     model: str
     host: str
     cluster_local: bool
+    policy: str = "always"  # always | when-warm (never: no target)
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,7 @@ class Smoke:
     internal_url: str | None
     public_url: str | None
     deadline: int
+    cold: bool = False  # wake services at zero on purpose (--smoke-cold) and report the cold start
     task: str = "smoke"
     title: str = "Smoke test: POST /v1/chat/completions"
 
@@ -319,8 +321,8 @@ def smoke_targets(d: Desired) -> tuple[SmokeTarget, ...]:
     return tuple(
         SmokeTarget(m.ref, m.served_model_name,
                     f"{m.name}.{m.namespace}.svc.{local}" if m.cluster_local or not domain
-                    else f"{m.name}.{m.namespace}.{domain}", m.cluster_local)
-        for m in d.models if m.smoke)
+                    else f"{m.name}.{m.namespace}.{domain}", m.cluster_local, m.smoke_policy)
+        for m in d.models if m.smoke_policy != "never")
 
 
 GATE_READS: tuple[tuple[str, str, str | None], ...] = (
@@ -374,7 +376,7 @@ def install(d: Desired) -> list[Step]:
                           "Model services Ready (observedGeneration, latest revision)"))
         targets = smoke_targets(d)
         if run.smoke and targets:
-            steps.append(Smoke(targets, run.smoke_internal_url, run.smoke_url, run.smoke_deadline))
+            steps.append(Smoke(targets, run.smoke_internal_url, run.smoke_url, run.smoke_deadline, run.smoke_cold))
     return steps
 
 

@@ -126,6 +126,7 @@ class RunSettings:
     smoke_url: str | None = None
     smoke_internal_url: str | None = None
     smoke_deadline: int = 120
+    smoke_cold: bool = False
     force_uninstall: bool = False
 
 
@@ -175,6 +176,7 @@ def run_settings(get: Any) -> RunSettings:
         smoke_url=url("smoke_url", get("smoke_url")),
         smoke_internal_url=url("smoke_internal_url", get("smoke_internal_url")),
         smoke_deadline=seconds("smoke_deadline", get("smoke_deadline"), 120),
+        smoke_cold=boolean("smoke_cold", get("smoke_cold"), False),
         force_uninstall=boolean("force_uninstall", get("force_uninstall"), False),
     )
 

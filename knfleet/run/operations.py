@@ -290,23 +290,28 @@ def _revision_at_zero(cluster: Cluster, ns: str, revision: str | None) -> bool:
 def smoke_test(step: p.Smoke):
     """The runbook's chat request to every model service, with its Host header, through the entry point the host
     data names (`smoke_url`: the public proxy; `smoke_internal_url`: kourier-internal). Checks 200, an
-    OpenAI-shaped body and the model name; records latency and, for a service at zero, the cold start. A check,
-    not a change: no change when every service answers; the cluster fails otherwise."""
+    OpenAI-shaped body and the model name; records latency and, for a service at zero, the cold start. A service
+    whose policy is `when-warm` and that is at zero is reported, not woken (unless `smoke_cold`). A check, not a
+    change: no change when every service answers; the cluster fails otherwise."""
     t0 = time.monotonic()
     if not _executing():
         host.noop("smoke tests run with the deploy (not in --dry)")
         return
     cluster, record = _cluster(), _record()
-    failures = []
+    failures, skipped = [], 0
     for s in step.services:
-        url = step.internal_url if s.cluster_local or not step.public_url else step.public_url
-        if not url:
-            failures.append(f"{s.ref}: no entry point: set host data smoke_url (public proxy) or smoke_internal_url")
-            continue
         ns, name = s.ref.split("/", 1)
         svc = cluster.get(*KSVC, name, ns) or {}
         at_zero = _revision_at_zero(cluster, ns, (svc.get("status") or {}).get("latestReadyRevisionName"))
-        result = smoke.chat(s.ref, url, s.host, s.model, step.deadline, at_zero)
+        url = step.internal_url if s.cluster_local or not step.public_url else step.public_url
+        if at_zero and s.policy == "when-warm" and not step.cold:
+            result = smoke.skipped(s.ref, "at zero, not woken: smoke when-warm; --smoke-cold wakes it")
+            skipped += 1
+        elif not url:
+            failures.append(f"{s.ref}: no entry point: set host data smoke_url (public proxy) or smoke_internal_url")
+            continue
+        else:
+            result = smoke.chat(s.ref, url, s.host, s.model, step.deadline, at_zero)
         record.smoke.append(result)
         logger.info(f"{host.print_prefix}smoke {result.line()}")
         if not result.ok:
@@ -314,7 +319,8 @@ def smoke_test(step: p.Smoke):
     if failures:
         yield fail("smoke test", "; ".join(failures))
         return
-    unchanged(step.title, f"{len(step.services)} service(s) answered", t0)
+    unchanged(step.title, f"{len(step.services) - skipped} service(s) answered"
+              + (f", {skipped} at zero not woken" if skipped else ""), t0)
 
 
 # --- uninstall ------------------------------------------------------------------------------------------------------

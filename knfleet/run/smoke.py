@@ -26,6 +26,7 @@ class SmokeResult:
     cold_start_s: float | None
     attempts: int
     error: str | None = None
+    skipped: str | None = None  # why no request was sent (say, at zero and not woken: an idle GPU stays free)
 
     def line(self) -> str:
         return describe(self.as_dict())
@@ -36,6 +37,8 @@ class SmokeResult:
 
 def describe(r: dict[str, Any]) -> str:
     """One smoke result in a line (also for results read back from a JSON report)."""
+    if r.get("skipped"):
+        return f"{r['service']}: skipped ({r['skipped']})"
     if not r["ok"]:
         return f"{r['service']}: FAILED ({r['error']})"
     cold = f", cold start {r['cold_start_s']:.2f}s" if r.get("cold_start_s") is not None else ""
@@ -54,6 +57,10 @@ def check_body(body: Any, model: str) -> str | None:
     if not isinstance(body.get("usage"), dict):
         return "the answer has no usage counts"
     return None
+
+
+def skipped(service: str, why: str) -> SmokeResult:
+    return SmokeResult(service, True, None, None, None, 0, skipped=why)
 
 
 def chat(service: str, base_url: str, host: str, model: str, deadline_s: float, was_at_zero: bool,

@@ -39,18 +39,25 @@ def test_converges_knative_proxy_and_two_models_smoke_tests_pass(cluster):
         assert obj["status"]["url"] == f"http://{name}.knative-qwen7b.127.0.0.1.nip.io"
     assert re.search(r"smoke knative-qwen7b/knative-qwen7b-svc: 200 in \d+\.\d+s", first.stderr)
     assert re.search(r"smoke knative-qwen7b/qwen7b-scale-to-zero: 200 in \d+\.\d+s", first.stderr)
-    # Let the min-scale 0 service go idle and scale to zero; the next run wakes it and measures the cold start.
+    # Let the min-scale 0 service go idle and scale to zero. A converge (smoke when-warm, the default for a
+    # service that can scale to zero) reports it at zero and does not wake it: the idle GPU stays free.
+    deployment = ("deployment", "qwen7b-scale-to-zero-00001-deployment", "-n", "knative-qwen7b")
     deadline = time.monotonic() + 60
-    while kube.json("get", "deployment", "qwen7b-scale-to-zero-00001-deployment", "-n",
-                    "knative-qwen7b")["status"].get("readyReplicas"):
+    while kube.json("get", *deployment)["status"].get("readyReplicas"):
         assert time.monotonic() < deadline, "the min-scale 0 service never scaled to zero"
         time.sleep(0.5)
     second = pyinfra(root, "-y", "--json", "--data", models_arg(QWEN, SLEEPY))
     assert second.returncode == 0, second.stderr[-3000:]
     assert changed_ops(second) == []
+    assert "smoke knative-qwen7b/qwen7b-scale-to-zero: skipped (at zero, not woken" in second.stderr, \
+        second.stderr[-2000:]
+    assert kube.json("get", *deployment)["spec"]["replicas"] == 0  # no request reached it
+    # Asked to (rollout --smoke-cold sets smoke_cold), the run wakes it and measures the cold start.
+    third = pyinfra(root, "-y", "--json", "--data", models_arg(QWEN, SLEEPY), "--data", "smoke_cold=true")
+    assert third.returncode == 0, third.stderr[-3000:]
     cold = re.search(r"smoke knative-qwen7b/qwen7b-scale-to-zero: 200 in (\d+\.\d+)s, cold start (\d+\.\d+)s",
-                     second.stderr)
-    assert cold, second.stderr[-2000:]
+                     third.stderr)
+    assert cold, third.stderr[-2000:]
     assert float(cold.group(2)) > 0
     print(f"\n{cold.group(0)}")
 

@@ -254,3 +254,15 @@ def test_uninstall_rights_delete_what_the_stages_declare():
     rights = {str(r) for r in plan.plan(desired({"action": "uninstall"}))[0].rights}
     assert {"delete namespaces", "delete customresourcedefinitions.apiextensions.k8s.io",
             "delete services.serving.knative.dev", "delete leases.coordination.k8s.io in kube-system"} <= rights
+
+
+def test_smoke_policy_defaults_to_when_warm_for_services_that_can_scale_to_zero():
+    d = desired({"models": [{}, {"name": "warm", "autoscaling": {"min_scale": 1}},
+                            {"name": "off", "smoke": False}, {"name": "forced", "smoke": "always"}],
+                 "smoke_cold": "yes"})
+    smoke = next(s for s in plan.plan(d) if isinstance(s, plan.Smoke))
+    assert [(t.ref.split("/")[1], t.policy) for t in smoke.services] == [
+        ("knative-qwen7b-svc", "when-warm"), ("warm", "always"), ("forced", "always")]
+    assert smoke.cold
+    with pytest.raises(models.ModelError, match=r"smoke.*'sometimes'.*use always, when-warm or never"):
+        models.from_data([{"smoke": "sometimes"}])
