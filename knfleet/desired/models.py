@@ -66,6 +66,16 @@ class Model:
     def ref(self) -> str:
         return f"{self.namespace}/{self.name}"
 
+    def deadline_s(self, cluster_default: str = "600s") -> float:
+        """The revision's effective progress deadline in seconds (its own, the GPU default, or the cluster's)."""
+        from knfleet.desired import goduration
+
+        raw = self.progress_deadline or (GPU_PROGRESS_DEADLINE if self.gpus > 0 else cluster_default)
+        try:
+            return goduration.parse(raw)
+        except goduration.DurationError:
+            return goduration.parse("600s")  # lint reports the bad value before any run gets here
+
     @property
     def can_scale_to_zero(self) -> bool:
         low = self.autoscaling.get("min_scale")
@@ -141,6 +151,11 @@ SCALARS: dict[str, tuple[Any, str]] = {
 
 
 SMOKE_POLICIES = ("always", "when-warm", "never")
+# A GPU revision's first start pulls a vLLM image (about 10 GB) and downloads the model (15 GB for a 7B model in
+# bf16) before the readiness probe can pass: at 50 MB/s that is over 8 minutes, before loading weights into the
+# GPU. Knative's default progress deadline (600 s) fails such a revision, and a failed revision stays failed until
+# its template changes; GPU services get 30 minutes unless `progress_deadline` says otherwise.
+GPU_PROGRESS_DEADLINE = "1800s"
 
 
 def from_data(items: Any, where: str = "group data models") -> list[Model]:
@@ -220,8 +235,9 @@ def _annotations(m: Model) -> dict[str, str]:
         if key == "class":
             value = CLASS_SHORT.get(str(value), value)
         ann[f"autoscaling.knative.dev/{AUTOSCALING_KEYS[key]}"] = str(value)
-    if m.progress_deadline:
-        ann["serving.knative.dev/progress-deadline"] = str(m.progress_deadline)
+    deadline = m.progress_deadline or (GPU_PROGRESS_DEADLINE if m.gpus > 0 else None)
+    if deadline:
+        ann["serving.knative.dev/progress-deadline"] = str(deadline)
     return ann
 
 

@@ -188,6 +188,7 @@ class SmokeTarget:
     host: str
     cluster_local: bool
     policy: str = "always"  # always | when-warm (never: no target)
+    cold_deadline: float = 600  # seconds a service woken from zero may take: its revision's progress deadline
 
 
 @dataclass(frozen=True)
@@ -321,8 +322,18 @@ def smoke_targets(d: Desired) -> tuple[SmokeTarget, ...]:
     return tuple(
         SmokeTarget(m.ref, m.served_model_name,
                     f"{m.name}.{m.namespace}.svc.{local}" if m.cluster_local or not domain
-                    else f"{m.name}.{m.namespace}.{domain}", m.cluster_local, m.smoke_policy)
+                    else f"{m.name}.{m.namespace}.{domain}", m.cluster_local, m.smoke_policy,
+                    m.deadline_s(d.settings.deployment.get("progress-deadline", "600s")))
         for m in d.models if m.smoke_policy != "never")
+
+
+def model_wait(d: Desired) -> int:
+    """How long the model services may take to be Ready: host data `model_wait_timeout`, else a minute more than
+    the longest progress deadline of the models (after it, Knative itself reports the revision failed)."""
+    if d.settings.run.model_wait_timeout is not None:
+        return d.settings.run.model_wait_timeout
+    cluster_default = d.settings.deployment.get("progress-deadline", "600s")
+    return int(max((m.deadline_s(cluster_default) for m in d.models), default=540)) + 60
 
 
 GATE_READS: tuple[tuple[str, str, str | None], ...] = (
@@ -370,9 +381,9 @@ def install(d: Desired) -> list[Step]:
         steps.append(Gate(GpuCapacity(tuple((m.ref, m.gpus) for m in d.models)), t, "services",
                           "GPU capacity for the model services"))
         steps.append(apply("services", webhook_retry=float(t)))
-    steps.append(Prune(MANAGED, refs, run.model_wait_timeout))
+    steps.append(Prune(MANAGED, refs, model_wait(d)))
     if d.models:
-        steps.append(Gate(ServicesReady(refs), run.model_wait_timeout, "services",
+        steps.append(Gate(ServicesReady(refs), model_wait(d), "services",
                           "Model services Ready (observedGeneration, latest revision)"))
         targets = smoke_targets(d)
         if run.smoke and targets:

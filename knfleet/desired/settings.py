@@ -121,11 +121,11 @@ class RunSettings:
     lock_ttl: int = 60
     lock_wait: int = 0
     request_timeout: int = 30
-    model_wait_timeout: int = 600
+    model_wait_timeout: int | None = None  # None: the longest progress deadline of the models + 60 s
     smoke: bool = True
     smoke_url: str | None = None
     smoke_internal_url: str | None = None
-    smoke_deadline: int = 120
+    smoke_deadline: int = 120  # a warm service; one woken from zero gets its progress deadline
     smoke_cold: bool = False
     force_uninstall: bool = False
 
@@ -147,7 +147,7 @@ def boolean(name: str, value: Any, default: bool) -> bool:
     raise SettingsError(f"{name}: {value!r} is not allowed; use true or false")
 
 
-def seconds(name: str, value: Any, default: int, minimum: int = 1) -> int:
+def seconds(name: str, value: Any, default: Any, minimum: int = 1) -> Any:
     """A whole number of seconds (an int or its digits); unset is the default."""
     if value is None or value == "":
         return default
@@ -171,7 +171,7 @@ def run_settings(get: Any) -> RunSettings:
         lock_ttl=seconds("lock_ttl", get("lock_ttl"), 60, minimum=3),
         lock_wait=seconds("lock_wait", get("lock_wait"), 0, minimum=0),
         request_timeout=seconds("request_timeout", get("request_timeout"), 30),
-        model_wait_timeout=seconds("model_wait_timeout", get("model_wait_timeout"), 600),
+        model_wait_timeout=seconds("model_wait_timeout", get("model_wait_timeout"), None),
         smoke=boolean("smoke", get("smoke"), True),
         smoke_url=url("smoke_url", get("smoke_url")),
         smoke_internal_url=url("smoke_internal_url", get("smoke_internal_url")),

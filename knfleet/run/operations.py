@@ -311,7 +311,8 @@ def smoke_test(step: p.Smoke):
             failures.append(f"{s.ref}: no entry point: set host data smoke_url (public proxy) or smoke_internal_url")
             continue
         else:
-            result = smoke.chat(s.ref, url, s.host, s.model, step.deadline, at_zero)
+            deadline = max(step.deadline, s.cold_deadline) if at_zero else step.deadline
+            result = smoke.chat(s.ref, url, s.host, s.model, deadline, at_zero)
         record.smoke.append(result)
         logger.info(f"{host.print_prefix}smoke {result.line()}")
         if not result.ok:
