@@ -3,6 +3,7 @@
     knfleet lint [--cluster-config FILE] [--strict] [--json] PATH...
     knfleet rollout INVENTORY [--bake S] [--max-failed-clusters N] [--resume] [--report FILE]
     knfleet status INVENTORY [--json]
+    knfleet doctor INVENTORY [--json]
 """
 
 from __future__ import annotations
@@ -112,6 +113,13 @@ def cmd_rollout(a: argparse.Namespace) -> int:
     return rollout.rollout(a.inventory, a.bake, a.max_failed_clusters, a.state, a.resume, a.report, data)
 
 
+def cmd_doctor(a: argparse.Namespace) -> int:
+    cooperative()
+    from knfleet.fleet import doctor
+
+    return doctor.doctor(a.inventory, a.json)
+
+
 def cmd_status(a: argparse.Namespace) -> int:
     cooperative()
     from knfleet.fleet import status
@@ -147,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("inventory")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
+    dr = sub.add_parser("doctor", help="per cluster, changing nothing: kubeconfig, context, credential plugin, "
+                                       "API server, version, rights, release files")
+    dr.add_argument("inventory")
+    dr.add_argument("--json", action="store_true")
+    dr.set_defaults(func=cmd_doctor)
     args = ap.parse_args(argv)
     return args.func(args)
 

@@ -189,7 +189,23 @@ def test_an_identity_without_escalate_or_leases_is_stopped_at_preflight_with_eve
     after = {k: a.json("get", *k.split())["metadata"]["resourceVersion"] for k in before}
     assert after == before
     assert not a.exists("lease", "knfleet-lock", "-n", "kube-system")
+    doc = knfleet("doctor", str(inv))
+    assert doc.returncode == 1, doc.stdout + doc.stderr
+    assert f"{a.name}  FAIL  the identity lacks" in doc.stdout and "escalate clusterroles" in doc.stdout
     a.run("delete", "-f", "-", stdin=RESTRICTED)
+
+
+def test_doctor_reports_every_reachable_cluster_ready_and_changes_nothing(three):
+    inv, clusters = three
+    before = [c.json("get", "configmap", "config-domain", "-n", "knative-serving")["metadata"]["resourceVersion"]
+              for c in clusters]
+    doc = knfleet("doctor", str(inv))
+    assert doc.returncode == 0, doc.stdout + doc.stderr
+    for c in clusters:
+        line = next(x for x in doc.stdout.splitlines() if x.startswith(c.name + " "))
+        assert " ok " in line and "Kubernetes v1.32" in line and "rights" in line, line
+    assert [c.json("get", "configmap", "config-domain", "-n", "knative-serving")["metadata"]["resourceVersion"]
+            for c in clusters] == before
 
 
 def test_a_run_longer_than_its_lease_keeps_the_lock_by_renewing_it(three, pool):
