@@ -82,6 +82,13 @@ def install_rights(d: Desired) -> tuple[Right, ...]:
                                                                           ("", "events"))}
     rights |= {Right("list", "", "nodes"), Right("list", "apiextensions.k8s.io", "customresourcedefinitions"),
                Right("list", "serving.knative.dev", "services"), Right("delete", "serving.knative.dev", "services")}
+    run = d.settings.run
+    if d.models and run.smoke:
+        rights |= {Right("get", g, r, m.namespace) for m in d.models
+                   for g, r in (("serving.knative.dev", "services"), ("apps", "deployments"))}
+        if not (run.smoke_url and run.smoke_internal_url):  # some go through kourier-internal by port-forward
+            rights |= {Right("get", "", "services", "kourier-system"),
+                       Right("create", "", "pods", "kourier-system", "portforward")}
     return tuple(sorted(rights))
 
 

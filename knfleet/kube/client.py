@@ -143,6 +143,13 @@ class Cluster:
         api.rest_client.pool_manager.connection_pool_kw["maxsize"] = WORKERS
         self._api = api
 
+    def port_forward(self, namespace: str, pod: str, port: int) -> Any:
+        """A local listener forwarding to a pod's port through the API server (knfleet.kube.portforward)."""
+        from knfleet.kube.portforward import Forward
+
+        self.connect()
+        return Forward(self._api, namespace, pod, port, timeout=self.target.request_timeout)
+
     def close(self) -> None:
         if self._api is not None:
             try:

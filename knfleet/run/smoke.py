@@ -27,6 +27,7 @@ class SmokeResult:
     attempts: int
     error: str | None = None
     skipped: str | None = None  # why no request was sent (say, at zero and not woken: an idle GPU stays free)
+    via: str | None = None  # the entry point: kourier-internal (port-forward), smoke_url or smoke_internal_url
 
     def line(self) -> str:
         return describe(self.as_dict())
@@ -39,10 +40,11 @@ def describe(r: dict[str, Any]) -> str:
     """One smoke result in a line (also for results read back from a JSON report)."""
     if r.get("skipped"):
         return f"{r['service']}: skipped ({r['skipped']})"
+    via = f" (via {r['via']})" if r.get("via") else ""
     if not r["ok"]:
-        return f"{r['service']}: FAILED ({r['error']})"
+        return f"{r['service']}: FAILED ({r['error']}){via}"
     cold = f", cold start {r['cold_start_s']:.2f}s" if r.get("cold_start_s") is not None else ""
-    return f"{r['service']}: {r['status']} in {r['latency_s']:.2f}s{cold}"
+    return f"{r['service']}: {r['status']} in {r['latency_s']:.2f}s{cold}{via}"
 
 
 def check_body(body: Any, model: str) -> str | None:

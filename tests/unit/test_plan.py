@@ -244,7 +244,7 @@ def test_install_rights_cover_what_the_run_does():
             "create leases.coordination.k8s.io in kube-system", "update leases.coordination.k8s.io in kube-system",
             "patch configmaps in kube-system", "create services.serving.knative.dev in knative-qwen7b",
             "patch deployments.apps in knative-serving", "create customresourcedefinitions.apiextensions.k8s.io",
-            "delete services.serving.knative.dev", "list nodes"} <= rights
+            "delete services.serving.knative.dev", "list nodes", "create pods/portforward in kourier-system"} <= rights
     every_object = {(o["kind"], (o.get("metadata") or {}).get("namespace") or "") for s in d.stages for o in s.objects}
     covered = {(r.resource, r.namespace) for r in plan.plan(d)[0].rights if r.verb == "patch"}
     assert {(plan.resource_of(k), ns) for k, ns in every_object} <= covered
