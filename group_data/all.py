@@ -9,6 +9,9 @@ knative_optional_files = []  # e.g. ["serving-hpa.yaml"]
 # config-domain: the runbook's "no DNS" magic domain; use your wildcard DNS suffix in production.
 knative_domain = "127.0.0.1.nip.io"
 
+# The cluster's own DNS domain (kubelet --cluster-domain): the proxy's upstream and cluster-local smoke Hosts.
+cluster_domain = "cluster.local"
+
 # config-autoscaler global defaults (the runbook's global column). Only these keys are owned by knfleet.
 knative_autoscaler = {
     "enable-scale-to-zero": "true",

@@ -13,10 +13,7 @@ local = [
     (f"@kube/{c.name}", {
         "kubeconfig": str(c.kubeconfig),
         **({"knative_bundle_dir": str(_BUNDLE)} if _BUNDLE.is_dir() else {}),
-        # The simulated entry points: kourier-internal, and the public nginx proxy.
-        **{key: (c.dir / f"{which}.url").read_text().strip()
-           for key, which in (("smoke_internal_url", "internal"), ("smoke_url", "public"))
-           if (c.dir / f"{which}.url").exists()},
+        # No URL: the smoke tests reach kourier-internal by port-forward through the API server.
     })
     for c in fleet.existing()
     if c.was_started()  # up, or meant to be up (a stopped component is then reported by the run)

@@ -3,6 +3,7 @@
     knfleet lint [--cluster-config FILE] [--strict] [--json] PATH...
     knfleet rollout INVENTORY [--bake S] [--max-failed-clusters N] [--resume] [--report FILE]
     knfleet status INVENTORY [--json]
+    knfleet doctor INVENTORY [--json]
 """
 
 from __future__ import annotations
@@ -108,7 +109,15 @@ def cmd_rollout(a: argparse.Namespace) -> int:
     cooperative()
     from knfleet.fleet import rollout
 
-    return rollout.rollout(a.inventory, a.bake, a.max_failed_clusters, a.state, a.resume, a.report, a.data)
+    data = [*a.data, "smoke_cold=true"] if a.smoke_cold else a.data
+    return rollout.rollout(a.inventory, a.bake, a.max_failed_clusters, a.state, a.resume, a.report, data)
+
+
+def cmd_doctor(a: argparse.Namespace) -> int:
+    cooperative()
+    from knfleet.fleet import doctor
+
+    return doctor.doctor(a.inventory, a.json)
 
 
 def cmd_status(a: argparse.Namespace) -> int:
@@ -138,12 +147,19 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--state", metavar="FILE",
                    help="rollout state file (default reports/rollout-<inventory>.state.json)")
     r.add_argument("--report", metavar="FILE", help="write the JSON report here")
+    r.add_argument("--smoke-cold", action="store_true",
+                   help="wake model services at zero to smoke-test them and report their cold start")
     r.add_argument("--data", action="append", default=[], metavar="KEY=VALUE", help="passed to pyinfra --data")
     r.set_defaults(func=cmd_rollout)
     st = sub.add_parser("status", help="per cluster: reachable, version, drift, model services (changes nothing)")
     st.add_argument("inventory")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
+    dr = sub.add_parser("doctor", help="per cluster, changing nothing: kubeconfig, context, credential plugin, "
+                                       "API server, version, rights, release files")
+    dr.add_argument("inventory")
+    dr.add_argument("--json", action="store_true")
+    dr.set_defaults(func=cmd_doctor)
     args = ap.parse_args(argv)
     return args.func(args)
 

@@ -230,7 +230,8 @@ class LocalCluster:
         (self.dir / "logs").mkdir()
         state = State(
             name=self.name,
-            ports={k: free_port() for k in ("etcd", "etcd_peer", "apiserver")},
+            ports={k: free_port() for k in ("etcd", "etcd_peer", "apiserver", "kubelet", "gateway_internal",
+                                            "gateway_public")},
             spec=asdict(self.spec),
         )
         self._save(state)
@@ -285,6 +286,7 @@ class LocalCluster:
         self._spawn(state, "runner", [
             sys.executable, "-m", "localcluster.runner", f"--cluster-dir={self.dir}",
             f"--bin-dir={paths.knative_bin_dir()}", f"--egress-socket={self.egress_socket}",
+            f"--kubelet-port={state.ports['kubelet']}",
         ], env=_python_env())
         self._wait(state, "runner", self.egress_socket.exists, 60, "serving the egress proxy")
 
@@ -301,9 +303,16 @@ class LocalCluster:
             "--bind-address=127.0.0.1", "--secure-port=0", "--leader-elect=false", "--v=0",
         ])
         stages = self.dir / "kwok.yaml"
-        stages.write_text(nodes.kwok_config(self.spec.ready_delay_ms))
+        stages.write_text(nodes.kwok_config(self.spec.ready_delay_ms, state.ports["gateway_internal"],
+                                            state.ports["gateway_public"]))
+        # kwok's server is every node's kubelet endpoint (port-forward to the gateways; the apiserver reaches
+        # it through the egress proxy). The apiserver does not verify kubelet certificates it has no CA for.
+        kubelet = pki.issue(ca, pkid, "kubelet", "kwok", server_names=("localhost",), server_ips=("127.0.0.1",))
+        kp = state.ports["kubelet"]
         self._spawn(state, "kwok", [
             b("kwok"), f"--kubeconfig={kubeconfigs['kwok']}", f"--config={stages}",
+            f"--server-address=127.0.0.1:{kp}", f"--node-port={kp}",
+            f"--tls-cert-file={kubelet.cert}", f"--tls-private-key-file={kubelet.key}",
             "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={nodes.KWOK_ANNOTATION}=fake",
             "--node-ip=10.0.0.1", "--cidr=10.0.0.1/16", "--node-lease-duration-seconds=40",
         ])

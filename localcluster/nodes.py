@@ -15,12 +15,26 @@ GPU_TAINT = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
 STAGES = Path(__file__).with_name("kwok") / "pod-stages.yaml"
 
 
-def kwok_config(ready_delay_ms: int) -> str:
-    """kwok's --config: our pod stages, with the cluster's ready delay (node stages: kwok's defaults)."""
+def kwok_config(ready_delay_ms: int, internal_port: int = 0, public_port: int = 0) -> str:
+    """kwok's --config: our pod stages, with the cluster's ready delay (node stages: kwok's defaults), and the
+    port-forwards kwok's server answers for the gateways' pods: Kourier's (8081: kourier-internal's target, 8080:
+    the external listener) and the knative-nginx proxy's (8080) lead to the simulated gateways on 127.0.0.1."""
     if ready_delay_ms < 0:
         raise ValueError(f"ready_delay_ms must be >= 0, got {ready_delay_ms}")
-    return (STAGES.read_text().replace("__READY_DELAY_MS__", str(int(ready_delay_ms)))
+    text = (STAGES.read_text().replace("__READY_DELAY_MS__", str(int(ready_delay_ms)))
             .replace("__RUNNER_IMAGES__", KWOK_IMAGE_TEST))
+    if not internal_port:
+        return text
+    forwards = [
+        {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterPortForward", "metadata": {"name": "kourier-gateway"},
+         "spec": {"selector": {"matchNamespaces": ["kourier-system"]}, "forwards": [
+             {"ports": [8081], "target": {"address": "127.0.0.1", "port": internal_port}},
+             {"ports": [8080], "target": {"address": "127.0.0.1", "port": public_port}}]}},
+        {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterPortForward", "metadata": {"name": "public-proxy"},
+         "spec": {"selector": {"matchNamespaces": ["knative-nginx"]}, "forwards": [
+             {"ports": [8080], "target": {"address": "127.0.0.1", "port": public_port}}]}},
+    ]
+    return text.rstrip() + "\n---\n" + yaml.safe_dump_all(forwards, sort_keys=False)
 
 
 def _node(name: str, kind: str, cpu: str, memory: str, extra: dict[str, str], labels: dict[str, str],

@@ -60,11 +60,36 @@ class Model:
     shm_size: str | None = None
     progress_deadline: str | None = None
     autoscaling: dict[str, Any] = field(default_factory=lambda: {"initial_scale": 1})
-    smoke: bool = True
+    smoke: str | bool | None = None  # always | when-warm | never (true = default, false = never); None: default
 
     @property
     def ref(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    def deadline_s(self, cluster_default: str = "600s") -> float:
+        """The revision's effective progress deadline in seconds (its own, the GPU default, or the cluster's)."""
+        from knfleet.desired import goduration
+
+        raw = self.progress_deadline or (GPU_PROGRESS_DEADLINE if self.gpus > 0 else cluster_default)
+        try:
+            return goduration.parse(raw)
+        except goduration.DurationError:
+            return goduration.parse("600s")  # lint reports the bad value before any run gets here
+
+    @property
+    def can_scale_to_zero(self) -> bool:
+        low = self.autoscaling.get("min_scale")
+        return low is None or str(low).strip() in ("", "0")
+
+    @property
+    def smoke_policy(self) -> str:
+        """When the smoke test sends its request: `when-warm` (the default for a service that can scale to zero:
+        one at zero is reported, not woken, so an idle GPU stays free), `always`, or `never`."""
+        if self.smoke is False:
+            return "never"
+        if self.smoke in (None, True):
+            return "when-warm" if self.can_scale_to_zero else "always"
+        return str(self.smoke)
 
     @property
     def cluster_local(self) -> bool:
@@ -119,8 +144,18 @@ SCALARS: dict[str, tuple[Any, str]] = {
     "shm_size": (lambda v: v is None or _is_str(v), "use a size such as \"8Gi\""),
     "progress_deadline": (lambda v: v is None or _is_str(v), "use a Go duration such as \"1800s\""),
     "autoscaling": (lambda v: isinstance(v, dict), f"use a mapping with keys {', '.join(AUTOSCALING_KEYS)}"),
-    "smoke": (lambda v: isinstance(v, bool), "use true or false"),
+    "smoke": (lambda v: v is None or isinstance(v, bool) or v in SMOKE_POLICIES,
+              "use always, when-warm or never (true: the default, when-warm for a service that can scale to zero; "
+              "false: never)"),
 }
+
+
+SMOKE_POLICIES = ("always", "when-warm", "never")
+# A GPU revision's first start pulls a vLLM image (about 10 GB) and downloads the model (15 GB for a 7B model in
+# bf16) before the readiness probe can pass: at 50 MB/s that is over 8 minutes, before loading weights into the
+# GPU. Knative's default progress deadline (600 s) fails such a revision, and a failed revision stays failed until
+# its template changes; GPU services get 30 minutes unless `progress_deadline` says otherwise.
+GPU_PROGRESS_DEADLINE = "1800s"
 
 
 def from_data(items: Any, where: str = "group data models") -> list[Model]:
@@ -200,8 +235,9 @@ def _annotations(m: Model) -> dict[str, str]:
         if key == "class":
             value = CLASS_SHORT.get(str(value), value)
         ann[f"autoscaling.knative.dev/{AUTOSCALING_KEYS[key]}"] = str(value)
-    if m.progress_deadline:
-        ann["serving.knative.dev/progress-deadline"] = str(m.progress_deadline)
+    deadline = m.progress_deadline or (GPU_PROGRESS_DEADLINE if m.gpus > 0 else None)
+    if deadline:
+        ann["serving.knative.dev/progress-deadline"] = str(deadline)
     return ann
 
 

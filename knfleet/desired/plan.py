@@ -19,14 +19,87 @@ from knfleet.errors import InputError
 
 MANAGED = models.MANAGED
 NAMESPACES = ("knative-serving", "kourier-system", "knative-nginx")
-INSTALL_RIGHTS = (  # (verb, API group, resource), checked cluster-wide by the preflight
-    ("create", "apiextensions.k8s.io", "customresourcedefinitions"), ("create", "", "namespaces"),
-    ("create", "rbac.authorization.k8s.io", "clusterroles"),
-    ("create", "rbac.authorization.k8s.io", "clusterrolebindings"),
-    ("create", "admissionregistration.k8s.io", "validatingwebhookconfigurations"),
-    ("create", "admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
-    ("create", "apps", "deployments"), ("patch", "", "configmaps"),
-)
+LOCK_NAMESPACE = "kube-system"  # the Lease knfleet-lock and knfleet's notes (ConfigMap knfleet-state)
+
+
+@dataclass(frozen=True, order=True)
+class Right:
+    """One thing the run's identity must be allowed: a SelfSubjectAccessReview's resource attributes."""
+
+    verb: str
+    group: str
+    resource: str
+    namespace: str = ""  # "" = cluster-wide (a cluster-scoped resource, or a list across namespaces)
+    subresource: str = ""
+
+    def __str__(self) -> str:
+        what = f"{self.resource}{'/' + self.subresource if self.subresource else ''}"
+        what += f".{self.group}" if self.group else ""
+        return f"{self.verb} {what}" + (f" in {self.namespace}" if self.namespace else "")
+
+
+IRREGULAR = {"Endpoints": "endpoints"}
+
+
+def resource_of(kind: str) -> str:
+    """A kind's resource name as Kubernetes' default REST mapper guesses it (meta.UnsafeGuessKindToResource),
+    which every kind in Knative's and knfleet's manifests follows."""
+    if kind in IRREGULAR:
+        return IRREGULAR[kind]
+    low = kind.lower()
+    if low.endswith("s"):
+        return low + "es"
+    if low.endswith("y") and low[-2:-1] not in "aeiou":
+        return low[:-1] + "ies"
+    return low + "s"
+
+
+def _rights_on(objects: Any, verbs: tuple[str, ...]) -> set[Right]:
+    out = set()
+    for o in objects:
+        group = o["apiVersion"].rpartition("/")[0]
+        ns = (o.get("metadata") or {}).get("namespace") or ""
+        out |= {Right(v, group, resource_of(o["kind"]), ns) for v in verbs}
+    return out
+
+
+LOCK_RIGHTS = frozenset({
+    *(Right(v, "coordination.k8s.io", "leases", LOCK_NAMESPACE) for v in ("get", "create", "update", "delete")),
+    *(Right(v, "", "configmaps", LOCK_NAMESPACE) for v in ("get", "create", "patch")),
+})
+
+
+def install_rights(d: Desired) -> tuple[Right, ...]:
+    """Every right an install run uses: create and patch (server-side apply) of each object it applies, `escalate`
+    to create Knative's ClusterRoles (they grant rights the identity may not hold) and `bind` to bind them, the
+    lock and the notes in kube-system, reads of what the gates look at, and delete of removed model services."""
+    rights = set(LOCK_RIGHTS)
+    for s in d.stages:
+        rights |= _rights_on(s.objects, ("create", "patch"))
+    rights |= {Right("escalate", "rbac.authorization.k8s.io", "clusterroles"),
+               Right("bind", "rbac.authorization.k8s.io", "clusterroles")}
+    rights |= {Right("list", g, r, ns) for ns in NAMESPACES for g, r in (("apps", "deployments"), ("", "pods"),
+                                                                          ("", "events"))}
+    rights |= {Right("list", "", "nodes"), Right("list", "apiextensions.k8s.io", "customresourcedefinitions"),
+               Right("list", "serving.knative.dev", "services"), Right("delete", "serving.knative.dev", "services")}
+    run = d.settings.run
+    if d.models and run.smoke:
+        rights |= {Right("get", g, r, m.namespace) for m in d.models
+                   for g, r in (("serving.knative.dev", "services"), ("apps", "deployments"))}
+        if not (run.smoke_url and run.smoke_internal_url):  # some go through kourier-internal by port-forward
+            rights |= {Right("get", "", "services", "kourier-system"),
+                       Right("create", "", "pods", "kourier-system", "portforward")}
+    return tuple(sorted(rights))
+
+
+def uninstall_rights(d: Desired) -> tuple[Right, ...]:
+    """Delete of everything an uninstall removes, reads of what it waits on, and the lock."""
+    rights = set(LOCK_RIGHTS)
+    for s in d.stages:
+        rights |= _rights_on(s.objects, ("delete", "list"))
+    rights |= {Right(v, "serving.knative.dev", r) for v in ("list", "delete")
+               for r in ("services", "routes", "configurations", "domainmappings")}
+    return tuple(sorted(rights))
 
 
 class LintFailed(InputError):
@@ -72,7 +145,7 @@ Check = CrdsEstablished | DeploymentsAvailable | WebhookServing | PodsReady | Se
 # --- the steps ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Preflight:
-    rights: tuple[tuple[str, str, str], ...]
+    rights: tuple[Right, ...]
     task: str = "run"
     title: str = "Preflight: API, version >= 1.30, rights"
 
@@ -121,6 +194,8 @@ class SmokeTarget:
     model: str
     host: str
     cluster_local: bool
+    policy: str = "always"  # always | when-warm (never: no target)
+    cold_deadline: float = 600  # seconds a service woken from zero may take: its revision's progress deadline
 
 
 @dataclass(frozen=True)
@@ -129,6 +204,7 @@ class Smoke:
     internal_url: str | None
     public_url: str | None
     deadline: int
+    cold: bool = False  # wake services at zero on purpose (--smoke-cold) and report the cold start
     task: str = "smoke"
     title: str = "Smoke test: POST /v1/chat/completions"
 
@@ -249,12 +325,22 @@ STAGE_TITLES = {
 
 
 def smoke_targets(d: Desired) -> tuple[SmokeTarget, ...]:
-    domain = d.settings.domain
+    domain, local = d.settings.domain, d.settings.cluster_domain
     return tuple(
         SmokeTarget(m.ref, m.served_model_name,
-                    f"{m.name}.{m.namespace}.svc.cluster.local" if m.cluster_local or not domain
-                    else f"{m.name}.{m.namespace}.{domain}", m.cluster_local)
-        for m in d.models if m.smoke)
+                    f"{m.name}.{m.namespace}.svc.{local}" if m.cluster_local or not domain
+                    else f"{m.name}.{m.namespace}.{domain}", m.cluster_local, m.smoke_policy,
+                    m.deadline_s(d.settings.deployment.get("progress-deadline", "600s")))
+        for m in d.models if m.smoke_policy != "never")
+
+
+def model_wait(d: Desired) -> int:
+    """How long the model services may take to be Ready: host data `model_wait_timeout`, else a minute more than
+    the longest progress deadline of the models (after it, Knative itself reports the revision failed)."""
+    if d.settings.run.model_wait_timeout is not None:
+        return d.settings.run.model_wait_timeout
+    cluster_default = d.settings.deployment.get("progress-deadline", "600s")
+    return int(max((m.deadline_s(cluster_default) for m in d.models), default=540)) + 60
 
 
 GATE_READS: tuple[tuple[str, str, str | None], ...] = (
@@ -282,7 +368,7 @@ def install(d: Desired) -> list[Step]:
         return Apply(name, stage[name].objects, task, title, **kw)
 
     steps: list[Step] = [
-        Preflight(INSTALL_RIGHTS),
+        Preflight(install_rights(d)),
         Lock(run.lock_ttl, run.lock_wait),
         apply("crds", prefetch=prefetch(d)),
         Gate(CrdsEstablished(), t, "knative", "Knative CRDs Established"),
@@ -302,20 +388,20 @@ def install(d: Desired) -> list[Step]:
         steps.append(Gate(GpuCapacity(tuple((m.ref, m.gpus) for m in d.models)), t, "services",
                           "GPU capacity for the model services"))
         steps.append(apply("services", webhook_retry=float(t)))
-    steps.append(Prune(MANAGED, refs, run.model_wait_timeout))
+    steps.append(Prune(MANAGED, refs, model_wait(d)))
     if d.models:
-        steps.append(Gate(ServicesReady(refs), run.model_wait_timeout, "services",
+        steps.append(Gate(ServicesReady(refs), model_wait(d), "services",
                           "Model services Ready (observedGeneration, latest revision)"))
         targets = smoke_targets(d)
         if run.smoke and targets:
-            steps.append(Smoke(targets, run.smoke_internal_url, run.smoke_url, run.smoke_deadline))
+            steps.append(Smoke(targets, run.smoke_internal_url, run.smoke_url, run.smoke_deadline, run.smoke_cold))
     return steps
 
 
 def uninstall(d: Desired) -> list[Step]:
     t, force = d.settings.wait_timeout, d.settings.run.force_uninstall
     steps: list[Step] = [
-        Preflight(()),
+        Preflight(uninstall_rights(d)),
         Lock(d.settings.run.lock_ttl, d.settings.run.lock_wait),
         Guard(MANAGED, force),
         DeleteServices(MANAGED, force, t, title=(

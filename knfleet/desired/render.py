@@ -126,6 +126,7 @@ def proxy_objects(settings: InstallSettings) -> list[dict[str, Any]]:
     timeout = proxy_timeout(settings)
     text = (resources.files("knfleet.files").joinpath(PROXY_MANIFEST).read_text()
             .replace("__PROXY_TIMEOUT__", str(timeout))
+            .replace("__CLUSTER_DOMAIN__", settings.cluster_domain)
             .replace("__IMAGE__", settings.proxy_image)
             .replace("__SERVICE_TYPE__", settings.proxy_service_type))
     return load_docs(text)

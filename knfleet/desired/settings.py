@@ -74,6 +74,7 @@ class InstallSettings:
     bundle_dir: str | None = None
     optional_files: tuple[str, ...] = ()
     domain: str | None = None
+    cluster_domain: str = "cluster.local"
     ingress_class: str = KOURIER_CLASS
     network: dict[str, str] = field(default_factory=dict)
     autoscaler: dict[str, str] = field(default_factory=dict)
@@ -117,14 +118,15 @@ class InstallSettings:
 class RunSettings:
     """How a run behaves on each cluster (host data): the lock, timeouts, smoke tests, uninstall's force."""
 
-    lock_ttl: int = 1800
+    lock_ttl: int = 60
     lock_wait: int = 0
     request_timeout: int = 30
-    model_wait_timeout: int = 600
+    model_wait_timeout: int | None = None  # None: the longest progress deadline of the models + 60 s
     smoke: bool = True
     smoke_url: str | None = None
     smoke_internal_url: str | None = None
-    smoke_deadline: int = 120
+    smoke_deadline: int = 120  # a warm service; one woken from zero gets its progress deadline
+    smoke_cold: bool = False
     force_uninstall: bool = False
 
 
@@ -145,7 +147,7 @@ def boolean(name: str, value: Any, default: bool) -> bool:
     raise SettingsError(f"{name}: {value!r} is not allowed; use true or false")
 
 
-def seconds(name: str, value: Any, default: int, minimum: int = 1) -> int:
+def seconds(name: str, value: Any, default: Any, minimum: int = 1) -> Any:
     """A whole number of seconds (an int or its digits); unset is the default."""
     if value is None or value == "":
         return default
@@ -166,14 +168,15 @@ def url(name: str, value: Any) -> str | None:
 
 def run_settings(get: Any) -> RunSettings:
     return RunSettings(
-        lock_ttl=seconds("lock_ttl", get("lock_ttl"), 1800),
+        lock_ttl=seconds("lock_ttl", get("lock_ttl"), 60, minimum=3),
         lock_wait=seconds("lock_wait", get("lock_wait"), 0, minimum=0),
         request_timeout=seconds("request_timeout", get("request_timeout"), 30),
-        model_wait_timeout=seconds("model_wait_timeout", get("model_wait_timeout"), 600),
+        model_wait_timeout=seconds("model_wait_timeout", get("model_wait_timeout"), None),
         smoke=boolean("smoke", get("smoke"), True),
         smoke_url=url("smoke_url", get("smoke_url")),
         smoke_internal_url=url("smoke_internal_url", get("smoke_internal_url")),
         smoke_deadline=seconds("smoke_deadline", get("smoke_deadline"), 120),
+        smoke_cold=boolean("smoke_cold", get("smoke_cold"), False),
         force_uninstall=boolean("force_uninstall", get("force_uninstall"), False),
     )
 
@@ -208,12 +211,17 @@ def from_data(data: Any) -> InstallSettings:
     if domain is not None and (not isinstance(domain, str) or gostrconv.is_dns1123_subdomain(domain)):
         raise SettingsError(f"knative_domain: {domain!r} is not allowed; use a DNS suffix such as example.com "
                             "(lowercase letters, digits, '-' and '.')")
+    cluster_domain = get("cluster_domain") or "cluster.local"
+    if not isinstance(cluster_domain, str) or gostrconv.is_dns1123_subdomain(cluster_domain):
+        raise SettingsError(f"cluster_domain: {cluster_domain!r} is not allowed; use the cluster's DNS domain "
+                            "(kubelet --cluster-domain), such as cluster.local")
     cfg = InstallSettings(
         action=_choice("action", get("action") or "install", ACTIONS),
         knative_version=version,
         bundle_dir=_optional_str("knative_bundle_dir", get("knative_bundle_dir")),
         optional_files=optional,
         domain=domain,
+        cluster_domain=cluster_domain,
         network=network,
         autoscaler=autoscaler,
         features=_str_map("knative_features", get("knative_features"), FEATURES_KEYS),

@@ -186,7 +186,8 @@ def rollout(inventory: str, bake: float = 0, max_failed: int = 0, state_file: st
 def print_table(results: dict[str, ClusterOutcome]) -> None:
     rows = [("CLUSTER", "WAVE", "STATUS", "CHANGED", "SMOKE", "REASON")]
     for name, o in sorted(results.items(), key=lambda kv: (kv[1].wave or 0, kv[0])):
-        smoke = ", ".join(f"{s['service'].split('/')[-1]} {'ok' if s['ok'] else 'FAILED'}"
+        smoke = ", ".join(f"{s['service'].split('/')[-1]} "
+                          + ("at zero" if s.get("skipped") else "ok" if s["ok"] else "FAILED")
                           + (f" {s['latency_s']:.2f}s" if s.get("latency_s") is not None else "")
                           for s in o.smoke) or "-"
         reason = (o.errors or [o.reason])[0].splitlines()[0][:70] if (o.errors or o.reason) else ""

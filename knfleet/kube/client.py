@@ -143,6 +143,13 @@ class Cluster:
         api.rest_client.pool_manager.connection_pool_kw["maxsize"] = WORKERS
         self._api = api
 
+    def port_forward(self, namespace: str, pod: str, port: int) -> Any:
+        """A local listener forwarding to a pod's port through the API server (knfleet.kube.portforward)."""
+        from knfleet.kube.portforward import Forward
+
+        self.connect()
+        return Forward(self._api, namespace, pod, port, timeout=self.target.request_timeout)
+
     def close(self) -> None:
         if self._api is not None:
             try:
@@ -327,13 +334,14 @@ class Cluster:
             self.invalidate()
         return out
 
-    def replace(self, obj: dict[str, Any]) -> dict[str, Any]:
+    def replace(self, obj: dict[str, Any], invalidate: bool = True) -> dict[str, Any]:
         res = self.resource(obj["apiVersion"], obj["kind"])
         meta = obj["metadata"]
         out = self.request("PUT", res.path(meta.get("namespace") if res.namespaced else None, meta["name"]), body=obj,
                            content_type="application/json", query={"fieldManager": FIELD_MANAGER},
                            what=f"replace {ref(obj)}")
-        self.invalidate()
+        if invalidate:
+            self.invalidate()
         return out
 
     def patch(self, api_version: str, kind: str, name: str, namespace: str | None, body: Any,

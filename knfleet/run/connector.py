@@ -45,6 +45,7 @@ class KubeConnector(LocalConnector):
         self.cluster: Cluster | None = None
         self.record = ClusterRun(cluster=host.name.split("/", 1)[-1], host=host.name)
         self.lock_holder: str | None = None
+        self.renewer: lock.Renewer | None = None
 
     @staticmethod
     def make_names_data(name=None):  # noqa: ANN001,ANN205 - pyinfra's connector interface
@@ -68,6 +69,9 @@ class KubeConnector(LocalConnector):
             return
         from pyinfra import logger
 
+        if self.renewer is not None:
+            self.renewer.stop()
+            self.renewer = None
         if self.lock_holder:
             try:
                 lock.release(self.cluster, self.lock_holder)

@@ -54,7 +54,10 @@ def command(title: str, fn: Callable[..., Any], *args: Any) -> FunctionCommand:
     def run(state: Any, host: Any) -> bool:  # noqa: ARG001 - pyinfra passes its State and Host
         record: ClusterRun = host.connector.record
         t0 = time.monotonic()
+        renewer = getattr(host.connector, "renewer", None)
         try:
+            if renewer is not None and renewer.lost:
+                raise LockedError(f"this run lost the cluster's lock ({renewer.lost}); stopped before {title}")
             changed = fn(*args)
         except KnfleetError as err:
             record.error(title, str(err))
@@ -86,17 +89,26 @@ def parse_version(text: str) -> tuple[int, int]:
     return int(core[0]), int("".join(ch for ch in core[1] if ch.isdigit()) or 0)
 
 
-def missing_rights(cluster: Cluster, rights: tuple[tuple[str, str, str], ...]) -> list[str]:
-    """Which (verb, group, resource) the identity may NOT do cluster-wide (SelfSubjectAccessReviews)."""
-    reviews = [{"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-                "spec": {"resourceAttributes": {"verb": v, "group": g, "resource": r}}} for v, g, r in rights]
-    answers = cluster._parallel([lambda b=b: cluster.create(b) for b in reviews])
+def missing_rights(cluster: Cluster, rights: tuple[p.Right, ...]) -> list[str]:
+    """Which rights the identity lacks (SelfSubjectAccessReviews, concurrently). One review of `*` on `*` first:
+    an identity allowed everything (cluster-admin) costs a single request."""
+    def review(r: p.Right) -> dict[str, Any]:
+        attrs = {"verb": r.verb, "group": r.group, "resource": r.resource, "namespace": r.namespace,
+                 "subresource": r.subresource}
+        return {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": {k: v for k, v in attrs.items() if v}}}
+
+    everything = cluster.create(review(p.Right("*", "*", "*")))
+    if (everything.get("status") or {}).get("allowed"):
+        return []
+    bodies = [review(r) for r in rights]
+    answers = cluster._parallel([lambda b=b: cluster.create(b) for b in bodies])
     denied = []
-    for (verb, _, resource), answer in zip(rights, answers, strict=True):
+    for right, answer in zip(rights, answers, strict=True):
         if isinstance(answer, KubeError):
-            denied.append(f"{verb} {resource} (access review failed: {answer})")
+            denied.append(f"{right} (access review failed: {answer})")
         elif not (answer.get("status") or {}).get("allowed"):
-            denied.append(f"{verb} {resource}")
+            denied.append(str(right))
     return denied
 
 
@@ -115,10 +127,15 @@ def preflight(step: p.Preflight):
         yield fail("preflight", f"Kubernetes {version} is too old: Knative Serving 1.17 needs >= v1.30.0")
         return
     if step.rights:
-        denied = missing_rights(cluster, step.rights)
+        try:
+            denied = missing_rights(cluster, step.rights)
+        except KubeError as err:
+            yield fail("preflight", f"cannot check the identity's rights: {err}")
+            return
         if denied:
-            yield fail("preflight", f"the identity in {cluster.target.kubeconfig} may not: {', '.join(denied)} "
-                                    "(cluster-wide); use a cluster-admin kubeconfig")
+            yield fail("preflight", f"the identity in {cluster.target.kubeconfig} lacks {len(denied)} right(s) this "
+                                    f"run needs: {'; '.join(denied)}. Grant them (cluster-admin has them all); "
+                                    "nothing was changed")
             return
     unchanged(step.title, f"cluster reachable, Kubernetes {version}" + (", rights ok" if step.rights else ""), t0)
 
@@ -144,6 +161,8 @@ def take_lock(step: p.Lock):
         yield fail("lock", f"cannot take the lock: {err}")
         return
     conn.lock_holder = holder
+    if getattr(conn, "renewer", None) is None:
+        conn.renewer = lock.Renewer(conn.cluster, holder, step.ttl).start()
     unchanged(step.title, how, t0)
 
 
@@ -267,35 +286,90 @@ def _revision_at_zero(cluster: Cluster, ns: str, revision: str | None) -> bool:
     return dep is not None and int((dep.get("status") or {}).get("readyReplicas") or 0) == 0
 
 
+KOURIER_INTERNAL = ("kourier-system", "kourier-internal")
+
+
+def kourier_internal_pod(cluster: Cluster) -> tuple[str, int]:
+    """A Ready pod behind the Service kourier-internal, and the container port its port 80 leads to."""
+    ns, name = KOURIER_INTERNAL
+    svc = cluster.get("v1", "Service", name, ns)
+    if svc is None:
+        raise KnfleetError(f"no Service {ns}/{name} (is Kourier installed?)")
+    spec = svc.get("spec") or {}
+    sport = next((p for p in spec.get("ports") or [] if p.get("port") == 80), (spec.get("ports") or [{}])[0])
+    target = sport.get("targetPort", sport.get("port"))
+    selector = ",".join(f"{k}={v}" for k, v in (spec.get("selector") or {}).items())
+    pods = [p for p in cluster.list("v1", "Pod", ns, selector) if readiness.pod_ready(p)]
+    if not pods:
+        raise KnfleetError(f"no Ready pod behind Service {ns}/{name} (selector {selector})")
+    pod = pods[0]
+    if isinstance(target, str):
+        ports = {p.get("name"): p.get("containerPort") for c in pod["spec"].get("containers") or []
+                 for p in c.get("ports") or []}
+        if target not in ports:
+            raise KnfleetError(f"pod {ns}/{pod['metadata']['name']} has no port named {target!r}")
+        target = ports[target]
+    return pod["metadata"]["name"], int(target)
+
+
+def _smoke_host(svc: dict[str, Any], fallback: str) -> str:
+    """The Host Knative routes the service by: from its status.url, else the one derived from group data."""
+    url = (svc.get("status") or {}).get("url") or ""
+    return url.split("://", 1)[-1].split("/", 1)[0] or fallback
+
+
 @operation()
 def smoke_test(step: p.Smoke):
-    """The runbook's chat request to every model service, with its Host header, through the entry point the host
-    data names (`smoke_url`: the public proxy; `smoke_internal_url`: kourier-internal). Checks 200, an
-    OpenAI-shaped body and the model name; records latency and, for a service at zero, the cold start. A check,
-    not a change: no change when every service answers; the cluster fails otherwise."""
+    """The runbook's chat request to every model service, with the Host from its status.url. By default through
+    `kourier-internal`, reached by a port-forward through the API server (the cluster's own auth; public and
+    cluster-local services alike); host data `smoke_url` (the public proxy) / `smoke_internal_url` override that.
+    Checks 200, an OpenAI-shaped body and the model name; records latency and, for a service at zero, the cold
+    start. A service whose policy is `when-warm` and that is at zero is reported, not woken (unless `smoke_cold`).
+    A check, not a change: no change when every service answers; the cluster fails otherwise."""
     t0 = time.monotonic()
     if not _executing():
         host.noop("smoke tests run with the deploy (not in --dry)")
         return
     cluster, record = _cluster(), _record()
-    failures = []
-    for s in step.services:
-        url = step.internal_url if s.cluster_local or not step.public_url else step.public_url
-        if not url:
-            failures.append(f"{s.ref}: no entry point: set host data smoke_url (public proxy) or smoke_internal_url")
-            continue
-        ns, name = s.ref.split("/", 1)
-        svc = cluster.get(*KSVC, name, ns) or {}
-        at_zero = _revision_at_zero(cluster, ns, (svc.get("status") or {}).get("latestReadyRevisionName"))
-        result = smoke.chat(s.ref, url, s.host, s.model, step.deadline, at_zero)
-        record.smoke.append(result)
-        logger.info(f"{host.print_prefix}smoke {result.line()}")
-        if not result.ok:
-            failures.append(result.line())
+    failures, skipped = [], 0
+    forward = None
+    try:
+        for s in step.services:
+            ns, name = s.ref.split("/", 1)
+            svc = cluster.get(*KSVC, name, ns) or {}
+            at_zero = _revision_at_zero(cluster, ns, (svc.get("status") or {}).get("latestReadyRevisionName"))
+            if at_zero and s.policy == "when-warm" and not step.cold:
+                result = smoke.skipped(s.ref, "at zero, not woken: smoke when-warm; --smoke-cold wakes it")
+                skipped += 1
+            else:
+                url = step.internal_url if s.cluster_local or not step.public_url else step.public_url
+                via = "smoke_internal_url" if url and url == step.internal_url else "smoke_url"
+                if not url:
+                    if forward is None:
+                        pod, port = kourier_internal_pod(cluster)
+                        forward = cluster.port_forward(KOURIER_INTERNAL[0], pod, port)
+                        logger.info(f"{host.print_prefix}smoke through kourier-internal: port-forward to pod "
+                                    f"{KOURIER_INTERNAL[0]}/{pod}:{port} on {forward.url}")
+                    url, via = forward.url, "kourier-internal (port-forward)"
+                deadline = max(step.deadline, s.cold_deadline) if at_zero else step.deadline
+                result = smoke.chat(s.ref, url, _smoke_host(svc, s.host), s.model, deadline, at_zero)
+                result.via = via
+                if not result.ok and forward is not None and forward.errors:
+                    result.error = f"{result.error}; {forward.errors[-1]}"
+            record.smoke.append(result)
+            logger.info(f"{host.print_prefix}smoke {result.line()}")
+            if not result.ok:
+                failures.append(result.line())
+    except (KnfleetError, KubeError) as err:
+        failures.append(f"no way to the services through kourier-internal: {err}")
+    finally:
+        if forward is not None:
+            forward.close()
     if failures:
         yield fail("smoke test", "; ".join(failures))
         return
-    unchanged(step.title, f"{len(step.services)} service(s) answered", t0)
+    unchanged(step.title, f"{len(step.services) - skipped} service(s) answered"
+              + (f", {skipped} at zero not woken" if skipped else ""), t0)
 
 
 # --- uninstall ------------------------------------------------------------------------------------------------------

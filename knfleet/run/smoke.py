@@ -26,6 +26,8 @@ class SmokeResult:
     cold_start_s: float | None
     attempts: int
     error: str | None = None
+    skipped: str | None = None  # why no request was sent (say, at zero and not woken: an idle GPU stays free)
+    via: str | None = None  # the entry point: kourier-internal (port-forward), smoke_url or smoke_internal_url
 
     def line(self) -> str:
         return describe(self.as_dict())
@@ -36,10 +38,13 @@ class SmokeResult:
 
 def describe(r: dict[str, Any]) -> str:
     """One smoke result in a line (also for results read back from a JSON report)."""
+    if r.get("skipped"):
+        return f"{r['service']}: skipped ({r['skipped']})"
+    via = f" (via {r['via']})" if r.get("via") else ""
     if not r["ok"]:
-        return f"{r['service']}: FAILED ({r['error']})"
+        return f"{r['service']}: FAILED ({r['error']}){via}"
     cold = f", cold start {r['cold_start_s']:.2f}s" if r.get("cold_start_s") is not None else ""
-    return f"{r['service']}: {r['status']} in {r['latency_s']:.2f}s{cold}"
+    return f"{r['service']}: {r['status']} in {r['latency_s']:.2f}s{cold}{via}"
 
 
 def check_body(body: Any, model: str) -> str | None:
@@ -54,6 +59,10 @@ def check_body(body: Any, model: str) -> str | None:
     if not isinstance(body.get("usage"), dict):
         return "the answer has no usage counts"
     return None
+
+
+def skipped(service: str, why: str) -> SmokeResult:
+    return SmokeResult(service, True, None, None, None, 0, skipped=why)
 
 
 def chat(service: str, base_url: str, host: str, model: str, deadline_s: float, was_at_zero: bool,

@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cluster-dir", required=True, type=Path)
     ap.add_argument("--bin-dir", required=True, type=Path, help="where the Knative binaries are")
     ap.add_argument("--egress-socket", required=True, type=Path)
+    ap.add_argument("--kubelet-port", type=int, default=0,
+                    help="the nodes' kubelet port: kwok's server (logs, exec, port-forward), on 127.0.0.1")
     args = ap.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
-    resolver = egress.ServiceResolver(core, runner.endpoints)
+    resolver = egress.ServiceResolver(core, runner.endpoints, kubelet=egress.kubelet_at(args.kubelet_port))
     threading.Thread(target=egress.serve, args=(args.egress_socket, resolver, stop, log), daemon=True,
                      name="egress").start()
 

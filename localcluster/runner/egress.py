@@ -119,6 +119,14 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
             pass
 
 
+def kubelet_at(port: int) -> Callable[[str, int], tuple[str, int] | None] | None:
+    """The apiserver reaches a node's kubelet (port-forward, exec, logs) at <node address>:<kubelet port>; every
+    kwok node is served by the one kwok server on 127.0.0.1:<port>."""
+    if not port:
+        return None
+    return lambda host, p: ("127.0.0.1", port) if p == port else None
+
+
 class ServiceResolver:
     """ClusterIP:port (or <svc>.<ns>.svc:port) -> the local port of a ready endpoint the runner runs."""
 

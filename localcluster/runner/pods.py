@@ -52,6 +52,15 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("", port))
+        except OSError:
+            return False
+        return True
+
+
 def free_port(high: int = METRICS_PORT_MAX, low: int = 20000) -> int:
     """A free port below the kernel's ephemeral range (so no outgoing connection takes it meanwhile)."""
     for _ in range(200):
@@ -336,6 +345,10 @@ class PodRunner:
     def _start(self, c: Container, pod: dict[str, Any]) -> None:
         ctr = next(x for x in pod["spec"]["containers"] if x["name"] == c.name)
         env = self._env(pod, ctr)
+        for port, local in list(c.ports.items()):  # another cluster's process may have taken it meanwhile
+            if not port_free(local):
+                c.ports[port] = free_port()
+                self.log(f"{c.key}: local port {local} (container port {port}) is taken; now {c.ports[port]}")
         for var, port in c.binary.port_env.items():
             env[var] = str(c.ports[port])
         env["KUBECONFIG"] = str(self._kubeconfig(c, pod))

@@ -29,9 +29,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="compresses the autoscaler's idle window (default: the cluster's spec, else 1.0)")
     args = ap.parse_args(argv)
     cdir: Path = args.cluster_dir
+    state = json.loads((cdir / "state.json").read_text())
     factor = args.time_factor
     if factor is None:
-        factor = float(json.loads((cdir / "state.json").read_text()).get("spec", {}).get("time_factor", 1.0))
+        factor = float(state.get("spec", {}).get("time_factor", 1.0))
+    ports = state.get("ports") or {}  # where kwok's port-forwards for the gateways' pods lead
 
     def log(msg: str) -> None:
         print(f"{datetime.now().strftime('%H:%M:%S.%f')[:-3]} {msg}", flush=True)
@@ -44,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
-    gateways = {"internal": Gateway(routes, scaler, public=False), "public": Gateway(routes, scaler, public=True)}
+    gateways = {"internal": Gateway(routes, scaler, public=False, port=int(ports.get("gateway_internal") or 0)),
+                "public": Gateway(routes, scaler, public=True, port=int(ports.get("gateway_public") or 0))}
     for name, gw in gateways.items():
         threading.Thread(target=gw.serve_forever, name=f"gateway-{name}", daemon=True).start()
         (cdir / f"{name}.url").write_text(gw.url + "\n")

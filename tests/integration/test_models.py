@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
 import time
 
 import pytest
 
 from localcluster.cluster import Spec
+from tests.conftest import REPO
 from tests.integration.test_deploy import changed_ops, pyinfra
 
 pytestmark = pytest.mark.integration
@@ -37,20 +41,31 @@ def test_converges_knative_proxy_and_two_models_smoke_tests_pass(cluster):
         obj = kube.json("get", "ksvc", name, "-n", "knative-qwen7b")
         assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "knfleet"
         assert obj["status"]["url"] == f"http://{name}.knative-qwen7b.127.0.0.1.nip.io"
-    assert re.search(r"smoke knative-qwen7b/knative-qwen7b-svc: 200 in \d+\.\d+s", first.stderr)
-    assert re.search(r"smoke knative-qwen7b/qwen7b-scale-to-zero: 200 in \d+\.\d+s", first.stderr)
-    # Let the min-scale 0 service go idle and scale to zero; the next run wakes it and measures the cold start.
+    # inventories/local.py names no URL: both go through kourier-internal, port-forwarded by the API server
+    # (apiserver -> egress -> kwok's kubelet server -> the simulated gateway)
+    for name in ("knative-qwen7b-svc", "qwen7b-scale-to-zero"):
+        assert re.search(rf"smoke knative-qwen7b/{name}: 200 in \d+\.\d+s \(via kourier-internal \(port-forward\)\)",
+                         first.stderr), first.stderr[-3000:]
+    assert "port-forward to pod kourier-system/3scale-kourier-gateway-" in first.stderr
+    # Let the min-scale 0 service go idle and scale to zero. A converge (smoke when-warm, the default for a
+    # service that can scale to zero) reports it at zero and does not wake it: the idle GPU stays free.
+    deployment = ("deployment", "qwen7b-scale-to-zero-00001-deployment", "-n", "knative-qwen7b")
     deadline = time.monotonic() + 60
-    while kube.json("get", "deployment", "qwen7b-scale-to-zero-00001-deployment", "-n",
-                    "knative-qwen7b")["status"].get("readyReplicas"):
+    while kube.json("get", *deployment)["status"].get("readyReplicas"):
         assert time.monotonic() < deadline, "the min-scale 0 service never scaled to zero"
         time.sleep(0.5)
     second = pyinfra(root, "-y", "--json", "--data", models_arg(QWEN, SLEEPY))
     assert second.returncode == 0, second.stderr[-3000:]
     assert changed_ops(second) == []
+    assert "smoke knative-qwen7b/qwen7b-scale-to-zero: skipped (at zero, not woken" in second.stderr, \
+        second.stderr[-2000:]
+    assert kube.json("get", *deployment)["spec"]["replicas"] == 0  # no request reached it
+    # Asked to (rollout --smoke-cold sets smoke_cold), the run wakes it and measures the cold start.
+    third = pyinfra(root, "-y", "--json", "--data", models_arg(QWEN, SLEEPY), "--data", "smoke_cold=true")
+    assert third.returncode == 0, third.stderr[-3000:]
     cold = re.search(r"smoke knative-qwen7b/qwen7b-scale-to-zero: 200 in (\d+\.\d+)s, cold start (\d+\.\d+)s",
-                     second.stderr)
-    assert cold, second.stderr[-2000:]
+                     third.stderr)
+    assert cold, third.stderr[-2000:]
     assert float(cold.group(2)) > 0
     print(f"\n{cold.group(0)}")
 
@@ -98,3 +113,63 @@ spec:
     names = {o["metadata"]["name"] for o in kube.json("get", "ksvc", "-A")["items"]}
     assert "qwen7b-scale-to-zero" not in names and "greedy" not in names
     assert {"knative-qwen7b-svc", "hand-made"} <= names
+
+
+def test_a_failed_pod_in_knative_serving_does_not_fail_the_run(cluster, tmp_path, monkeypatch):
+    """An evicted pod (phase Failed, as after a node shutdown) stays until someone deletes it; its ReplicaSet has
+    made another. Readiness leaves it alone and names it as information."""
+    root, kube = cluster
+    kube.apply("""
+apiVersion: v1
+kind: Pod
+metadata: {name: evicted-activator, namespace: knative-serving}
+spec:
+  nodeSelector: {knfleet-test/nowhere: "true"}
+  containers: [{name: activator, image: registry.invalid/activator:1}]
+""")
+    kube.run("patch", "pod", "evicted-activator", "-n", "knative-serving", "--subresource=status", "--type=merge",
+             "-p", '{"status":{"phase":"Failed","reason":"Evicted","message":"The node was low on resource: memory."}}')
+    assert kube.json("get", "pod", "evicted-activator", "-n", "knative-serving")["status"]["phase"] == "Failed"
+    report = tmp_path / "report.json"
+    monkeypatch.setenv("KNFLEET_REPORT", str(report))
+    run = pyinfra(root, "-y", "--data", models_arg(QWEN))
+    assert run.returncode == 0, run.stderr[-3000:]
+    steps = json.loads(report.read_text())["clusters"][kube.name]["steps"]
+    pods = next(s for s in steps if s["title"].startswith("Every pod Ready"))
+    assert pods["status"] == "ok"
+    assert "finished pods left alone: evicted-activator (Failed: Evicted)" in pods["note"], pods
+    kube.run("delete", "pod", "evicted-activator", "-n", "knative-serving")
+
+
+def test_an_apiserver_that_stops_answering_mid_wait_fails_the_cluster_within_its_timeouts(cluster):
+    """SIGSTOP the apiserver while the run waits for a model service that cannot be scheduled: every request
+    times out (request_timeout 3 s), the wait gives up at model_wait_timeout (20 s) naming the step and the cause,
+    and the run ends (no hang)."""
+    root, kube = cluster
+    greedy = {"name": "greedy", "namespace": "gpu-test", "gpus": 99}
+    env = dict(os.environ, KNFLEET_LOCAL=str(root.parent), PYINFRA_PROGRESS="off")
+    argv = [str(REPO / ".venv" / "bin" / "pyinfra"), "inventories/local.py", "deploy.py", "-y",
+            "--data", models_arg(QWEN, greedy), "--data", "model_wait_timeout=20", "--data", "request_timeout=3"]
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    apiserver = kube.cluster.load_state().pids["kube-apiserver"]
+    lines: list[str] = []
+    stopped_at = None
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            if stopped_at is None and "Model services Ready" in line:
+                os.kill(apiserver, signal.SIGSTOP)
+                stopped_at = time.monotonic()
+        proc.wait(timeout=120)
+    finally:
+        os.kill(apiserver, signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()
+    took = time.monotonic() - (stopped_at or time.monotonic())
+    out = "".join(lines)
+    assert stopped_at is not None, out[-3000:]
+    assert proc.returncode != 0, out[-3000:]
+    assert "Model services Ready" in out and "failed" in out and "not ready after 20s" in out, out[-3000:]
+    assert "ReadTimeout" in out or "timed out" in out, out[-3000:]
+    print(f"\nthe run ended {took:.1f}s after the apiserver stopped answering")
+    kube.run("delete", "ksvc", "greedy", "-n", "gpu-test")

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from knfleet.kube.client import Cluster, Target
 from knfleet.run import lock
@@ -123,13 +127,152 @@ def test_a_locked_cluster_is_reported_and_not_touched_and_an_expired_lock_is_tak
     # A dead holder: its lease expired, so the next run takes it over and says so.
     a.run("delete", "lease", "knfleet-lock", "-n", "kube-system")
     lock.acquire(cluster, "crashed-runner@ci", ttl=1)
-    import time
-
     time.sleep(2)
     run = pyinfra(root, "-y", "--limit", f"@kube/{a.name}")
     assert run.returncode == 0, run.stderr[-2000:]
     assert "taken over from crashed-runner@ci" in run.stderr
     assert not a.exists("lease", "knfleet-lock", "-n", "kube-system")  # released at the end of the run
+
+
+RESTRICTED = """
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: restricted-deployer, namespace: default}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: restricted-deployer}
+rules:
+# Everything a cluster-admin may do, except the verbs escalate and bind, and nothing on leases
+# (coordination.k8s.io is not listed).
+- apiGroups: ["", apps, rbac.authorization.k8s.io, apiextensions.k8s.io, admissionregistration.k8s.io,
+              serving.knative.dev, networking.internal.knative.dev, autoscaling.internal.knative.dev,
+              caching.internal.knative.dev, authorization.k8s.io, policy, autoscaling]
+  resources: ["*"]
+  verbs: [get, list, watch, create, update, patch, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: restricted-deployer}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: restricted-deployer}
+subjects: [{kind: ServiceAccount, name: restricted-deployer, namespace: default}]
+"""
+
+
+def test_an_identity_without_escalate_or_leases_is_stopped_at_preflight_with_every_missing_right(three, tmp_path):
+    _, (a, _, _) = three
+    a.apply(RESTRICTED)
+    token = a.run("create", "token", "restricted-deployer", "-n", "default", "--duration=1h").stdout.strip()
+    admin = yaml.safe_load(Path(a.kubeconfig).read_text())
+    cluster = admin["clusters"][0]["cluster"]
+    kubeconfig = tmp_path / "restricted.kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "restricted",
+        "clusters": [{"name": "c", "cluster": cluster}], "users": [{"name": "u", "user": {"token": token}}],
+        "contexts": [{"name": "restricted", "context": {"cluster": "c", "user": "u"}}]}))
+    inv = tmp_path / "restricted.py"
+    host = {"kubeconfig": str(kubeconfig), "knative_bundle_dir": str(knative_release_folder()), "smoke": False}
+    inv.write_text(f"local = {[(f'@kube/{a.name}', host)]!r}\n")
+    before = {k: a.json("get", *k.split())["metadata"]["resourceVersion"] for k in (
+        "configmap config-domain -n knative-serving", "deployment controller -n knative-serving")}
+    run = subprocess.run([str(REPO / ".venv" / "bin" / "pyinfra"), str(inv), "deploy.py", "-y", "--data",
+                          "knative_domain=restricted.example"], cwd=REPO, capture_output=True, text=True,
+                         timeout=300, env=dict(os.environ, PYINFRA_PROGRESS="off"), stdin=subprocess.DEVNULL)
+    out = run.stdout + run.stderr
+    assert run.returncode != 0, out[-2000:]
+    assert "Preflight" in out and "right(s) this run needs" in out, out[-3000:]
+    for missing in ("escalate clusterroles.rbac.authorization.k8s.io", "bind clusterroles.rbac.authorization.k8s.io",
+                    "create leases.coordination.k8s.io in kube-system",
+                    "update leases.coordination.k8s.io in kube-system"):
+        assert missing in out, out[-3000:]
+    assert "create configmaps in knative-serving" not in out  # allowed rights are not listed
+    after = {k: a.json("get", *k.split())["metadata"]["resourceVersion"] for k in before}
+    assert after == before
+    assert not a.exists("lease", "knfleet-lock", "-n", "kube-system")
+    doc = knfleet("doctor", str(inv))
+    assert doc.returncode == 1, doc.stdout + doc.stderr
+    assert f"{a.name}  FAIL  the identity lacks" in doc.stdout and "escalate clusterroles" in doc.stdout
+    a.run("delete", "-f", "-", stdin=RESTRICTED)
+
+
+def test_doctor_reports_every_reachable_cluster_ready_and_changes_nothing(three):
+    inv, clusters = three
+    before = [c.json("get", "configmap", "config-domain", "-n", "knative-serving")["metadata"]["resourceVersion"]
+              for c in clusters]
+    doc = knfleet("doctor", str(inv))
+    assert doc.returncode == 0, doc.stdout + doc.stderr
+    for c in clusters:
+        line = next(x for x in doc.stdout.splitlines() if x.startswith(c.name + " "))
+        assert " ok " in line and "Kubernetes v1.32" in line and "rights" in line, line
+    assert [c.json("get", "configmap", "config-domain", "-n", "knative-serving")["metadata"]["resourceVersion"]
+            for c in clusters] == before
+
+
+def test_a_run_longer_than_its_lease_keeps_the_lock_by_renewing_it(three, pool):
+    """lock_ttl 4 s: the run lasts several durations; a probe reading the lease all along never sees it expired
+    (takeable) or held by another, and sees it renewed."""
+    _, (a, _, _) = three
+    cluster = Cluster(Target(a.name, str(a.kubeconfig)))
+    seen: list[tuple[str, str, str, bool]] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        while not done.is_set():
+            cur = cluster.get(*lock.LEASE, lock.NAME, lock.NAMESPACE)
+            if cur:
+                spec = cur["spec"]
+                seen.append((spec["holderIdentity"], spec["acquireTime"], spec["renewTime"],
+                             lock.expiry(cur) <= lock._now()))
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=probe)
+    watcher.start()
+    try:
+        run = pyinfra(pool.root_for("rollout"), "-y", "--limit", f"@kube/{a.name}", "--data", "lock_ttl=4",
+                      "--data", "knative_domain=renewed.example")
+    finally:
+        done.set()
+        watcher.join()
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert seen, "the probe never saw the lease"
+    holders = {h for h, _, _, _ in seen}
+    assert len(holders) == 1 and "/pid-" in holders.pop()
+    assert not [s for s in seen if s[3]], "the lease was seen expired while its run lived"
+    acquired = lock._parse(seen[0][1])
+    last_renewal = max(lock._parse(r) for _, _, r, _ in seen)
+    assert (last_renewal - acquired).total_seconds() > 4, "the run was not longer than its lease: test proves nothing"
+    assert len({r for _, _, r, _ in seen}) >= 3
+    assert not a.exists("lease", "knfleet-lock", "-n", "kube-system")
+
+
+def test_a_run_killed_with_sigkill_is_followed_by_a_run_that_converges(three, pool):
+    """The killed run's lease (default duration 60 s) names a process of this machine that is gone: the next run
+    takes it over at once, says so, and converges."""
+    _, (a, _, _) = three
+    root = pool.root_for("rollout")
+    cluster = Cluster(Target(a.name, str(a.kubeconfig)))
+    env = dict(os.environ, KNFLEET_LOCAL=str(root.parent), PYINFRA_PROGRESS="off")
+    argv = [str(REPO / ".venv" / "bin" / "pyinfra"), "inventories/local.py", "deploy.py", "-y",
+            "--limit", f"@kube/{a.name}", "--data", "knative_domain=killed.example"]
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    holder = None
+    deadline = time.monotonic() + 120
+    while holder is None and proc.poll() is None and time.monotonic() < deadline:
+        cur = cluster.get(*lock.LEASE, lock.NAME, lock.NAMESPACE)
+        if cur and f"/pid-{proc.pid}/" in cur["spec"]["holderIdentity"]:
+            holder = cur["spec"]["holderIdentity"]
+        else:
+            time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert holder, "the run never took the lock"
+    left = cluster.get(*lock.LEASE, lock.NAME, lock.NAMESPACE)
+    assert left and left["spec"]["holderIdentity"] == holder and lock.expiry(left) > lock._now()
+    run = pyinfra(root, "-y", "--limit", f"@kube/{a.name}", "--data", "knative_domain=killed.example")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert f"taken over from {holder} (its process on this machine is gone)" in run.stderr
+    assert "killed.example" in a.json("get", "configmap", "config-domain", "-n", "knative-serving")["data"]
+    assert not a.exists("lease", "knfleet-lock", "-n", "kube-system")
 
 
 def test_two_runs_at_once_never_both_change_the_cluster(three, pool):

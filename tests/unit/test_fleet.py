@@ -46,3 +46,36 @@ def test_final_table_lists_every_cluster(capsys):
     assert out[1].startswith("a ") and "not reachable" in out[1]
     assert out[2].startswith("c ") and "svc ok 0.12s" in out[2]
     assert out[3].startswith("b ") and "halted after wave 0" in out[3]
+
+
+def test_doctor_on_a_machine_without_the_example_kubeconfigs_names_what_is_missing(tmp_path, monkeypatch, capsys):
+    from knfleet.fleet import doctor
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert doctor.doctor("inventories/example.py") == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines] == [["staging-gpu-1", "FAIL"], ["prod-eu-1", "FAIL"],
+                                                    ["prod-us-1", "FAIL"]]
+    assert f"kubeconfig {tmp_path}/.kube/staging-gpu-1.yaml does not exist" in lines[0]
+    assert f"kubeconfig {tmp_path}/.kube/prod.yaml does not exist" in lines[1]
+
+
+def test_doctor_names_a_missing_context_and_a_missing_credential_plugin(tmp_path, monkeypatch):
+    from knfleet.fleet import doctor
+
+    kubeconfig = tmp_path / "kc.yaml"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: eks\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "contexts: [{name: eks, context: {cluster: c, user: u}}]\n"
+        "users: [{name: u, user: {exec: {apiVersion: client.authentication.k8s.io/v1beta1, command: aws-nope}}}]\n")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    d = doctor.diagnose(fleet.Cluster("@kube/x", "x", 0, (), {"kubeconfig": str(kubeconfig), "kube_context": "gke"}))
+    assert not d.ok and "context 'gke' is not in" in d.problem and "(contexts: eks)" in d.problem
+    d = doctor.diagnose(fleet.Cluster("@kube/x", "x", 0, (), {"kubeconfig": str(kubeconfig)}))
+    assert not d.ok and "credential plugin 'aws-nope' (user 'u') is not on PATH (/usr/bin:/bin)" in d.problem
+    assert d.checks == ["kubeconfig", "context eks"]
+    (tmp_path / "bad.yaml").write_text("a: [")
+    d = doctor.diagnose(fleet.Cluster("@kube/x", "x", 0, (), {"kubeconfig": str(tmp_path / "bad.yaml")}))
+    assert "is not readable YAML" in d.problem

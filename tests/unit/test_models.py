@@ -14,7 +14,9 @@ def test_defaults_reproduce_the_runbook_example():
     assert ksvc["metadata"]["namespace"] == "knative-qwen7b" and ksvc["metadata"]["name"] == "knative-qwen7b-svc"
     assert ksvc["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "knfleet"
     tpl = ksvc["spec"]["template"]
-    assert tpl["metadata"]["annotations"] == {"autoscaling.knative.dev/initial-scale": "1"}
+    # GPU services get a progress deadline long enough for an image pull plus a model download
+    assert tpl["metadata"]["annotations"] == {"autoscaling.knative.dev/initial-scale": "1",
+                                              "serving.knative.dev/progress-deadline": "1800s"}
     ctr = tpl["spec"]["containers"][0]
     assert ctr["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert ctr["args"][:4] == ["--model", "Qwen/Qwen2.5-7B-Instruct", "--served-model-name", "qwen7b"]
@@ -73,3 +75,27 @@ def test_smoke_checks_the_answer_shape_and_model():
     assert "expected 'qwen7b'" in smoke.check_body({**good, "model": "other"}, "qwen7b")
     assert smoke.check_body({"model": "qwen7b"}, "qwen7b") is not None
     assert smoke.runbook_request("qwen7b")["messages"][1]["content"] == "怎么计算1+1."
+
+
+def test_gpu_deadlines_reach_the_wait_and_the_cold_smoke():
+    from knfleet.desired import plan, settings
+    from tests.unit.bundle_fixture import fixture_bundle
+
+    def steps(data: dict) -> list:
+        return plan.plan(plan.desired("@kube/c", settings.Data(data), bundle_loader=lambda *_: fixture_bundle()))
+
+    gpu, cpu = {"name": "gpu"}, {"name": "cpu", "gpus": 0, "progress_deadline": "5m"}
+    (cpu_model,) = models.from_data([cpu])
+    assert "serving.knative.dev/progress-deadline" not in models.render_service(
+        models.from_data([{**cpu, "progress_deadline": None}])[0])["spec"]["template"]["metadata"]["annotations"]
+    assert cpu_model.deadline_s() == 300
+    run = steps({"models": [gpu, cpu]})
+    wait = next(s for s in run if isinstance(s, plan.Gate) and isinstance(s.check, plan.ServicesReady))
+    assert wait.timeout == 1800 + 60  # the longest progress deadline, then a minute for Knative to say why
+    smoke = next(s for s in run if isinstance(s, plan.Smoke))
+    assert [(t.ref, t.cold_deadline) for t in smoke.services] == [("knative-qwen7b/gpu", 1800), ("knative-qwen7b/cpu",
+                                                                                                300)]
+    assert smoke.deadline == 120  # a warm service
+    set_by_hand = steps({"models": [gpu], "model_wait_timeout": 900})
+    assert next(s for s in set_by_hand if isinstance(s, plan.Gate) and isinstance(s.check, plan.ServicesReady)
+                ).timeout == 900

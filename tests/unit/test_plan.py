@@ -65,8 +65,20 @@ def test_models_are_rendered_once_and_shared_with_lint_and_smoke():
         ("knative-qwen7b/b", "b.knative-qwen7b.svc.cluster.local")]
 
 
+def test_the_cluster_domain_reaches_the_smoke_host_and_the_proxy():
+    d = desired({"models": [{"name": "b", "visibility": "cluster-local"}], "cluster_domain": "corp.internal"})
+    smoke = next(s for s in plan.plan(d) if isinstance(s, plan.Smoke))
+    assert [t.host for t in smoke.services] == ["b.knative-qwen7b.svc.corp.internal"]
+    proxy = next(s for s in d.stages if s.name == "proxy")
+    conf = next(o for o in proxy.objects if o["kind"] == "ConfigMap")["data"]["default.conf"]
+    assert "server kourier.kourier-system.svc.corp.internal:80;" in conf and "__" not in conf
+    with pytest.raises(settings.SettingsError, match=r"^cluster_domain: 'Corp_Internal' is not allowed; use "):
+        settings.from_data(settings.Data({"cluster_domain": "Corp_Internal"}))
+
+
 @pytest.mark.parametrize(("key", "value", "field"), [
-    ("smoke", "maybe", "smoke"), ("lock_ttl", -1, "lock_ttl"), ("force_uninstall", 2, "force_uninstall"),
+    ("smoke", "maybe", "smoke"), ("lock_ttl", -1, "lock_ttl"), ("lock_ttl", 2, "lock_ttl"),
+    ("force_uninstall", 2, "force_uninstall"),
     ("smoke_url", "ftp://x", "smoke_url"), ("model_wait_timeout", "soon", "model_wait_timeout"),
 ])
 def test_run_settings_one_boolean_rule_and_named_errors(key, value, field):
@@ -214,3 +226,43 @@ def test_resource_paths():
     assert Resource("", "v1", "namespaces", "Namespace", False).path(None, "a b") == "/api/v1/namespaces/a%20b"
     crd = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False)
     assert crd.path("ignored") == "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+@pytest.mark.parametrize(("kind", "resource"), [
+    ("Deployment", "deployments"), ("Ingress", "ingresses"), ("PodDisruptionBudget", "poddisruptionbudgets"),
+    ("NetworkPolicy", "networkpolicies"), ("Gateway", "gateways"), ("Endpoints", "endpoints"),
+    ("ValidatingWebhookConfiguration", "validatingwebhookconfigurations"), ("Image", "images"),
+])
+def test_resource_names_follow_kubernetes_default_guess(kind, resource):
+    assert plan.resource_of(kind) == resource
+
+
+def test_install_rights_cover_what_the_run_does():
+    d = desired({"models": [{}]})
+    rights = {str(r) for r in plan.plan(d)[0].rights}
+    assert {"escalate clusterroles.rbac.authorization.k8s.io", "bind clusterroles.rbac.authorization.k8s.io",
+            "create leases.coordination.k8s.io in kube-system", "update leases.coordination.k8s.io in kube-system",
+            "patch configmaps in kube-system", "create services.serving.knative.dev in knative-qwen7b",
+            "patch deployments.apps in knative-serving", "create customresourcedefinitions.apiextensions.k8s.io",
+            "delete services.serving.knative.dev", "list nodes", "create pods/portforward in kourier-system"} <= rights
+    every_object = {(o["kind"], (o.get("metadata") or {}).get("namespace") or "") for s in d.stages for o in s.objects}
+    covered = {(r.resource, r.namespace) for r in plan.plan(d)[0].rights if r.verb == "patch"}
+    assert {(plan.resource_of(k), ns) for k, ns in every_object} <= covered
+
+
+def test_uninstall_rights_delete_what_the_stages_declare():
+    rights = {str(r) for r in plan.plan(desired({"action": "uninstall"}))[0].rights}
+    assert {"delete namespaces", "delete customresourcedefinitions.apiextensions.k8s.io",
+            "delete services.serving.knative.dev", "delete leases.coordination.k8s.io in kube-system"} <= rights
+
+
+def test_smoke_policy_defaults_to_when_warm_for_services_that_can_scale_to_zero():
+    d = desired({"models": [{}, {"name": "warm", "autoscaling": {"min_scale": 1}},
+                            {"name": "off", "smoke": False}, {"name": "forced", "smoke": "always"}],
+                 "smoke_cold": "yes"})
+    smoke = next(s for s in plan.plan(d) if isinstance(s, plan.Smoke))
+    assert [(t.ref.split("/")[1], t.policy) for t in smoke.services] == [
+        ("knative-qwen7b-svc", "when-warm"), ("warm", "always"), ("forced", "always")]
+    assert smoke.cold
+    with pytest.raises(models.ModelError, match=r"smoke.*'sometimes'.*use always, when-warm or never"):
+        models.from_data([{"smoke": "sometimes"}])
