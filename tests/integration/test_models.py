@@ -137,7 +137,7 @@ spec:
     steps = json.loads(report.read_text())["clusters"][kube.name]["steps"]
     pods = next(s for s in steps if s["title"].startswith("Every pod Ready"))
     assert pods["status"] == "ok"
-    assert "finished pods left alone: evicted-activator (Failed: Evicted)" in pods["note"], pods
+    assert "finished pods left alone: knative-serving/evicted-activator (Failed: Evicted)" in pods["note"], pods
     kube.run("delete", "pod", "evicted-activator", "-n", "knative-serving")
 
 
