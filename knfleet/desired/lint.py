@@ -7,6 +7,7 @@ warnings are what Knative accepts but will hurt a GPU service. Pure: no cluster.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -272,22 +273,31 @@ def _check_annotations(ann: dict[str, str], where: str, cfg: ClusterConfig, c: _
     return got
 
 
+@functools.lru_cache(maxsize=4096)
+def _ignored_key(key: str) -> str | None:
+    """Why an annotation key looks like an autoscaling setting Knative ignores (None when it does not). Cached:
+    the services of a fleet share their keys, and the fuzzy match is the costly part of lint."""
+    candidates = [PREFIX + k for k in KNOWN]
+    if key.startswith(PREFIX):
+        if key[len(PREFIX):] in KNOWN:
+            return None
+        close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.8)
+        return "not an autoscaling setting Knative knows; it is ignored" + (
+            f" (did you mean {close[0]}?)" if close else "")
+    lowered = key.lower()
+    if "scaling" in lowered or "autoscal" in lowered or difflib.get_close_matches(key, candidates, n=1, cutoff=0.85):
+        close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+        return "looks like an autoscaling setting but Knative ignores it" + (
+            f" (did you mean {close[0]}?)" if close else "")
+    return None
+
+
 def _ignored_keys(ann: dict[str, str], where: str, c: _Collector) -> None:
     """Autoscaling-looking keys Knative will silently ignore, with the key they probably meant."""
-    candidates = [PREFIX + k for k in KNOWN]
     for key, value in ann.items():
-        if key.startswith(PREFIX):
-            if key[len(PREFIX):] not in KNOWN:
-                close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.8)
-                c.warn(_ann_path(where, key), value, "not an autoscaling setting Knative knows; it is ignored"
-                       + (f" (did you mean {close[0]}?)" if close else ""))
-            continue
-        lowered = key.lower()
-        if "scaling" in lowered or "autoscal" in lowered or difflib.get_close_matches(key, candidates, n=1,
-                                                                                      cutoff=0.85):
-            close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
-            c.warn(_ann_path(where, key), value, "looks like an autoscaling setting but Knative ignores it"
-                   + (f" (did you mean {close[0]}?)" if close else ""))
+        why = _ignored_key(key)
+        if why:
+            c.warn(_ann_path(where, key), value, why)
 
 
 def _check_container(ctr: dict[str, Any], i: int, port_name: str, c: _Collector) -> None:
