@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import runpy
 import sys
 from pathlib import Path
@@ -161,7 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     dr.add_argument("--json", action="store_true")
     dr.set_defaults(func=cmd_doctor)
     args = ap.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        # The reader went away (`knfleet lint … | head`): stop quietly, as other Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -79,3 +79,21 @@ def test_doctor_names_a_missing_context_and_a_missing_credential_plugin(tmp_path
     (tmp_path / "bad.yaml").write_text("a: [")
     d = doctor.diagnose(fleet.Cluster("@kube/x", "x", 0, (), {"kubeconfig": str(tmp_path / "bad.yaml")}))
     assert "is not readable YAML" in d.problem
+
+
+def test_cli_output_cut_short_by_a_pipe_ends_quietly(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from knfleet.desired import models
+
+    svc = [models.render_service(models.Model(name=f"m{i}", namespace="pipe")) for i in range(300)]
+    path = tmp_path / "svc.yaml"
+    path.write_text(yaml.safe_dump_all(svc))
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(f"{sys.executable} -m knfleet.cli lint {path} | head -1", shell=True, cwd=repo,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout.count("\n") == 1 and "pipe/m0" in proc.stdout
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
