@@ -19,6 +19,7 @@ from knfleet.errors import InputError
 
 MANAGED = models.MANAGED
 NAMESPACES = ("knative-serving", "kourier-system", "knative-nginx")
+PROXY_NS = "knative-nginx"  # the public proxy (files/knative-nginx.yaml): Deployment and Service knative-nginx
 LOCK_NAMESPACE = "kube-system"  # the Lease knfleet-lock and knfleet's notes (ConfigMap knfleet-state)
 
 
@@ -86,9 +87,14 @@ def install_rights(d: Desired) -> tuple[Right, ...]:
     if d.models and run.smoke:
         rights |= {Right("get", g, r, m.namespace) for m in d.models
                    for g, r in (("serving.knative.dev", "services"), ("apps", "deployments"))}
-        if not (run.smoke_url and run.smoke_internal_url):  # some go through kourier-internal by port-forward
-            rights |= {Right("get", "", "services", "kourier-system"),
-                       Right("create", "", "pods", "kourier-system", "portforward")}
+        if not (run.smoke_url and run.smoke_internal_url):  # some go through kourier-internal
+            if run.smoke_via == "exec":  # from inside the proxy's pod, as the runbook does
+                rights |= {Right("list", "", "pods", PROXY_NS), Right("create", "", "pods", PROXY_NS, "exec")}
+            else:  # by port-forward to a gateway pod behind kourier-internal
+                rights |= {Right("get", "", "services", "kourier-system"),
+                           Right("create", "", "pods", "kourier-system", "portforward")}
+        if run.smoke_proxy and not run.smoke_url:  # the proxy's external address, when it has one
+            rights.add(Right("get", "", "services", PROXY_NS))
     return tuple(sorted(rights))
 
 
@@ -205,6 +211,10 @@ class Smoke:
     public_url: str | None
     deadline: int
     cold: bool = False  # wake services at zero on purpose (--smoke-cold) and report the cold start
+    via: str = "port-forward"  # how kourier-internal is reached: port-forward | exec (from the proxy's pod)
+    proxy: bool = True  # public services also through the proxy's external address, when it has one
+    proxy_node_address: str | None = None  # where the proxy's NodePort is reached (host data)
+    cluster_domain: str = "cluster.local"
     task: str = "smoke"
     title: str = "Smoke test: POST /v1/chat/completions"
 
@@ -394,7 +404,8 @@ def install(d: Desired) -> list[Step]:
                           "Model services Ready (observedGeneration, latest revision)"))
         targets = smoke_targets(d)
         if run.smoke and targets:
-            steps.append(Smoke(targets, run.smoke_internal_url, run.smoke_url, run.smoke_deadline, run.smoke_cold))
+            steps.append(Smoke(targets, run.smoke_internal_url, run.smoke_url, run.smoke_deadline, run.smoke_cold,
+                               run.smoke_via, run.smoke_proxy, run.proxy_node_address, d.settings.cluster_domain))
     return steps
 
 

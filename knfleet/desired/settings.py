@@ -6,6 +6,8 @@ Each error names the data key, the value and what is allowed.
 from __future__ import annotations
 
 import difflib
+import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,6 +129,9 @@ class RunSettings:
     smoke_internal_url: str | None = None
     smoke_deadline: int = 120  # a warm service; one woken from zero gets its progress deadline
     smoke_cold: bool = False
+    smoke_via: str = "port-forward"  # how the runner reaches kourier-internal: port-forward | exec (the runbook's)
+    smoke_proxy: bool = True  # also through the proxy's external address (load balancer / node port), if any
+    proxy_node_address: str | None = None  # a node address to reach the proxy's NodePort at
     force_uninstall: bool = False
 
 
@@ -166,6 +171,24 @@ def url(name: str, value: Any) -> str | None:
     return value
 
 
+SMOKE_VIA = ("port-forward", "exec")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}"
+                       r"[A-Za-z0-9])?)*$")
+
+
+def address(name: str, value: Any) -> str | None:
+    """A host name or an IP address (no scheme, no port); unset is None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            return str(ipaddress.ip_address(value.strip("[]")))
+        except ValueError:
+            if _HOSTNAME.match(value):
+                return value
+    raise SettingsError(f"{name}: {value!r} is not allowed; use a host name or an IP address (no scheme, no port)")
+
+
 def run_settings(get: Any) -> RunSettings:
     return RunSettings(
         lock_ttl=seconds("lock_ttl", get("lock_ttl"), 60, minimum=3),
@@ -177,6 +200,9 @@ def run_settings(get: Any) -> RunSettings:
         smoke_internal_url=url("smoke_internal_url", get("smoke_internal_url")),
         smoke_deadline=seconds("smoke_deadline", get("smoke_deadline"), 120),
         smoke_cold=boolean("smoke_cold", get("smoke_cold"), False),
+        smoke_via=_choice("smoke_via", get("smoke_via") or "port-forward", SMOKE_VIA),
+        smoke_proxy=boolean("smoke_proxy", get("smoke_proxy"), True),
+        proxy_node_address=address("proxy_node_address", get("proxy_node_address")),
         force_uninstall=boolean("force_uninstall", get("force_uninstall"), False),
     )
 
