@@ -54,6 +54,7 @@ def run_wave(inventory_file: str, deploy_file: str, hosts: list[str], data: dict
 
     state = State(check_for_changes=False)
     state.cwd = os.getcwd()
+    state.knfleet_rollout = True  # the wave's run writes no report files (KNFLEET_REPORT…): the rollout does
     ctx_state.set(state)
     inventory = make_inventory(inventory_file, override_data=data, cwd=os.getcwd(),
                                group_data_directories=inv.group_data_directories())

@@ -83,8 +83,8 @@ def families(data: dict[str, Any], previous: dict[tuple[str, Labels], float] | N
         ("cluster_ok", "gauge", "1 when the cluster's last run converged and its smoke tests passed, else 0."),
         ("cluster_wave", "gauge", "The cluster's rollout wave (0 is the canary)."),
         ("cluster_duration_seconds", "gauge", "How long the cluster's last run (its wave, in a rollout) took."),
-        ("cluster_changed_objects", "gauge", "Objects the cluster's last run changed."),
-        ("cluster_changed_operations", "gauge", "Operations that changed something in the cluster's last run."),
+        ("cluster_last_run_changed_objects", "gauge", "Objects the cluster's last run changed."),
+        ("cluster_last_run_changed_operations", "gauge", "Operations that changed something in the last run."),
         ("cluster_api_requests", "gauge", "Requests the cluster's last run made to its API server."),
         ("step_duration_seconds", "gauge", "How long each step of the cluster's last run took."),
         ("smoke_success", "gauge", "1 when the service answered the smoke test's chat request, else 0."),
@@ -116,8 +116,8 @@ def families(data: dict[str, Any], previous: dict[tuple[str, Labels], float] | N
                 s.get("ok", True) for s in [*(o.get("smoke") or []), *(o.get("smoke_after_bake") or [])])
             f["cluster_ok"].add(ok, **c)
             f["cluster_duration_seconds"].add(o.get("duration_s"), **c)
-            f["cluster_changed_objects"].add(len(changed_objects(o)), **c)
-            f["cluster_changed_operations"].add(len(o.get("changed_operations") or []), **c)
+            f["cluster_last_run_changed_objects"].add(len(changed_objects(o)), **c)
+            f["cluster_last_run_changed_operations"].add(len(o.get("changed_operations") or []), **c)
             f["cluster_api_requests"].add(o.get("api_requests"), **c)
         elif (LAST_RUN, (("cluster", name),)) in prev:
             f["cluster_last_run_timestamp_seconds"].add(prev[(LAST_RUN, (("cluster", name),))], **c)

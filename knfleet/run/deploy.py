@@ -67,6 +67,8 @@ class _Report(BaseStateCallback):
         text = outcome.lines(results, self.action)
         if text:
             print("\n".join(text), file=sys.stderr, flush=True)
+        if getattr(state, "knfleet_rollout", False):
+            return  # a rollout's wave: the rollout writes its own report, metrics and page once, at the end
         written = outputs.write_all(
             outcome.report("run", results, action=self.action, dry_run=dry), json_file=os.environ.get("KNFLEET_REPORT"),
             html_file=os.environ.get("KNFLEET_REPORT_HTML"),

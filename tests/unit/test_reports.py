@@ -60,6 +60,8 @@ def halted_rollout() -> dict:
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     out = {}
+    names = [fam.name for fam in text_string_to_metric_families(text)]
+    assert len(names) == len(set(names)), names  # a gauge `x` and a counter `x_total` would be one family
     for fam in text_string_to_metric_families(text):
         assert fam.name.startswith("knfleet_")
         for s in fam.samples:
@@ -103,7 +105,7 @@ def test_metrics_parse_with_prometheus_client_and_hold_the_report_values():
                 if s["cold_start_s"] is not None:
                     assert value(found, "knfleet_smoke_cold_start_seconds", **where) == s["cold_start_s"]
     # changed objects: each object once (config-domain changed in two steps)
-    assert value(found, "knfleet_cluster_changed_objects", cluster="c1") == 3
+    assert value(found, "knfleet_cluster_last_run_changed_objects", cluster="c1") == 3
     assert value(found, "knfleet_cluster_changed_objects_total", cluster="c1") == 3
     assert value(found, "knfleet_cluster_runs_total", cluster="c1", outcome="changed") == 1
     assert value(found, "knfleet_rollout_exit_code") == 0 and value(found, "knfleet_rollout_duration_seconds") == 9.0
