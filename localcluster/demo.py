@@ -66,8 +66,8 @@ def main() -> int:
         clusters[0].restart_component("kube-apiserver")
     if code != 2:
         raise SystemExit(f"demo: the rollout with its canary down should halt (exit 2), not exit {code}")
-    _step("The same rollout with the canary back: converged")
-    code = _knfleet(*rollout, "--report", _rel(REPORTS / "demo-converged.json"),
+    _step("The same rollout with the canary back: converged (--smoke-cold wakes services at zero: cold starts)")
+    code = _knfleet(*rollout, "--smoke-cold", "--report", _rel(REPORTS / "demo-converged.json"),
                     "--report-html", _rel(REPORTS / "demo-converged.html"),
                     env={"KNFLEET_METRICS_FILE": _rel(metrics_file)})
     if code != 0:

@@ -161,9 +161,11 @@ def test_metrics_file_of_a_converge_holds_the_json_report_values(fleet, tmp_path
     monkeypatch.setenv("KNFLEET_REPORT", str(report))
     monkeypatch.setenv("KNFLEET_METRICS_FILE", str(prom))
     monkeypatch.setenv("KNFLEET_REPORT_HTML", str(page))
-    first = pyinfra(root, "-y", "--data", "knative_domain=metrics.example")  # changes config-domain at least
+    # smoke_cold: services at zero are woken, so every smoke result has a latency (and those a cold start)
+    data = ("--data", "knative_domain=metrics.example", "--data", "smoke_cold=true")
+    first = pyinfra(root, "-y", *data)  # changes config-domain at least
     assert first.returncode == 0, first.stderr[-3000:]
-    run = pyinfra(root, "-y", "--data", "knative_domain=metrics.example")  # converged: nothing to change
+    run = pyinfra(root, "-y", *data)  # converged: nothing to change
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"knfleet: metrics report: {prom}" in run.stderr and f"knfleet: HTML report: {page}" in run.stderr
     rep = json.loads(report.read_text())
@@ -189,11 +191,15 @@ def test_metrics_file_of_a_converge_holds_the_json_report_values(fleet, tmp_path
         assert o["steps"]
         for title, seconds in metrics.step_seconds(o).items():
             assert get("knfleet_step_duration_seconds", cluster=name, step=title) == pytest.approx(seconds)
-        assert len(o["smoke"]) == 2
+        assert len(o["smoke"]) == 2 and all(s["ok"] and not s["skipped"] for s in o["smoke"]), o["smoke"]
         for s in o["smoke"]:
             where = {"cluster": name, "service": s["service"], "phase": "deploy"}
             assert get("knfleet_smoke_success", **where) == 1
             assert get("knfleet_smoke_latency_seconds", **where) == pytest.approx(s["latency_s"])
+            if s["cold_start_s"] is None:
+                assert ("knfleet_smoke_cold_start_seconds", tuple(sorted(where.items()))) not in found
+            else:
+                assert get("knfleet_smoke_cold_start_seconds", **where) == pytest.approx(s["cold_start_s"])
     # the first run's count carried on: it changed objects
     total = sum(v for (n, labels), v in found.items() if n == "knfleet_cluster_runs_total")
     assert total == 2 * len(clusters)
