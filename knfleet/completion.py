@@ -120,10 +120,13 @@ _knfleet_files() {{
 }}
 
 _knfleet() {{
-    local cur="${{COMP_WORDS[COMP_CWORD]}}" prev="${{COMP_WORDS[COMP_CWORD-1]}}" cmd="" i
+    # zsh (bashcompinit) passes COMP_WORDS as a zsh array, which counts from 1
+    local o=0
+    [[ -n "${{ZSH_VERSION:-}}" ]] && o=1
+    local cur="${{COMP_WORDS[COMP_CWORD+o]}}" prev="${{COMP_WORDS[COMP_CWORD-1+o]}}" cmd="" i
     for ((i = 1; i < COMP_CWORD; i++)); do
-        case "${{COMP_WORDS[i]}}" in
-            {names}) cmd="${{COMP_WORDS[i]}}"; break;;
+        case "${{COMP_WORDS[i+o]}}" in
+            {names}) cmd="${{COMP_WORDS[i+o]}}"; break;;
         esac
     done
     case "$cmd" in

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -306,3 +307,28 @@ def test_completion_script(tmp_path, shell):
     (tmp_path / "notes.txt").write_text("")
     assert complete(script, "report", "", cwd=tmp_path) == ["r1.json"]
     assert sorted(complete(script, "lint", "group_data/")) == ["group_data/all.py", "group_data/local.py"]
+
+
+def test_zsh_completion_through_bashcompinit(tmp_path):
+    """In zsh the same function runs through bashcompinit (its compgen matches by $PREFIX, and COMP_WORDS counts
+    from 1); zsh's own completion filters by the word typed, as compadd does."""
+    if not shutil.which("zsh"):
+        pytest.skip("zsh is not installed (apt-get install zsh); the bash test covers the script's logic")
+    script = tmp_path / "knfleet.zsh"
+    script.write_text(subprocess.run([sys.executable, "-m", "knfleet.cli", "completion", "zsh"], capture_output=True,
+                                     text=True, cwd=REPO, check=True).stdout)
+    probe = f"""autoload -U compinit && compinit -u
+source {script}
+t() {{ COMP_WORDS=("$@"); COMP_CWORD=$(( $# - 1 )); COMPREPLY=(); _knfleet; print -r -- "${{(j:,:)COMPREPLY}}"; }}
+t knfleet rollout --re
+t knfleet completion ""
+PREFIX=inventories/ t knfleet status inventories/
+PREFIX=group_data/ t knfleet lint group_data/
+"""
+    run = subprocess.run(["zsh", "-f", "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    options, shells, inventories, lint_files = run.stdout.splitlines()
+    assert {"--resume", "--report", "--report-html", "--bake"} <= set(options.split(","))
+    assert shells == "bash,zsh"
+    assert sorted(inventories.split(",")) == ["inventories/example.py", "inventories/local.py"]
+    assert sorted(lint_files.split(",")) == ["group_data/all.py", "group_data/local.py"]
