@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from knfleet.fleet import inventory as inv
-from knfleet.report import outcome
+from knfleet.report import outcome, outputs
 from knfleet.report.outcome import ClusterOutcome
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_HALTED, EXIT_CANNOT_START = 0, 1, 2, 3
@@ -54,6 +54,7 @@ def run_wave(inventory_file: str, deploy_file: str, hosts: list[str], data: dict
 
     state = State(check_for_changes=False)
     state.cwd = os.getcwd()
+    state.knfleet_rollout = True  # the wave's run writes no report files (KNFLEET_REPORT…): the rollout does
     ctx_state.set(state)
     inventory = make_inventory(inventory_file, override_data=data, cwd=os.getcwd(),
                                group_data_directories=inv.group_data_directories())
@@ -86,7 +87,7 @@ def _failed(o: ClusterOutcome | None) -> bool:
 
 def rollout(inventory: str, bake: float = 0, max_failed: int = 0, state_file: str | None = None,
             resume: bool = False, report_file: str | None = None, data: list[str] | None = None,
-            deploy_file: str = "deploy.py") -> int:
+            deploy_file: str = "deploy.py", report_html: str | None = None) -> int:
     t_all = time.monotonic()
     try:
         overrides = inv.parse_data(data or [])
@@ -175,10 +176,13 @@ def rollout(inventory: str, bake: float = 0, max_failed: int = 0, state_file: st
     print_table(results)
     say(f"rollout {status} (exit {code})" + (f"; fix, then run again with --resume (state {state_path})"
                                               if code == EXIT_HALTED else ""))
-    if report_file:
-        outcome.write(report_file, outcome.report(
-            "rollout", results, inventory=inventory, status=status, exit_code=code, halted_at_wave=halted_at,
-            max_failed_clusters=max_failed, duration_s=round(time.monotonic() - t_all, 1)))
+    written = outputs.write_all(
+        outcome.report("rollout", results, inventory=inventory, status=status, exit_code=code,
+                       halted_at_wave=halted_at, max_failed_clusters=max_failed,
+                       duration_s=round(time.monotonic() - t_all, 1)),
+        json_file=report_file, html_file=report_html, metrics_file=os.environ.get("KNFLEET_METRICS_FILE"))
+    for what, path in written:
+        say(f"{what} report: {path}")
     sys.stdout.flush()
     return code
 
