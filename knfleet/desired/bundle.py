@@ -37,6 +37,8 @@ PINS: dict[str, dict[str, str]] = {
 KOURIER_VERSION = {"1.17.0": "1.17.0", "1.17.2": "1.17.0"}
 REQUIRED = ("serving-crds.yaml", "serving-core.yaml", "kourier.yaml")
 OPTIONAL = ("serving-hpa.yaml", "serving-post-install-jobs.yaml")
+# Loaded whenever there: an offline folder without it still installs; an upgrade needs it (its Jobs).
+WHEN_PRESENT = ("serving-post-install-jobs.yaml",)
 def default_cache() -> Path:
     """Downloaded release files: $KNFLEET_CACHE/bundles, else ~/.cache/knfleet/bundles (verified before use)."""
     root = os.environ.get("KNFLEET_CACHE")
@@ -119,4 +121,19 @@ def load(version: str, folder: str | None = None, optional: tuple[str, ...] = ()
         else:
             cache_dir = Path(cache) if cache else default_cache()
             files[name] = _verify(version, name, _download(version, name, cache_dir), str(cache_dir / version / name))
+    for name in WHEN_PRESENT:
+        if name in files:
+            continue
+        if folder:
+            path = Path(os.path.expanduser(folder)) / name
+            if path.is_file():
+                files[name] = _verify(version, name, path.read_bytes(), str(path))
+        else:
+            cache_dir = Path(cache) if cache else default_cache()
+            try:
+                files[name] = _verify(version, name, _download(version, name, cache_dir),
+                                      str(cache_dir / version / name))
+            except BundleError as err:
+                if "checksum mismatch" in str(err):
+                    raise
     return Bundle(version, files)

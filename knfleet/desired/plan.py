@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from knfleet.desired import bundle, lint, models, render, settings
+from knfleet.desired import bundle, lint, models, render, settings, upgrade
 from knfleet.errors import InputError
 
 MANAGED = models.MANAGED
@@ -80,6 +80,13 @@ def install_rights(d: Desired) -> tuple[Right, ...]:
                Right("bind", "rbac.authorization.k8s.io", "clusterroles")}
     rights |= {Right("list", g, r, ns) for ns in NAMESPACES for g, r in (("apps", "deployments"), ("", "pods"),
                                                                           ("", "events"))}
+    # upgrades: the post-install Jobs, and deleting what the old release had (any object of the release's kinds)
+    if d.jobs:
+        rights |= {Right(v, "batch", "jobs", "knative-serving") for v in ("create", "get", "list")}
+        rights |= {Right("list", "", "pods", "knative-serving")}
+    release = [o for s in d.stages if s.name in RELEASE_STAGES for o in s.objects
+               if o["kind"] != "CustomResourceDefinition"]
+    rights |= _rights_on(release, ("list", "delete"))
     rights |= {Right("list", "", "nodes"), Right("list", "apiextensions.k8s.io", "customresourcedefinitions"),
                Right("list", "serving.knative.dev", "services"), Right("delete", "serving.knative.dev", "services")}
     run = d.settings.run
@@ -159,6 +166,41 @@ class Lock:
 
 
 @dataclass(frozen=True)
+class Version:
+    """Read the installed Knative Serving version before anything is applied; refuse a downgrade or a jump of
+    more than one minor version (nothing changed); note an upgrade in progress (kube-system/knfleet-upgrade)."""
+
+    target: str
+    jobs: bool  # the bundle has serving-post-install-jobs.yaml (an upgrade needs it)
+    task: str = "run"
+    title: str = "Installed Knative version (upgrade path)"
+
+
+@dataclass(frozen=True)
+class Obsolete:
+    """On an upgrade: delete what the old release had and the new one does not (knative.dev CRDs excepted)."""
+
+    target: str
+    desired: tuple[dict[str, Any], ...]
+    kinds: tuple[tuple[str, str], ...]
+    timeout: int
+    task: str = "knative"
+    title: str = "Delete objects of the old release that the new one does not have"
+
+
+@dataclass(frozen=True)
+class PostInstall:
+    """On an upgrade: create the post-install Jobs (generateName), wait for them to complete, then note the upgrade
+    done."""
+
+    target: str
+    jobs: tuple[dict[str, Any], ...]
+    timeout: int
+    task: str = "knative"
+    title: str = "Post-install Jobs (serving-post-install-jobs.yaml: storage-version migration, cleanup)"
+
+
+@dataclass(frozen=True)
 class Apply:
     stage: str
     objects: tuple[dict[str, Any], ...]
@@ -205,6 +247,7 @@ class Smoke:
     public_url: str | None
     deadline: int
     cold: bool = False  # wake services at zero on purpose (--smoke-cold) and report the cold start
+    before_upgrade: str | None = None  # a target version: only while upgrading to it, before anything is applied
     task: str = "smoke"
     title: str = "Smoke test: POST /v1/chat/completions"
 
@@ -242,7 +285,8 @@ class Removed:
     title: str = "Nothing of Knative remains"
 
 
-Step = Preflight | Lock | Apply | Gate | Prune | Smoke | Guard | DeleteServices | Delete | Removed
+Step = Preflight | Lock | Version | Apply | Gate | Obsolete | PostInstall | Prune | Smoke | Guard | DeleteServices \
+    | Delete | Removed
 
 
 @dataclass(frozen=True)
@@ -254,6 +298,7 @@ class Desired:
     models: tuple[models.Model, ...]
     stages: tuple[render.Stage, ...]
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    jobs: tuple[dict[str, Any], ...] = ()  # serving-post-install-jobs.yaml's Jobs (created on upgrades)
 
     @property
     def action(self) -> str:
@@ -302,15 +347,18 @@ def desired(host_name: str, data: Any, bundle_loader: Any = bundle.load) -> Desi
     found = models.from_data(data.get("models"))
     cfg = with_model_features(cfg, found)
     b = bundle_loader(cfg.knative_version, cfg.bundle_dir, cfg.optional_files)
+    jobs: tuple[dict[str, Any], ...] = ()
     if cfg.action == "install":
         warnings = check_config(cfg, b) + check_models(host_name, cfg, found)
         stages = render.install_stages(b, cfg)
         if found:
             stages.append(render.Stage("services", tuple(models.render_manifest(found))))
+        if upgrade.JOBS_FILE in b.files:
+            jobs = upgrade.post_install_jobs(render.load_docs(b.text(upgrade.JOBS_FILE)))
     else:
         warnings = []
         stages = render.uninstall_stages(b, cfg)
-    return Desired(cfg, b, tuple(found), tuple(stages), tuple(warnings))
+    return Desired(cfg, b, tuple(found), tuple(stages), tuple(warnings), jobs)
 
 
 # --- the plans -------------------------------------------------------------------------------------------------------
@@ -322,6 +370,9 @@ STAGE_TITLES = {
     "proxy": ("proxy", "knative-nginx proxy"),
     "services": ("services", "Model services (Knative Services)"),
 }
+
+
+RELEASE_STAGES = ("crds", "config", "core", "kourier")
 
 
 def smoke_targets(d: Desired) -> tuple[SmokeTarget, ...]:
@@ -367,9 +418,17 @@ def install(d: Desired) -> list[Step]:
         task, title = STAGE_TITLES[name]
         return Apply(name, stage[name].objects, task, title, **kw)
 
+    targets = smoke_targets(d)
     steps: list[Step] = [
         Preflight(install_rights(d)),
         Lock(run.lock_ttl, run.lock_wait),
+        Version(cfg.knative_version, bool(d.jobs)),
+    ]
+    if d.models and run.smoke and targets:
+        steps.append(Smoke(targets, run.smoke_internal_url, run.smoke_url, run.smoke_deadline, run.smoke_cold,
+                           before_upgrade=cfg.knative_version, title="Smoke test before the upgrade"))
+    release = tuple(o for s in d.stages if s.name in RELEASE_STAGES for o in s.objects)
+    steps += [
         apply("crds", prefetch=prefetch(d)),
         Gate(CrdsEstablished(), t, "knative", "Knative CRDs Established"),
         apply("config", repair_config=True),
@@ -382,6 +441,8 @@ def install(d: Desired) -> list[Step]:
         Gate(DeploymentsAvailable("knative-nginx"), t, "proxy", "knative-nginx Deployments Available"),
         Gate(DeploymentsAvailable("knative-serving"), t, "run", "knative-serving Deployments Available (with Kourier)"),
         Gate(PodsReady(NAMESPACES), t, "run", "Every pod Ready (knative-serving, kourier-system, knative-nginx)"),
+        Obsolete(cfg.knative_version, release, tuple(sorted({(o["apiVersion"], o["kind"]) for o in release})), t),
+        PostInstall(cfg.knative_version, d.jobs, t),
     ]
     refs = tuple(m.ref for m in d.models)
     if d.models:
@@ -392,7 +453,6 @@ def install(d: Desired) -> list[Step]:
     if d.models:
         steps.append(Gate(ServicesReady(refs), model_wait(d), "services",
                           "Model services Ready (observedGeneration, latest revision)"))
-        targets = smoke_targets(d)
         if run.smoke and targets:
             steps.append(Smoke(targets, run.smoke_internal_url, run.smoke_url, run.smoke_deadline, run.smoke_cold))
     return steps

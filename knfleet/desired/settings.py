@@ -218,7 +218,7 @@ def from_data(data: Any) -> InstallSettings:
     cfg = InstallSettings(
         action=_choice("action", get("action") or "install", ACTIONS),
         knative_version=version,
-        bundle_dir=_optional_str("knative_bundle_dir", get("knative_bundle_dir")),
+        bundle_dir=bundle_folder(get("knative_bundle_dir"), version),
         optional_files=optional,
         domain=domain,
         cluster_domain=cluster_domain,
@@ -238,6 +238,17 @@ def from_data(data: Any) -> InstallSettings:
     if errors:
         raise SettingsError("\n".join(errors))
     return cfg
+
+
+def bundle_folder(value: Any, version: str) -> str | None:
+    """knative_bundle_dir, where `{version}` stands for knative_version (one folder per release, so an upgrade is
+    `--data knative_version=1.17.2` alone)."""
+    folder = _optional_str("knative_bundle_dir", value)
+    if folder is None or "{" not in folder:
+        return folder
+    if folder.replace("{version}", "").count("{") or folder.replace("{version}", "").count("}"):
+        raise SettingsError(f"knative_bundle_dir: {folder!r} is not allowed; the only placeholder is {{version}}")
+    return folder.replace("{version}", version)
 
 
 def _optional_str(name: str, value: Any) -> str | None:

@@ -43,6 +43,7 @@ class ClusterRun:
     locked_by: str | None = None
     started: float = field(default_factory=time.time)
     api_requests: int = 0  # requests the run made to this cluster's API (knfleet.kube.client counts them)
+    knative_version: str | None = None  # the Serving version installed when the run began ("1.17.0 -> 1.17.2")
 
     def step(self, title: str, status: str, started: float, objects: list[str] | None = None,
              note: str = "") -> None:
@@ -127,6 +128,7 @@ def outcomes(state: Any, dry: bool = False) -> dict[str, ClusterOutcome]:
             smoke=[r.as_dict() for r in record.smoke] if record else [],
             duration_s=round(time.time() - record.started, 2) if record else None,
             api_requests=record.api_requests if record else None,
+            knative_version=record.knative_version if record else None,
         )
     return out
 
