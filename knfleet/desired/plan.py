@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from knfleet.desired import bundle, lint, models, render, settings, upgrade
+from knfleet.desired import bundle, capacity, lint, mirror, models, render, settings, upgrade
 from knfleet.errors import InputError
 
 MANAGED = models.MANAGED
@@ -158,6 +158,17 @@ class Preflight:
 
 
 @dataclass(frozen=True)
+class Capacity:
+    """GPU capacity preflight: the model services' GPUs (initial/min scale plus one pod each for a rollout) against
+    what the nodes can allocate, honouring nodeSelector and tolerations; refuse (or warn) before any change."""
+
+    needs: tuple[capacity.Need, ...]
+    mode: str  # refuse | warn
+    task: str = "run"
+    title: str = "GPU capacity preflight (initial/min scale + one rollout pod per service)"
+
+
+@dataclass(frozen=True)
 class Lock:
     ttl: int
     wait: int
@@ -285,8 +296,8 @@ class Removed:
     title: str = "Nothing of Knative remains"
 
 
-Step = Preflight | Lock | Version | Apply | Gate | Obsolete | PostInstall | Prune | Smoke | Guard | DeleteServices \
-    | Delete | Removed
+Step = Preflight | Capacity | Lock | Version | Apply | Gate | Obsolete | PostInstall | Prune | Smoke | Guard \
+    | DeleteServices | Delete | Removed
 
 
 @dataclass(frozen=True)
@@ -346,7 +357,8 @@ def desired(host_name: str, data: Any, bundle_loader: Any = bundle.load) -> Desi
     cfg = settings.from_data(data)
     found = models.from_data(data.get("models"))
     cfg = with_model_features(cfg, found)
-    b = bundle_loader(cfg.knative_version, cfg.bundle_dir, cfg.optional_files)
+    b = bundle_loader(cfg.knative_version, cfg.bundle_dir, cfg.optional_files, None, cfg.bundle_files) \
+        if cfg.bundle_files else bundle_loader(cfg.knative_version, cfg.bundle_dir, cfg.optional_files)
     jobs: tuple[dict[str, Any], ...] = ()
     if cfg.action == "install":
         warnings = check_config(cfg, b) + check_models(host_name, cfg, found)
@@ -354,7 +366,9 @@ def desired(host_name: str, data: Any, bundle_loader: Any = bundle.load) -> Desi
         if found:
             stages.append(render.Stage("services", tuple(models.render_manifest(found))))
         if upgrade.JOBS_FILE in b.files:
-            jobs = upgrade.post_install_jobs(render.load_docs(b.text(upgrade.JOBS_FILE)))
+            jobs = tuple(render.images(j, cfg) for j in
+                         upgrade.post_install_jobs(render.load_docs(b.text(upgrade.JOBS_FILE))))
+        warnings += image_warnings(cfg, stages, found)
     else:
         warnings = []
         stages = render.uninstall_stages(b, cfg)
@@ -373,6 +387,34 @@ STAGE_TITLES = {
 
 
 RELEASE_STAGES = ("crds", "config", "core", "kourier")
+
+
+def image_warnings(cfg: settings.InstallSettings, stages: list[render.Stage], found: list[models.Model]) -> list[str]:
+    """A floating Envoy tag left unpinned, and images that still point at a registry listed as unreachable."""
+    out = []
+    objects = [o for s in stages for o in s.objects]
+    for o in objects:
+        for where, image in mirror.images_of(o):
+            if cfg.image_mirror and mirror.floating(image):
+                out.append(f"warning: {render.ref(o)} {where}: {image} is a floating tag (it moves, and a mirror "
+                           "copies one moment of it); pin it (envoy_image for Kourier's Envoy: a tag with a digest)")
+    if cfg.unreachable_registries:
+        services = [models.render_service(m) for m in found]
+        for name, where, image in mirror.unreachable([*objects, *services], cfg.unreachable_registries):
+            out.append(f"warning: {name} {where}: {image} points at {mirror.registry_of(image)}, which "
+                       "unreachable_registries lists (set image_mirror, or the service's image)")
+    return out
+
+
+def gpu_needs(d: Desired) -> tuple[capacity.Need, ...]:
+    """The model services' GPU needs, from the rendered services (initial-scale default: the cluster's)."""
+    try:
+        initial = int(d.settings.autoscaler.get("initial-scale", "1"))
+    except ValueError:
+        initial = 1
+    needs = tuple(capacity.need_of(o, initial) for s in d.stages if s.name == "services" for o in s.objects
+                  if o.get("kind") == "Service")
+    return tuple(n for n in needs if n.gpus_per_pod > 0)
 
 
 def smoke_targets(d: Desired) -> tuple[SmokeTarget, ...]:
@@ -419,8 +461,11 @@ def install(d: Desired) -> list[Step]:
         return Apply(name, stage[name].objects, task, title, **kw)
 
     targets = smoke_targets(d)
-    steps: list[Step] = [
-        Preflight(install_rights(d)),
+    steps: list[Step] = [Preflight(install_rights(d))]
+    needs = gpu_needs(d)
+    if needs and run.gpu_preflight != "off":
+        steps.append(Capacity(needs, run.gpu_preflight))
+    steps += [
         Lock(run.lock_ttl, run.lock_wait),
         Version(cfg.knative_version, bool(d.jobs)),
     ]

@@ -20,8 +20,8 @@ from typing import Any
 from pyinfra import host, logger
 from pyinfra.api import operation
 
+from knfleet.desired import capacity, upgrade
 from knfleet.desired import plan as p
-from knfleet.desired import upgrade
 from knfleet.errors import KnfleetError, NotReadyError
 from knfleet.kube.client import Cluster, KubeError, poll, ref
 from knfleet.run import operations as ops
@@ -237,4 +237,34 @@ def post_install(step: p.PostInstall):
     yield ops.command(step.title, _run_jobs, cluster, step, frm)
 
 
-OPERATIONS = {p.Version: version_check, p.Obsolete: obsolete, p.PostInstall: post_install}
+# --- GPU capacity preflight -----------------------------------------------------------------------------------------
+def gpu_shortfall(cluster: Cluster, needs: tuple[capacity.Need, ...]) -> tuple[list[capacity.Shortfall], str]:
+    """The services whose GPU pods do not fit on this cluster's nodes, and the report line."""
+    nodes = [capacity.node_of(n) for n in cluster.list("v1", "Node")]
+    short = capacity.shortfalls(list(needs), nodes)
+    return short, capacity.report(cluster.name, list(needs), nodes, short)
+
+
+@operation()
+def gpu_capacity(step: p.Capacity):
+    """Before any change: the GPUs the model services need against what the nodes can allocate; refuse (exit with
+    the shortfall per service) or, with gpu_preflight=warn, warn."""
+    t0 = time.monotonic()
+    cluster = ops._cluster()
+    try:
+        short, text = gpu_shortfall(cluster, step.needs)
+    except KubeError as err:
+        yield ops.fail(step.title, f"cannot read the nodes: {err}")
+        return
+    if short and step.mode == "refuse":
+        yield ops.fail(step.title, f"not enough GPUs: {text}. Add GPU nodes, lower initial/min scale, or set "
+                                   "gpu_preflight=warn; nothing was changed")
+        return
+    if short:
+        logger.warning(f"{host.print_prefix}warning: not enough GPUs: {text}")
+        if ops._executing():
+            ops._record().warnings.append(f"not enough GPUs: {text}")
+    ops.unchanged(step.title, text, t0)
+
+
+OPERATIONS = {p.Version: version_check, p.Obsolete: obsolete, p.PostInstall: post_install, p.Capacity: gpu_capacity}
