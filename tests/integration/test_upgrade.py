@@ -49,8 +49,9 @@ def knative_images(kube: Kube) -> dict[str, str]:
 
 
 def resource_versions(kube: Kube) -> dict[str, str]:
+    """resourceVersions of what a run changes (HPAs left out: the HPA controller writes their status)."""
     got = {}
-    for what, ns in (("deploy,cm,svc,sa,hpa,pdb,jobs", "knative-serving"), ("deploy,svc,cm", "kourier-system"),
+    for what, ns in (("deploy,cm,svc,sa,pdb,jobs", "knative-serving"), ("deploy,svc,cm", "kourier-system"),
                      ("crd", None)):
         args = ["get", what, *(["-n", ns] if ns else [])]
         for o in kube.json(*args)["items"]:
