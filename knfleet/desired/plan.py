@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from knfleet.desired import bundle, capacity, lint, mirror, models, render, settings, upgrade
+from knfleet.desired import bundle, capacity, ha, lint, mirror, models, render, settings, upgrade
 from knfleet.errors import InputError
 
 MANAGED = models.MANAGED
@@ -125,6 +125,15 @@ class DeploymentsAvailable:
 
 
 @dataclass(frozen=True)
+class ReplicasReady:
+    """Every Deployment in these namespaces has at least `replicas` Ready pods (ha_replicas: HPAs scale theirs up
+    to the raised minimum after the apply)."""
+
+    namespaces: tuple[str, ...]
+    replicas: int
+
+
+@dataclass(frozen=True)
 class WebhookServing:
     """Knative's webhook answers: CA bundle and rules written by it, and a dry-run create passes through it."""
 
@@ -146,7 +155,8 @@ class GpuCapacity:
     services: tuple[tuple[str, int], ...]
 
 
-Check = CrdsEstablished | DeploymentsAvailable | WebhookServing | PodsReady | ServicesReady | GpuCapacity
+Check = CrdsEstablished | DeploymentsAvailable | ReplicasReady | WebhookServing | PodsReady | ServicesReady \
+    | GpuCapacity
 
 
 # --- the steps ---------------------------------------------------------------------------------------------------
@@ -369,6 +379,7 @@ def desired(host_name: str, data: Any, bundle_loader: Any = bundle.load) -> Desi
             jobs = tuple(render.images(j, cfg) for j in
                          upgrade.post_install_jobs(render.load_docs(b.text(upgrade.JOBS_FILE))))
         warnings += image_warnings(cfg, stages, found)
+        warnings += ha.pdb_warnings([o for s in stages for o in s.objects], cfg.ha_replicas)
     else:
         warnings = []
         stages = render.uninstall_stages(b, cfg)
@@ -485,6 +496,11 @@ def install(d: Desired) -> list[Step]:
         apply("proxy"),
         Gate(DeploymentsAvailable("knative-nginx"), t, "proxy", "knative-nginx Deployments Available"),
         Gate(DeploymentsAvailable("knative-serving"), t, "run", "knative-serving Deployments Available (with Kourier)"),
+    ]
+    if cfg.ha_replicas:
+        steps.append(Gate(ReplicasReady(("knative-serving", "kourier-system"), cfg.ha_replicas), t, "run",
+                          f"Control plane at {cfg.ha_replicas} Ready replicas (ha_replicas)"))
+    steps += [
         Gate(PodsReady(NAMESPACES), t, "run", "Every pod Ready (knative-serving, kourier-system, knative-nginx)"),
         Obsolete(cfg.knative_version, release, tuple(sorted({(o["apiVersion"], o["kind"]) for o in release})), t),
         PostInstall(cfg.knative_version, d.jobs, t),

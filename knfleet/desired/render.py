@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from knfleet.desired import bundle as _bundle
-from knfleet.desired import mirror
+from knfleet.desired import ha, mirror
 from knfleet.desired.bundle import Bundle
 from knfleet.desired.settings import InstallSettings
 
@@ -162,7 +162,8 @@ def install_stages(bundle: Bundle, settings: InstallSettings) -> list[Stage]:
         Stage("kourier", tuple(kourier)),
         Stage("proxy", tuple(proxy_objects(settings))),
     ]
-    return [Stage(st.name, tuple(images(o, settings) for o in st.objects)) for st in stages]
+    return [Stage(st.name, tuple(images(o, settings) for o in ha.transform(list(st.objects), settings.ha_replicas)))
+            for st in stages]
 
 
 ENVOY = "docker.io/envoyproxy/envoy:"  # kourier.yaml's gateway image: a floating tag (v1.31-latest)

@@ -86,6 +86,7 @@ class InstallSettings:
     proxy_service_type: str = "NodePort"
     proxy_image: str = "nginx:1.27.3-alpine"
     wait_timeout: int = 300
+    ha_replicas: int | None = None  # replicas of the control plane (knfleet.desired.ha); None: as released
     image_mirror: str | None = None  # registry[/path] every release image moves to (digests kept)
     image_pull_secrets: tuple[str, ...] = ()
     envoy_image: str | None = None  # pins kourier.yaml's floating Envoy tag
@@ -240,6 +241,7 @@ def from_data(data: Any) -> InstallSettings:
         proxy_service_type=_choice("proxy_service_type", get("proxy_service_type") or "NodePort", SERVICE_TYPES),
         proxy_image=_optional_str("proxy_image", get("proxy_image")) or "nginx:1.27.3-alpine",
         wait_timeout=timeout,
+        ha_replicas=_replicas(get("ha_replicas")),
         image_mirror=_registry("image_mirror", get("image_mirror")),
         image_pull_secrets=_names("image_pull_secrets", get("image_pull_secrets")),
         envoy_image=_optional_str("envoy_image", get("envoy_image")),
@@ -252,6 +254,16 @@ def from_data(data: Any) -> InstallSettings:
     if errors:
         raise SettingsError("\n".join(errors))
     return cfg
+
+
+def _replicas(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
+        raise SettingsError(f"ha_replicas: {value!r} is not allowed; use a whole number of replicas from 1 to 100")
+    return value
 
 
 def _list(name: str, value: Any) -> tuple[Any, ...]:
