@@ -32,9 +32,8 @@ JOB = ("batch/v1", "Job")
 
 def installed(cluster: Cluster) -> upgrade.Installed:
     """The Serving version the cluster's objects say is installed (their app.kubernetes.io/version labels)."""
-    deployments = cluster.list("apps/v1", "Deployment", "knative-serving") \
-        if cluster.get("v1", "Namespace", "knative-serving") is not None else []
-    return upgrade.installed(cluster.list(*CRD), deployments)
+    # a list in a namespace that does not exist is empty: no need to look for the namespace first
+    return upgrade.installed(cluster.list(*CRD), cluster.list("apps/v1", "Deployment", "knative-serving"))
 
 
 def note(cluster: Cluster) -> dict[str, str]:
