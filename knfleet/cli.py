@@ -74,7 +74,31 @@ def lint_group_data(path: str, base: lint.ClusterConfig) -> list[lint.Problem]:
     cfg = dataclasses.replace(
         cfg, autoscaler={**base.autoscaler, **cfg.autoscaler}, defaults={**base.defaults, **cfg.defaults},
         features={**base.features, **cfg.features}, deployment={**base.deployment, **cfg.deployment})
-    return problems + plan.lint_models(path, cfg, found)
+    return problems + plan.lint_models(path, cfg, found) + unreachable_images(path, cfg, found)
+
+
+def unreachable_images(path: str, cfg: settings.InstallSettings, found: list[models.Model]) -> list[lint.Problem]:
+    """Every image of the rendered install (release, post-install Jobs, proxy) and of the model services that still
+    points at a registry `unreachable_registries` lists."""
+    if not cfg.unreachable_registries:
+        return []
+    from knfleet.desired import bundle, mirror, upgrade
+
+    objects: list[dict[str, Any]] = []
+    out: list[lint.Problem] = []
+    try:
+        b = bundle.load(cfg.knative_version, cfg.bundle_dir, cfg.optional_files, None, cfg.bundle_files)
+        objects += [o for st in render.install_stages(b, cfg) for o in st.objects]
+        if upgrade.JOBS_FILE in b.files:
+            objects += [render.images(j, cfg) for j in render.load_docs(b.text(upgrade.JOBS_FILE))]
+    except bundle.BundleError as err:
+        out.append(lint.Problem("warning", path, "-", "install", None, f"release images not checked: {err}"))
+    objects += [models.render_service(m) for m in found]
+    for name, where, image in mirror.unreachable(objects, cfg.unreachable_registries):
+        out.append(lint.Problem("error", path, name, where, image,
+                                f"points at {mirror.registry_of(image)}, which unreachable_registries lists: the pull "
+                                "fails there (set image_mirror, or the model's image)"))
+    return out
 
 
 def lint_path(path: str, cfg: lint.ClusterConfig) -> list[lint.Problem]:

@@ -113,6 +113,18 @@ def rollout(inventory: str, bake: float = 0, max_failed: int = 0, state_file: st
         if prev and prev.get("status") == "passed":
             for name, r in prev["clusters"].items():
                 results[name] = ClusterOutcome(**{**r, "wave": wave, "reason": "passed in an earlier run"})
+    short = gpu_preflight(clusters)
+    if short:
+        for line in short:
+            say(f"GPU preflight: {line}")
+        say("cannot start: the GPU capacity preflight failed (gpu_preflight=warn to go on anyway); no cluster was "
+            "touched")
+        if report_file:
+            outcome.write(report_file, outcome.report(
+                "rollout", {n: ClusterOutcome(**{**r.as_dict(), "reason": "not touched: GPU preflight"})
+                            for n, r in results.items()}, inventory=inventory, status="cannot-start",
+                exit_code=EXIT_CANNOT_START, gpu_preflight=short))
+        return EXIT_CANNOT_START
     failures = 0
     halted_at: int | None = None
     say(f"{len(clusters)} cluster(s) in {len(plan)} wave(s): "
@@ -185,6 +197,41 @@ def rollout(inventory: str, bake: float = 0, max_failed: int = 0, state_file: st
         say(f"{what} report: {path}")
     sys.stdout.flush()
     return code
+
+
+def gpu_preflight(clusters: list[inv.Cluster]) -> list[str]:
+    """Before wave 0: each cluster's GPU capacity for its model services (knfleet.desired.capacity), read-only.
+    The shortfalls of the clusters whose gpu_preflight is `refuse` (warnings are printed, not returned)."""
+    from knfleet.desired import plan, settings
+    from knfleet.errors import InputError
+    from knfleet.kube.client import Cluster, KubeError
+    from knfleet.run.connector import target_of
+    from knfleet.run.upgrading import gpu_shortfall
+
+    refused = []
+    for c in clusters:
+        try:
+            d = plan.desired(c.host, settings.Data({**c.data, "action": "install"}))
+        except InputError:
+            continue  # the wave's run reports bad input itself, before touching anything
+        needs = plan.gpu_needs(d)
+        if not needs or d.settings.run.gpu_preflight == "off":
+            continue
+        cluster = Cluster(target_of(c.name, c.data))
+        try:
+            short, text = gpu_shortfall(cluster, needs)
+        except (KubeError, InputError) as err:
+            say(f"GPU preflight: {c.name}: cannot read the nodes ({err}); the wave's run will report it")
+            continue
+        finally:
+            cluster.close()
+        if not short:
+            say(f"GPU preflight: {text}")
+        elif d.settings.run.gpu_preflight == "warn":
+            say(f"GPU preflight: warning: {text}")
+        else:
+            refused.append(text)
+    return refused
 
 
 def print_table(results: dict[str, ClusterOutcome]) -> None:

@@ -28,8 +28,6 @@ def prepare(host: Any) -> tuple[plan.Desired, list[plan.Step]]:
         print(f"knfleet: error: {err}\nknfleet: nothing was changed on any cluster.", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     record = getattr(host.connector, "record", None)
-    if record is not None and d.action == "install":
-        record.knative_version = d.settings.knative_version
     for w in d.warnings:
         print(f"knfleet: {w}", file=sys.stderr, flush=True)
         if record is not None and w not in record.warnings:

@@ -404,10 +404,25 @@ def smoke_test(step: p.Smoke):
         host.noop("smoke tests run with the deploy (not in --dry)")
         return
     cluster, record = _cluster(), _record()
-    failures, skipped, answered = [], 0, 0
+    services = step.services
+    if step.before_upgrade is not None:  # only while upgrading, and only the services that exist already
+        from knfleet.run import upgrading
+
+        try:
+            frm = upgrading.upgrading_from(cluster, step.before_upgrade)
+        except KnfleetError as err:
+            frm, why = None, str(err)
+        else:
+            why = "no upgrade in progress"
+        existing = {readiness.name_of(o) for o in cluster.list(*KSVC)} if frm and cluster.has(*KSVC) else set()
+        services = tuple(s for s in services if s.ref in existing)
+        if not services:
+            unchanged(step.title, why if frm is None else "no model service deployed yet", t0)
+            return
+    failures, skipped, answered, lines = [], 0, 0, []
     entry = _EntryPoints(cluster, step)
     try:
-        for s in step.services:
+        for s in services:
             ns, name = s.ref.split("/", 1)
             svc = cluster.get(*KSVC, name, ns) or {}
             at_zero = _revision_at_zero(cluster, ns, (svc.get("status") or {}).get("latestReadyRevisionName"))
@@ -426,7 +441,9 @@ def smoke_test(step: p.Smoke):
                     results.append(result)
                 answered += 1
             for result in results:
-                record.smoke.append(result)
+                if step.before_upgrade is None:
+                    record.smoke.append(result)
+                lines.append(result.line())
                 logger.info(f"{host.print_prefix}smoke {result.line()}")
                 if not result.ok:
                     failures.append(result.line())
@@ -435,10 +452,12 @@ def smoke_test(step: p.Smoke):
     finally:
         entry.close()
     if failures:
-        yield fail("smoke test", "; ".join(failures))
+        yield fail(step.title if step.before_upgrade else "smoke test", "; ".join(failures)
+                   + ("; not upgrading: nothing was changed" if step.before_upgrade else ""))
         return
     unchanged(step.title, f"{answered} service(s) answered"
-              + (f", {skipped} at zero not woken" if skipped else ""), t0)
+              + (f", {skipped} at zero not woken" if skipped else "")
+              + (": " + "; ".join(lines) if step.before_upgrade else ""), t0)
 
 
 # --- uninstall ------------------------------------------------------------------------------------------------------
@@ -660,4 +679,8 @@ OPERATIONS: dict[type, Callable[..., Any]] = {
 
 def step(s: p.Step) -> Any:
     """The pyinfra operation for one plan step, named by its title."""
+    if type(s) not in OPERATIONS:
+        from knfleet.run import upgrading
+
+        OPERATIONS.update(upgrading.OPERATIONS)
     return OPERATIONS[type(s)](s, name=s.title)
