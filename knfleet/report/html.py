@@ -20,6 +20,7 @@ from typing import Any
 import jinja2
 
 from knfleet.report import metrics, outcome
+from knfleet.run.smoke import path_of
 
 # outcome -> colour (background of a cluster's cell); the legend shows them
 COLOURS = {
@@ -151,7 +152,7 @@ def smoke_chart(data: dict[str, Any]) -> Chart:
     clusters = data.get("clusters") or {}
     rows = [(name, phase, s) for name in sorted(clusters) for key, phase in PHASES
             for s in clusters[name].get(key) or []]
-    series = sorted({(s["service"], name) for name, _, s in rows})
+    series = sorted({(s["service"], name, path_of(s.get("via"))) for name, _, s in rows})
     values = [v for _, _, s in rows for v in (s.get("latency_s"), s.get("cold_start_s")) if v is not None]
     plot_w = max(560, 130 * len(series))
     band = plot_w / max(len(series), 1)
@@ -159,15 +160,17 @@ def smoke_chart(data: dict[str, Any]) -> Chart:
                   y_max=_nice_max(max(values, default=0) * 1.1))
     _ticks(chart)
     colour = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(series)}
-    for i, (service, name) in enumerate(series):
-        chart.x_labels.append((round(chart.left + band * i + band / 2, 2), f"{service.split('/')[-1]} @ {name}"))
-        chart.legend.append((colour[(service, name)], f"{service} on {name}"))
+    for i, (service, name, path) in enumerate(series):
+        label = f"{service.split('/')[-1]} @ {name} ({path})"
+        chart.x_labels.append((round(chart.left + band * i + band / 2, 2), label))
+        chart.legend.append((colour[(service, name, path)], f"{service} on {name} via {path}"))
     for name, phase, s in rows:
-        i = series.index((s["service"], name))
+        key = (s["service"], name, path_of(s.get("via")))
+        i = series.index(key)
         x = round(chart.left + band * i + band / 2 + (-20 if phase == "deploy" else 20) - 6, 2)
         cold = s.get("cold_start_s")
         chart.points.append(Point(x, _y(chart, s.get("latency_s")), name, s["service"], phase, s.get("latency_s"),
-                                  _result(s), colour[(s["service"], name)], _tooltip(name, s, phase), cold,
+                                  _result(s), colour[key], _tooltip(name, s, phase), cold,
                                   None if cold is None else _y(chart, cold)))
     chart.results = len(rows)
     return chart
@@ -186,16 +189,17 @@ def trend_chart(reports: list[dict[str, Any]]) -> Chart:
     for i, r in enumerate(reports):
         stamp = time.strftime("%m-%d %H:%M", time.gmtime(r.get("finished")))
         chart.x_labels.append((round(chart.left + step * i, 2), stamp))
-    series = sorted({(s["service"], name) for r in reports for name, o in r["clusters"].items()
-                     for s in o.get("smoke") or []})
-    for k, (service, name) in enumerate(series):
+    series = sorted({(s["service"], name, path_of(s.get("via"))) for r in reports
+                     for name, o in r["clusters"].items() for s in o.get("smoke") or []})
+    for k, (service, name, path) in enumerate(series):
         c = PALETTE[k % len(PALETTE)]
-        chart.legend.append((c, f"{service} on {name}"))
+        chart.legend.append((c, f"{service} on {name} via {path}"))
         for measure, field_name, dashed in (("latency", "latency_s", False), ("cold-start", "cold_start_s", True)):
             pts: list[tuple[float, float]] = []
             for i, r in enumerate(reports):
                 o = r["clusters"].get(name) or {}
-                s = next((s for s in o.get("smoke") or [] if s["service"] == service), None)
+                s = next((s for s in o.get("smoke") or []
+                          if s["service"] == service and path_of(s.get("via")) == path), None)
                 if s is None or s.get(field_name) is None:
                     continue
                 x, y = round(chart.left + step * i, 2), _y(chart, s[field_name])

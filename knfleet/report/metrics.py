@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from knfleet.report import outcome
+from knfleet.run.smoke import path_of
 
 PREFIX = "knfleet_"
 # every status a cluster of a run or rollout report can have: an enum-style gauge has a series for each
@@ -132,6 +133,7 @@ def families(data: dict[str, Any], previous: dict[tuple[str, Labels], float] | N
                 if r.get("skipped"):
                     f["smoke_skipped"].add(1, **where)
                     continue
+                where["path"] = path_of(r.get("via"))  # kourier-internal, proxy, smoke_url, smoke_internal_url
                 f["smoke_success"].add(bool(r.get("ok")), **where)
                 f["smoke_latency_seconds"].add(r.get("latency_s"), **where)
                 f["smoke_cold_start_seconds"].add(r.get("cold_start_s"), **where)

@@ -49,6 +49,12 @@ def describe(r: dict[str, Any]) -> str:
     return f"{r['service']}: {r['status']} in {r['latency_s']:.2f}s{cold}{via}"
 
 
+def path_of(via: str | None) -> str:
+    """The kind of path a result took, for grouping (no pod name or address): kourier-internal, proxy, smoke_url,
+    smoke_internal_url; "none" when no request was sent."""
+    return (via or "").split(" ", 1)[0] or "none"
+
+
 def check_body(body: Any, model: str) -> str | None:
     """Why an answer is not an OpenAI chat completion from `model` (None when it is)."""
     if not isinstance(body, dict):

@@ -13,6 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from knfleet.report import html, metrics
+from knfleet.run.smoke import path_of
 from localcluster import browser
 from localcluster.cluster import Spec
 from tests.integration.test_deploy import pyinfra
@@ -118,7 +119,9 @@ def test_html_report_of_a_halted_and_a_converged_rollout_in_a_real_browser(fleet
     assert halted["clusters"][other.name]["status"] == "untouched"
     run, converged, converged_page = rollout(inv, tmp_path, "converged")
     assert run.returncode == 0, run.stdout + run.stderr
-    assert all(len(o["smoke"]) == 2 for o in converged["clusters"].values())
+    # two public services, each through kourier-internal and through the proxy's load balancer
+    assert all(sorted(path_of(s["via"]) for s in o["smoke"]) == ["kourier-internal"] * 2 + ["proxy"] * 2
+               for o in converged["clusters"].values()), converged
 
     check_page(chromium, halted_page, halted, tmp_path / "halted.png")
     reason = chromium.find_element("css selector", f'td.cell[data-cluster="{canary.name}"] .reason').text
@@ -191,9 +194,9 @@ def test_metrics_file_of_a_converge_holds_the_json_report_values(fleet, tmp_path
         assert o["steps"]
         for title, seconds in metrics.step_seconds(o).items():
             assert get("knfleet_step_duration_seconds", cluster=name, step=title) == pytest.approx(seconds)
-        assert len(o["smoke"]) == 2 and all(s["ok"] and not s["skipped"] for s in o["smoke"]), o["smoke"]
+        assert len(o["smoke"]) == 4 and all(s["ok"] and not s["skipped"] for s in o["smoke"]), o["smoke"]
         for s in o["smoke"]:
-            where = {"cluster": name, "service": s["service"], "phase": "deploy"}
+            where = {"cluster": name, "service": s["service"], "phase": "deploy", "path": path_of(s["via"])}
             assert get("knfleet_smoke_success", **where) == 1
             assert get("knfleet_smoke_latency_seconds", **where) == pytest.approx(s["latency_s"])
             if s["cold_start_s"] is None:

@@ -23,9 +23,10 @@ from tests.conftest import REPO
 C = outcome.ClusterOutcome
 
 
-def smoke(service: str, latency: float | None, cold: float | None = None, ok: bool = True) -> dict:
+def smoke(service: str, latency: float | None, cold: float | None = None, ok: bool = True,
+          via: str = "kourier-internal (port-forward)") -> dict:
     return SmokeResult(service, ok, 200 if ok else None, latency, cold, 1, None if ok else "HTTP 503: no",
-                       via="kourier-internal").as_dict()
+                       via=via).as_dict()
 
 
 STEPS = [
@@ -41,7 +42,8 @@ def converged_rollout() -> dict:
     results = {
         "c1": C("c1", outcome.CHANGED, host="@kube/c1", wave=0, steps=STEPS, duration_s=4.5, knative_version="1.17.0",
                 changed_operations=["Apply config"],
-                smoke=[smoke("ns/a", 0.125), smoke("ns/b", 0.75, cold=0.75)], smoke_after_bake=[smoke("ns/a", 0.5)]),
+                smoke=[smoke("ns/a", 0.125), smoke("ns/a", 0.0625, via="proxy http://203.0.113.7:80"),
+                       smoke("ns/b", 0.75, cold=0.75)], smoke_after_bake=[smoke("ns/a", 0.5)]),
         "c2": C("c2", outcome.CONVERGED, host="@kube/c2", wave=1, steps=STEPS[:1], duration_s=1.5,
                 knative_version="1.17.0", smoke=[smoke("ns/a", 0.25), skipped("ns/b", "at zero, not woken").as_dict()]),
     }
@@ -101,6 +103,7 @@ def test_metrics_parse_with_prometheus_client_and_hold_the_report_values():
                     assert value(found, "knfleet_smoke_skipped", **where) == 1
                     assert ("knfleet_smoke_latency_seconds", tuple(sorted(where.items()))) not in found
                     continue
+                where["path"] = s["via"].split(" ")[0]  # one series per path: the proxy's and kourier-internal's
                 assert value(found, "knfleet_smoke_latency_seconds", **where) == s["latency_s"]
                 assert value(found, "knfleet_smoke_success", **where) == 1
                 if s["cold_start_s"] is not None:
@@ -189,14 +192,17 @@ def test_page_is_self_contained_and_shows_cells_reasons_and_a_point_per_smoke_re
     p = parse(page)
     assert not [t for t, _ in p.tags if t in ("script", "link", "img", "iframe", "object")]
     assert not [a for _, a in p.tags for k in ("src", "href") if k in a]  # nothing fetched at view time
-    assert "http://" not in page and "https://" not in page
+    # no address besides the proxy path's, shown as text (the smoke result's `via`)
+    bare = page.replace("http://203.0.113.7:80", "")
+    assert "http://" not in bare and "https://" not in bare and "url(" not in page
     cells = {a["data-cluster"]: a for a in p.find("td", "cell")}
     assert {k: v["data-outcome"] for k, v in cells.items()} == {"c1": "changed", "c2": "converged"}
     points = p.find("g", "smoke-result")
     rep = converged_rollout()
-    assert len(points) == sum(len(o["smoke"]) + len(o["smoke_after_bake"]) for o in rep["clusters"].values()) == 5
+    assert len(points) == sum(len(o["smoke"]) + len(o["smoke_after_bake"]) for o in rep["clusters"].values()) == 6
     assert {(a["data-cluster"], a["data-service"], a["data-phase"], a["data-latency"]) for a in points} == {
-        ("c1", "ns/a", "deploy", "0.125"), ("c1", "ns/b", "deploy", "0.75"), ("c1", "ns/a", "after_bake", "0.5"),
+        ("c1", "ns/a", "deploy", "0.125"), ("c1", "ns/a", "deploy", "0.0625"), ("c1", "ns/b", "deploy", "0.75"),
+        ("c1", "ns/a", "after_bake", "0.5"),
         ("c2", "ns/a", "deploy", "0.25"), ("c2", "ns/b", "deploy", "")}
     assert len(p.find("rect", "cold-start")) == 1
     text = " ".join(p.text)
