@@ -101,6 +101,14 @@ def _err(where: str, key: str, value: Any, allowed: str) -> ModelError:
     return ModelError(f"{where}: {key} = {shown(value)} is not allowed; {allowed}")
 
 
+def _hidden(key: str, value: Any) -> Any:
+    """What an error may quote of a value: env's string values stay hidden (one may be a token put there by
+    mistake), the types of the others show what is wrong."""
+    if key == "env" and isinstance(value, dict):
+        return {k: "<hidden>" if isinstance(v, str) else v for k, v in value.items()}
+    return value
+
+
 # What each key's value must be: a checker returning an error text (None when fine).
 def _is_str(v: Any) -> bool:
     return isinstance(v, str) and bool(v)
@@ -181,7 +189,7 @@ def from_data(items: Any, where: str = "group data models") -> list[Model]:
         for key, value in raw.items():
             ok, allowed = SCALARS[key]
             if not ok(value):
-                raise _err(label, key, value, allowed)
+                raise _err(label, key, _hidden(key, value), allowed)
         kw = dict(raw)
         for key in ("args", "tolerations"):
             if key in kw and kw[key] is not None:

@@ -275,3 +275,9 @@ def test_misspelt_top_level_keys_are_refused_with_the_key_meant():
     assert code == 2 and "unknown key 'knative_autoscalar' (did you mean 'knative_autoscaler'?)" in err, err
     assert deploy_prepare({**BASE, "_mine": object()})[0] == 0  # "_" keys are the user's
 
+
+
+def test_an_env_value_is_never_quoted_in_an_error():
+    code, err = deploy_prepare({**BASE, "models": [{"env": {"LEVEL": "hf_s3cr3t_value", "X": [1]}}]})
+    assert code == 2 and "env = {'LEVEL': '<hidden>', 'X': [1]} is not allowed" in err, err
+    assert "hf_s3cr3t_value" not in err
