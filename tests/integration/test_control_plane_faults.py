@@ -124,12 +124,18 @@ def test_apiserver_stopped_during_a_wait(two):
 def test_etcd_stopped_and_started_again_mid_run(two):
     inv, a, b = two
 
+    timer = threading.Timer(5.0, a.cluster.restart_component, args=("etcd",))
+
     def stop() -> None:
         a.cluster.stop_component("etcd")
-        threading.Timer(5.0, a.cluster.restart_component, args=("etcd",)).start()
+        timer.start()
 
-    code, out = with_fault(inv, "Starting operation: Knative Serving | Knative configuration", stop,
-                           lambda: a.cluster.restart_component("etcd"),
+    def start_again() -> None:
+        if timer.is_alive():
+            timer.join()
+        a.cluster.restart_component("etcd")
+
+    code, out = with_fault(inv, "Starting operation: Knative Serving | Knative configuration", stop, start_again,
                            "knative_domain=etcd-restart.example", "request_timeout=3", "wait_timeout=30")
     line = closing(out, a)
     if code != 0:  # the usual case: a step's requests failed while etcd was away
