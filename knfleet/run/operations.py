@@ -536,7 +536,7 @@ def _delete_stage(cluster: Cluster, step: p.Delete, objects: list[dict[str, Any]
         _records(cluster).forget(o)
 
     def gone() -> tuple[bool, str]:
-        left = _present(cluster, tuple(objects))
+        left = [cluster.find(o) or o for o in _present(cluster, tuple(objects))]  # live: status, finalizers
         return not left, "still present: " + ", ".join(_left(left, cluster))
     poll(gone, step.timeout, cluster=cluster)
     try:
