@@ -17,3 +17,7 @@ knative_deployment = {
     "progress-deadline": "600s",
     "registries-skipping-tag-resolving": "kind.local,ko.local,dev.local,index.docker.io",
 }
+
+# The public proxy behind a load balancer, as on a cloud (locally the simulator plays the cloud's load-balancer
+# controller): the smoke tests then reach the public services through it too.
+proxy_service_type = "LoadBalancer"

@@ -1,18 +1,20 @@
 """Every started local cluster (`make local-up`), one host per cluster: pyinfra inventories/local.py deploy.py
 
-Uses the offline Knative bundle at ../shared/knative/v1.17.0 when it exists.
+Uses the offline Knative bundles at ../shared/knative/v<knative_version> when they exist (so `--data
+knative_version=1.17.2` upgrades from the 1.17.2 folder).
 """
 
 from pathlib import Path
 
 from localcluster import fleet
 
-_BUNDLE = Path(__file__).resolve().parent.parent.parent / "shared" / "knative" / "v1.17.0"
+_BUNDLES = Path(__file__).resolve().parent.parent.parent / "shared" / "knative"
+_BUNDLE = _BUNDLES / "v1.17.0"
 
 local = [
     (f"@kube/{c.name}", {
         "kubeconfig": str(c.kubeconfig),
-        **({"knative_bundle_dir": str(_BUNDLE)} if _BUNDLE.is_dir() else {}),
+        **({"knative_bundle_dir": str(_BUNDLES / "v{version}")} if _BUNDLE.is_dir() else {}),
         # No URL: the smoke tests reach kourier-internal by port-forward through the API server.
     })
     for c in fleet.existing()

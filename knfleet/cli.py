@@ -4,6 +4,9 @@
     knfleet rollout INVENTORY [--bake S] [--max-failed-clusters N] [--resume] [--report FILE]
     knfleet status INVENTORY [--json]
     knfleet doctor INVENTORY [--json]
+    knfleet report JSON... [-o FILE.html]
+    knfleet completion bash|zsh
+    knfleet --version
 """
 
 from __future__ import annotations
@@ -19,8 +22,18 @@ from typing import Any
 
 import yaml
 
-from knfleet import __version__
+from knfleet import __version__, completion
 from knfleet.desired import lint, models, plan, render, settings
+
+
+def version() -> str:
+    """The installed package's version (its metadata), else the source's."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("knfleet")
+    except metadata.PackageNotFoundError:
+        return __version__
 
 
 def _load_cluster_config(path: str | None) -> lint.ClusterConfig:
@@ -61,7 +74,31 @@ def lint_group_data(path: str, base: lint.ClusterConfig) -> list[lint.Problem]:
     cfg = dataclasses.replace(
         cfg, autoscaler={**base.autoscaler, **cfg.autoscaler}, defaults={**base.defaults, **cfg.defaults},
         features={**base.features, **cfg.features}, deployment={**base.deployment, **cfg.deployment})
-    return problems + plan.lint_models(path, cfg, found)
+    return problems + plan.lint_models(path, cfg, found) + unreachable_images(path, cfg, found)
+
+
+def unreachable_images(path: str, cfg: settings.InstallSettings, found: list[models.Model]) -> list[lint.Problem]:
+    """Every image of the rendered install (release, post-install Jobs, proxy) and of the model services that still
+    points at a registry `unreachable_registries` lists."""
+    if not cfg.unreachable_registries:
+        return []
+    from knfleet.desired import bundle, mirror, upgrade
+
+    objects: list[dict[str, Any]] = []
+    out: list[lint.Problem] = []
+    try:
+        b = bundle.load(cfg.knative_version, cfg.bundle_dir, cfg.optional_files, None, cfg.bundle_files)
+        objects += [o for st in render.install_stages(b, cfg) for o in st.objects]
+        if upgrade.JOBS_FILE in b.files:
+            objects += [render.images(j, cfg) for j in render.load_docs(b.text(upgrade.JOBS_FILE))]
+    except bundle.BundleError as err:
+        out.append(lint.Problem("warning", path, "-", "install", None, f"release images not checked: {err}"))
+    objects += [models.render_service(m) for m in found]
+    for name, where, image in mirror.unreachable(objects, cfg.unreachable_registries):
+        out.append(lint.Problem("error", path, name, where, image,
+                                f"points at {mirror.registry_of(image)}, which unreachable_registries lists: the pull "
+                                "fails there (set image_mirror, or the model's image)"))
+    return out
 
 
 def lint_path(path: str, cfg: lint.ClusterConfig) -> list[lint.Problem]:
@@ -111,7 +148,33 @@ def cmd_rollout(a: argparse.Namespace) -> int:
     from knfleet.fleet import rollout
 
     data = [*a.data, "smoke_cold=true"] if a.smoke_cold else a.data
-    return rollout.rollout(a.inventory, a.bake, a.max_failed_clusters, a.state, a.resume, a.report, data)
+    return rollout.rollout(a.inventory, a.bake, a.max_failed_clusters, a.state, a.resume, a.report, data,
+                           report_html=a.report_html)
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from knfleet.report import html
+
+    try:
+        reports = [html.load(path) for path in a.reports]
+        if a.output == "-":
+            sys.stdout.write(html.render(reports))
+        else:
+            html.write(a.output, reports)
+    except html.ReportError as err:
+        print(f"knfleet report: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"knfleet report: -o {a.output}: cannot write it: {err.strerror or err}", file=sys.stderr)
+        return 2
+    if a.output != "-":
+        print(f"knfleet report: wrote {a.output} ({len(reports)} report(s))", file=sys.stderr)
+    return 0
+
+
+def cmd_completion(a: argparse.Namespace) -> int:
+    sys.stdout.write(completion.script(a.shell, parser()))
+    return 0
 
 
 def cmd_doctor(a: argparse.Namespace) -> int:
@@ -128,39 +191,59 @@ def cmd_status(a: argparse.Namespace) -> int:
     return status.status(a.inventory, a.json)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """knfleet's command line (also what `knfleet completion` is made from)."""
+    kind = completion.kind
     ap = argparse.ArgumentParser(prog="knfleet", description="Serverless GPU inference on Kubernetes, by pyinfra.")
-    ap.add_argument("--version", action="version", version=f"knfleet {__version__}")
+    ap.add_argument("--version", action="version", version=f"knfleet {version()}")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("lint", help="check Knative Services / group data before they reach a cluster")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="Knative Service YAML files or group data modules")
-    p.add_argument("--cluster-config", metavar="FILE",
-                   help="YAML with the cluster's config-autoscaler, config-defaults, config-features ConfigMaps")
+    kind(p.add_argument("paths", nargs="+", metavar="PATH", help="Knative Service YAML files or group data modules"),
+         "lint")
+    kind(p.add_argument("--cluster-config", metavar="FILE",
+                        help="YAML with the cluster's config-autoscaler, config-defaults, config-features ConfigMaps"),
+         "lint")
     p.add_argument("--strict", action="store_true", help="warnings fail too")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_lint)
     r = sub.add_parser("rollout", help="deploy wave by wave (canary first), halting when a wave breaks")
-    r.add_argument("inventory")
+    kind(r.add_argument("inventory"), "inventory")
     r.add_argument("--bake", type=float, default=0, metavar="SECONDS", help="wait, then smoke-test a wave again")
     r.add_argument("--max-failed-clusters", type=int, default=0, metavar="N",
                    help="halt when more than N clusters failed (default 0)")
     r.add_argument("--resume", action="store_true", help="continue a halted rollout from its failed wave")
-    r.add_argument("--state", metavar="FILE",
-                   help="rollout state file (default reports/rollout-<inventory>.state.json)")
-    r.add_argument("--report", metavar="FILE", help="write the JSON report here")
+    kind(r.add_argument("--state", metavar="FILE",
+                        help="rollout state file (default reports/rollout-<inventory>.state.json)"), "json")
+    kind(r.add_argument("--report", metavar="FILE", help="write the JSON report here"), "json")
+    kind(r.add_argument("--report-html", metavar="FILE",
+                        help="write the HTML report here (one self-contained page)"), "html")
     r.add_argument("--smoke-cold", action="store_true",
                    help="wake model services at zero to smoke-test them and report their cold start")
     r.add_argument("--data", action="append", default=[], metavar="KEY=VALUE", help="passed to pyinfra --data")
     r.set_defaults(func=cmd_rollout)
     st = sub.add_parser("status", help="per cluster: reachable, version, drift, model services (changes nothing)")
-    st.add_argument("inventory")
+    kind(st.add_argument("inventory"), "inventory")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
     dr = sub.add_parser("doctor", help="per cluster, changing nothing: kubeconfig, context, credential plugin, "
                                        "API server, version, rights, release files")
-    dr.add_argument("inventory")
+    kind(dr.add_argument("inventory"), "inventory")
     dr.add_argument("--json", action="store_true")
     dr.set_defaults(func=cmd_doctor)
+    rp = sub.add_parser("report", help="render saved JSON reports as one HTML page (several: trends over time)")
+    kind(rp.add_argument("reports", nargs="+", metavar="JSON",
+                         help="reports of runs (KNFLEET_REPORT), rollouts (--report) or knfleet status --json"), "json")
+    kind(rp.add_argument("-o", "--output", metavar="FILE.html", default="-",
+                         help="the page to write (default: standard output)"), "html")
+    rp.set_defaults(func=cmd_report)
+    co = sub.add_parser("completion", help="print the shell completion script: source <(knfleet completion bash)")
+    co.add_argument("shell", choices=("bash", "zsh"))
+    co.set_defaults(func=cmd_completion)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = parser()
     args = ap.parse_args(argv)
     try:
         return args.func(args)

@@ -1,4 +1,5 @@
-"""`make demo`: a local cluster, knfleet's main job on it (install, then a converged re-run), the result."""
+"""`make demo`: a local cluster, knfleet's main job on it (install, then a converged re-run), a rollout that halts
+(its canary down) and one that converges, the result; the reports (HTML, JSON, metrics, screenshots) in reports/."""
 
 from __future__ import annotations
 
@@ -6,22 +7,35 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from localcluster import build, fleet, paths
+from localcluster import browser, build, fleet, paths
+
+REPORTS = paths.REPO / "reports"
 
 
 def _step(title: str) -> None:
     print(f"\n=== {title}", flush=True)
 
 
-def _pyinfra(*args: str) -> float:
+def _pyinfra(*args: str, env: dict[str, str] | None = None) -> float:
     t0 = time.monotonic()
     argv = [str(paths.REPO / ".venv" / "bin" / "pyinfra"), "inventories/local.py", "deploy.py", "-y", *args]
-    print("$ " + " ".join(["pyinfra", *argv[1:]]), flush=True)
-    proc = subprocess.run(argv, cwd=paths.REPO, stdin=subprocess.DEVNULL)
+    print("$ " + " ".join([*(f"{k}={v}" for k, v in (env or {}).items()), "pyinfra", *argv[1:]]), flush=True)
+    proc = subprocess.run(argv, cwd=paths.REPO, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
     if proc.returncode != 0:
         raise SystemExit(f"demo: the deploy failed (exit {proc.returncode}); see the output above")
     return time.monotonic() - t0
+
+
+def _knfleet(*args: str, env: dict[str, str] | None = None) -> int:
+    argv = [str(paths.REPO / ".venv" / "bin" / "knfleet"), *args]
+    print("$ " + " ".join([*(f"{k}={v}" for k, v in (env or {}).items()), "knfleet", *args]), flush=True)
+    return subprocess.run(argv, cwd=paths.REPO, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}).returncode
+
+
+def _rel(p: Path) -> str:
+    return str(p.relative_to(paths.REPO))
 
 
 def main() -> int:
@@ -37,7 +51,40 @@ def main() -> int:
           "group_data/local.py and smoke-tests them (first run)")
     first = _pyinfra()
     _step("Run it again: a converged cluster changes nothing")
-    second = _pyinfra()
+    metrics_file = REPORTS / "knfleet.prom"
+    second = _pyinfra(env={"KNFLEET_REPORT": _rel(REPORTS / "demo-run.json"),
+                           "KNFLEET_REPORT_HTML": _rel(REPORTS / "demo-run.html"),
+                           "KNFLEET_METRICS_FILE": _rel(metrics_file)})
+    _step("A rollout whose canary is down halts (the demo stops the cluster's API server for it)")
+    rollout = ("rollout", "inventories/local.py", "--state", _rel(REPORTS / "demo-rollout.state.json"))
+    clusters[0].stop_component("kube-apiserver")
+    try:
+        code = _knfleet(*rollout, "--report", _rel(REPORTS / "demo-halted.json"),
+                        "--report-html", _rel(REPORTS / "demo-halted.html"),
+                        env={"KNFLEET_METRICS_FILE": _rel(metrics_file)})
+    finally:
+        clusters[0].restart_component("kube-apiserver")
+    if code != 2:
+        raise SystemExit(f"demo: the rollout with its canary down should halt (exit 2), not exit {code}")
+    _step("The same rollout with the canary back: converged (--smoke-cold wakes services at zero: cold starts)")
+    code = _knfleet(*rollout, "--smoke-cold", "--report", _rel(REPORTS / "demo-converged.json"),
+                    "--report-html", _rel(REPORTS / "demo-converged.html"),
+                    env={"KNFLEET_METRICS_FILE": _rel(metrics_file)})
+    if code != 0:
+        raise SystemExit(f"demo: the rollout failed (exit {code}); see the output above")
+    _step("Reports: the two rollouts on one page (trends), screenshots, metrics")
+    page = REPORTS / "demo-report.html"
+    if _knfleet("report", _rel(REPORTS / "demo-halted.json"), _rel(REPORTS / "demo-converged.json"), "-o", _rel(page)):
+        raise SystemExit("demo: knfleet report failed; see the output above")
+    shots = []
+    if browser.binaries():
+        for name in ("demo-halted", "demo-converged", "demo-report"):
+            shots.append(browser.screenshot(REPORTS / f"{name}.html", REPORTS / f"{name}.png"))
+    else:
+        print(f"(no screenshots: chromium is not installed; apt-get install -y {browser.PACKAGES})")
+    print("\n".join(line for line in metrics_file.read_text().splitlines()
+                    if line.startswith(("knfleet_cluster_outcome", "knfleet_smoke_latency_seconds"))
+                    and not line.endswith(" 0")))
     _step("Result")
     subprocess.run(["kubectl", f"--kubeconfig={kubeconfig}", "get", "pods", "-A", "-o", "wide",
                     "--field-selector=metadata.namespace!=kube-system"])
@@ -60,7 +107,11 @@ Try it yourself:
 Knative's webhook and controller are the real binaries (logs: {clusters[0].dir / 'logs' / 'pods'});
 the autoscaler's and net-kourier's status work, Kourier, nginx and vLLM are simulated (localcluster/simulator):
   internal entry point (kourier-internal): {(clusters[0].dir / 'internal.url').read_text().strip()}
-  public entry point (nginx proxy):        {(clusters[0].dir / 'public.url').read_text().strip()}""")
+  public entry point (nginx proxy):        {(clusters[0].dir / 'public.url').read_text().strip()}
+Reports: {_rel(REPORTS / "demo-halted.html")} (canary down), {_rel(REPORTS / "demo-converged.html")}, \
+{_rel(REPORTS / "demo-run.html")} (the re-run), metrics {_rel(metrics_file)}
+Screenshots: {", ".join(_rel(p) for p in shots) or "none (no chromium)"}""")
+    print(f"\nHTML report: {page}")
     return 0
 
 

@@ -15,26 +15,41 @@ GPU_TAINT = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
 STAGES = Path(__file__).with_name("kwok") / "pod-stages.yaml"
 
 
+def pod_ports(internal_port: int, public_port: int) -> dict[tuple[str, int], int]:
+    """(namespace, container port) of the gateways' pods -> the simulated gateway's port on 127.0.0.1: Kourier's
+    (8081: kourier-internal's target, 8080: the external listener) and the knative-nginx proxy's (8080). What
+    kwok's port-forwards lead to, and what the simulated load balancers relay to."""
+    return {("kourier-system", 8081): internal_port, ("kourier-system", 8080): public_port,
+            ("knative-nginx", 8080): public_port}
+
+
 def kwok_config(ready_delay_ms: int, internal_port: int = 0, public_port: int = 0) -> str:
-    """kwok's --config: our pod stages, with the cluster's ready delay (node stages: kwok's defaults), and the
-    port-forwards kwok's server answers for the gateways' pods: Kourier's (8081: kourier-internal's target, 8080:
-    the external listener) and the knative-nginx proxy's (8080) lead to the simulated gateways on 127.0.0.1."""
+    """kwok's --config: our pod stages, with the cluster's ready delay (node stages: kwok's defaults); the
+    port-forwards kwok's server answers for the gateways' pods (pod_ports); and exec in the knative-nginx
+    proxy's pods, run by kwok on this machine with the pod's view of the cluster network given by http_proxy:
+    every URL (say http://kourier-internal.kourier-system.svc.cluster.local) leads to kourier-internal's gateway,
+    as the pod's cluster DNS and Service routing would."""
     if ready_delay_ms < 0:
         raise ValueError(f"ready_delay_ms must be >= 0, got {ready_delay_ms}")
     text = (STAGES.read_text().replace("__READY_DELAY_MS__", str(int(ready_delay_ms)))
             .replace("__RUNNER_IMAGES__", KWOK_IMAGE_TEST))
     if not internal_port:
         return text
-    forwards = [
-        {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterPortForward", "metadata": {"name": "kourier-gateway"},
-         "spec": {"selector": {"matchNamespaces": ["kourier-system"]}, "forwards": [
-             {"ports": [8081], "target": {"address": "127.0.0.1", "port": internal_port}},
-             {"ports": [8080], "target": {"address": "127.0.0.1", "port": public_port}}]}},
-        {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterPortForward", "metadata": {"name": "public-proxy"},
-         "spec": {"selector": {"matchNamespaces": ["knative-nginx"]}, "forwards": [
-             {"ports": [8080], "target": {"address": "127.0.0.1", "port": public_port}}]}},
-    ]
-    return text.rstrip() + "\n---\n" + yaml.safe_dump_all(forwards, sort_keys=False)
+    by_ns: dict[str, list[dict]] = {}
+    for (ns, port), target in pod_ports(internal_port, public_port).items():
+        by_ns.setdefault(ns, []).append({"ports": [port], "target": {"address": "127.0.0.1", "port": target}})
+    docs: list[dict] = [
+        {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterPortForward", "metadata": {"name": f"gateways-{ns}"},
+         "spec": {"selector": {"matchNamespaces": [ns]}, "forwards": forwards}}
+        for ns, forwards in by_ns.items()]
+    pod_network = f"http://127.0.0.1:{internal_port}"
+    docs.append(
+        {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterExec", "metadata": {"name": "public-proxy"},
+         "spec": {"selector": {"matchNamespaces": ["knative-nginx"]}, "execs": [
+             {"containers": ["nginx"], "local": {"workDir": "/tmp", "envs": [
+                 {"name": "http_proxy", "value": pod_network}, {"name": "HTTP_PROXY", "value": pod_network},
+                 {"name": "no_proxy", "value": ""}, {"name": "NO_PROXY", "value": ""}]}}]}})
+    return text.rstrip() + "\n---\n" + yaml.safe_dump_all(docs, sort_keys=False)
 
 
 def _node(name: str, kind: str, cpu: str, memory: str, extra: dict[str, str], labels: dict[str, str],

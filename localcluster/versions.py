@@ -23,6 +23,10 @@ KNATIVE_REPLACES = (
 KNATIVE_COMMANDS = {
     "webhook": "knative.dev/serving/cmd/webhook",
     "controller": "./controller",
+    # The post-install Jobs of serving-post-install-jobs.yaml (run on upgrades): the storage-version migration
+    # from knative.dev/pkg (at the version serving v0.44.0 requires) and serving's cleanup of old resources.
+    "migrate": "knative.dev/pkg/apiextensions/storageversion/cmd/migrate",
+    "cleanup": "knative.dev/serving/pkg/cleanup/cmd/cleanup",
 }
 
 # The staging modules of k8s.io/kubernetes: a build of k8s.io/kubernetes/cmd/...

@@ -37,6 +37,8 @@ PINS: dict[str, dict[str, str]] = {
 KOURIER_VERSION = {"1.17.0": "1.17.0", "1.17.2": "1.17.0"}
 REQUIRED = ("serving-crds.yaml", "serving-core.yaml", "kourier.yaml")
 OPTIONAL = ("serving-hpa.yaml", "serving-post-install-jobs.yaml")
+# Loaded whenever there: an offline folder without it still installs; an upgrade needs it (its Jobs).
+WHEN_PRESENT = ("serving-post-install-jobs.yaml",)
 def default_cache() -> Path:
     """Downloaded release files: $KNFLEET_CACHE/bundles, else ~/.cache/knfleet/bundles (verified before use)."""
     root = os.environ.get("KNFLEET_CACHE")
@@ -101,9 +103,29 @@ def _download(version: str, name: str, cache: Path) -> bytes:
     return resp.content
 
 
+def _vendor(version: str, name: str, folder: str | None, vendor: dict[str, tuple[str, str]]) -> str:
+    """A release file of a vendor bundle: renamed or changed, verified against the sha256 group data pins."""
+    file, want = vendor[name]
+    if not folder:
+        raise BundleError(f"knative_bundle_files names {file} for {name}: set knative_bundle_dir to the vendor "
+                          "bundle's folder")
+    path = Path(os.path.expanduser(folder)) / file
+    if not path.is_file():
+        raise BundleError(f"bundle folder {folder}: {file} is missing (knative_bundle_files names it for {name})")
+    got = sha256(path.read_bytes())
+    if got != want:
+        raise BundleError(f"{path}: checksum mismatch for {file} ({name} of the vendor bundle): knative_bundle_files "
+                          f"pins sha256 {want}, the file has {got}. Nothing was changed")
+    return path.read_text()
+
+
 @lru_cache(maxsize=8)
-def load(version: str, folder: str | None = None, optional: tuple[str, ...] = (), cache: str | None = None) -> Bundle:
-    """Load and verify the release files: from `folder` (offline bundle) or the official URLs via the cache."""
+def load(version: str, folder: str | None = None, optional: tuple[str, ...] = (), cache: str | None = None,
+         vendor_files: tuple[tuple[str, str, str], ...] = ()) -> Bundle:
+    """Load and verify the release files: from `folder` (offline bundle) or the official URLs via the cache. A vendor
+    bundle's renamed or changed files (`vendor_files`: release name, file name, sha256) are verified against the
+    pins group data gives for them instead of the release's."""
+    vendor = {name: (file, digest) for name, file, digest in vendor_files}
     if version not in PINS:
         raise BundleError(f"knative_version {version!r} is not supported; supported: {', '.join(sorted(PINS))}")
     unknown = [n for n in optional if n not in OPTIONAL]
@@ -111,7 +133,9 @@ def load(version: str, folder: str | None = None, optional: tuple[str, ...] = ()
         raise BundleError(f"unknown optional bundle file(s) {unknown}; allowed: {', '.join(OPTIONAL)}")
     files: dict[str, str] = {}
     for name in (*REQUIRED, *optional):
-        if folder:
+        if name in vendor:
+            files[name] = _vendor(version, name, folder, vendor)
+        elif folder:
             path = Path(os.path.expanduser(folder)) / name
             if not path.is_file():
                 raise BundleError(f"bundle folder {folder}: {name} is missing (needed for Knative {version})")
@@ -119,4 +143,21 @@ def load(version: str, folder: str | None = None, optional: tuple[str, ...] = ()
         else:
             cache_dir = Path(cache) if cache else default_cache()
             files[name] = _verify(version, name, _download(version, name, cache_dir), str(cache_dir / version / name))
+    for name in WHEN_PRESENT:
+        if name in files:
+            continue
+        if name in vendor:
+            files[name] = _vendor(version, name, folder, vendor)
+        elif folder:
+            path = Path(os.path.expanduser(folder)) / name
+            if path.is_file():
+                files[name] = _verify(version, name, path.read_bytes(), str(path))
+        else:
+            cache_dir = Path(cache) if cache else default_cache()
+            try:
+                files[name] = _verify(version, name, _download(version, name, cache_dir),
+                                      str(cache_dir / version / name))
+            except BundleError as err:
+                if "checksum mismatch" in str(err):
+                    raise
     return Bundle(version, files)

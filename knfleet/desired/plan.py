@@ -14,11 +14,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from knfleet.desired import bundle, lint, models, render, settings
+from knfleet.desired import bundle, capacity, ha, lint, mirror, models, render, settings, upgrade
 from knfleet.errors import InputError
 
 MANAGED = models.MANAGED
 NAMESPACES = ("knative-serving", "kourier-system", "knative-nginx")
+PROXY_NS = "knative-nginx"  # the public proxy (files/knative-nginx.yaml): Deployment and Service knative-nginx
 LOCK_NAMESPACE = "kube-system"  # the Lease knfleet-lock and knfleet's notes (ConfigMap knfleet-state)
 
 
@@ -80,15 +81,27 @@ def install_rights(d: Desired) -> tuple[Right, ...]:
                Right("bind", "rbac.authorization.k8s.io", "clusterroles")}
     rights |= {Right("list", g, r, ns) for ns in NAMESPACES for g, r in (("apps", "deployments"), ("", "pods"),
                                                                           ("", "events"))}
+    # upgrades: the post-install Jobs, and deleting what the old release had (any object of the release's kinds)
+    if d.jobs:
+        rights |= {Right(v, "batch", "jobs", "knative-serving") for v in ("create", "get", "list")}
+        rights |= {Right("list", "", "pods", "knative-serving")}
+    release = [o for s in d.stages if s.name in RELEASE_STAGES for o in s.objects
+               if o["kind"] != "CustomResourceDefinition"]
+    rights |= _rights_on(release, ("list", "delete"))
     rights |= {Right("list", "", "nodes"), Right("list", "apiextensions.k8s.io", "customresourcedefinitions"),
                Right("list", "serving.knative.dev", "services"), Right("delete", "serving.knative.dev", "services")}
     run = d.settings.run
     if d.models and run.smoke:
         rights |= {Right("get", g, r, m.namespace) for m in d.models
                    for g, r in (("serving.knative.dev", "services"), ("apps", "deployments"))}
-        if not (run.smoke_url and run.smoke_internal_url):  # some go through kourier-internal by port-forward
-            rights |= {Right("get", "", "services", "kourier-system"),
-                       Right("create", "", "pods", "kourier-system", "portforward")}
+        if not (run.smoke_url and run.smoke_internal_url):  # some go through kourier-internal
+            if run.smoke_via == "exec":  # from inside the proxy's pod, as the runbook does
+                rights |= {Right("list", "", "pods", PROXY_NS), Right("create", "", "pods", PROXY_NS, "exec")}
+            else:  # by port-forward to a gateway pod behind kourier-internal
+                rights |= {Right("get", "", "services", "kourier-system"),
+                           Right("create", "", "pods", "kourier-system", "portforward")}
+        if run.smoke_proxy and not run.smoke_url:  # the proxy's external address, when it has one
+            rights.add(Right("get", "", "services", PROXY_NS))
     return tuple(sorted(rights))
 
 
@@ -118,6 +131,15 @@ class DeploymentsAvailable:
 
 
 @dataclass(frozen=True)
+class ReplicasReady:
+    """Every Deployment in these namespaces has at least `replicas` Ready pods (ha_replicas: HPAs scale theirs up
+    to the raised minimum after the apply)."""
+
+    namespaces: tuple[str, ...]
+    replicas: int
+
+
+@dataclass(frozen=True)
 class WebhookServing:
     """Knative's webhook answers: CA bundle and rules written by it, and a dry-run create passes through it."""
 
@@ -139,7 +161,8 @@ class GpuCapacity:
     services: tuple[tuple[str, int], ...]
 
 
-Check = CrdsEstablished | DeploymentsAvailable | WebhookServing | PodsReady | ServicesReady | GpuCapacity
+Check = CrdsEstablished | DeploymentsAvailable | ReplicasReady | WebhookServing | PodsReady | ServicesReady \
+    | GpuCapacity
 
 
 # --- the steps ---------------------------------------------------------------------------------------------------
@@ -151,11 +174,57 @@ class Preflight:
 
 
 @dataclass(frozen=True)
+class Capacity:
+    """GPU capacity preflight: the model services' GPUs (initial/min scale plus one pod each for a rollout) against
+    what the nodes can allocate, honouring nodeSelector and tolerations; refuse (or warn) before any change."""
+
+    needs: tuple[capacity.Need, ...]
+    mode: str  # refuse | warn
+    task: str = "run"
+    title: str = "GPU capacity preflight (initial/min scale + one rollout pod per service)"
+
+
+@dataclass(frozen=True)
 class Lock:
     ttl: int
     wait: int
     task: str = "run"
     title: str = "Lock the cluster (Lease kube-system/knfleet-lock)"
+
+
+@dataclass(frozen=True)
+class Version:
+    """Read the installed Knative Serving version before anything is applied; refuse a downgrade or a jump of
+    more than one minor version (nothing changed); note an upgrade in progress (kube-system/knfleet-upgrade)."""
+
+    target: str
+    jobs: bool  # the bundle has serving-post-install-jobs.yaml (an upgrade needs it)
+    task: str = "run"
+    title: str = "Installed Knative version (upgrade path)"
+
+
+@dataclass(frozen=True)
+class Obsolete:
+    """On an upgrade: delete what the old release had and the new one does not (knative.dev CRDs excepted)."""
+
+    target: str
+    desired: tuple[dict[str, Any], ...]
+    kinds: tuple[tuple[str, str], ...]
+    timeout: int
+    task: str = "knative"
+    title: str = "Delete objects of the old release that the new one does not have"
+
+
+@dataclass(frozen=True)
+class PostInstall:
+    """On an upgrade: create the post-install Jobs (generateName), wait for them to complete, then note the upgrade
+    done."""
+
+    target: str
+    jobs: tuple[dict[str, Any], ...]
+    timeout: int
+    task: str = "knative"
+    title: str = "Post-install Jobs (serving-post-install-jobs.yaml: storage-version migration, cleanup)"
 
 
 @dataclass(frozen=True)
@@ -205,6 +274,11 @@ class Smoke:
     public_url: str | None
     deadline: int
     cold: bool = False  # wake services at zero on purpose (--smoke-cold) and report the cold start
+    via: str = "port-forward"  # how kourier-internal is reached: port-forward | exec (from the proxy's pod)
+    proxy: bool = True  # public services also through the proxy's external address, when it has one
+    proxy_node_address: str | None = None  # where the proxy's NodePort is reached (host data)
+    cluster_domain: str = "cluster.local"
+    before_upgrade: str | None = None  # a target version: only while upgrading to it, before anything is applied
     task: str = "smoke"
     title: str = "Smoke test: POST /v1/chat/completions"
 
@@ -242,7 +316,8 @@ class Removed:
     title: str = "Nothing of Knative remains"
 
 
-Step = Preflight | Lock | Apply | Gate | Prune | Smoke | Guard | DeleteServices | Delete | Removed
+Step = Preflight | Capacity | Lock | Version | Apply | Gate | Obsolete | PostInstall | Prune | Smoke | Guard \
+    | DeleteServices | Delete | Removed
 
 
 @dataclass(frozen=True)
@@ -254,6 +329,7 @@ class Desired:
     models: tuple[models.Model, ...]
     stages: tuple[render.Stage, ...]
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    jobs: tuple[dict[str, Any], ...] = ()  # serving-post-install-jobs.yaml's Jobs (created on upgrades)
 
     @property
     def action(self) -> str:
@@ -301,16 +377,23 @@ def desired(host_name: str, data: Any, bundle_loader: Any = bundle.load) -> Desi
     cfg = settings.from_data(data)
     found = models.from_data(data.get("models"))
     cfg = with_model_features(cfg, found)
-    b = bundle_loader(cfg.knative_version, cfg.bundle_dir, cfg.optional_files)
+    b = bundle_loader(cfg.knative_version, cfg.bundle_dir, cfg.optional_files, None, cfg.bundle_files) \
+        if cfg.bundle_files else bundle_loader(cfg.knative_version, cfg.bundle_dir, cfg.optional_files)
+    jobs: tuple[dict[str, Any], ...] = ()
     if cfg.action == "install":
         warnings = check_config(cfg, b) + check_models(host_name, cfg, found)
         stages = render.install_stages(b, cfg)
         if found:
             stages.append(render.Stage("services", tuple(models.render_manifest(found))))
+        if upgrade.JOBS_FILE in b.files:
+            jobs = tuple(render.images(j, cfg) for j in
+                         upgrade.post_install_jobs(render.load_docs(b.text(upgrade.JOBS_FILE))))
+        warnings += image_warnings(cfg, stages, found)
+        warnings += ha.pdb_warnings([o for s in stages for o in s.objects], cfg.ha_replicas)
     else:
         warnings = []
         stages = render.uninstall_stages(b, cfg)
-    return Desired(cfg, b, tuple(found), tuple(stages), tuple(warnings))
+    return Desired(cfg, b, tuple(found), tuple(stages), tuple(warnings), jobs)
 
 
 # --- the plans -------------------------------------------------------------------------------------------------------
@@ -322,6 +405,37 @@ STAGE_TITLES = {
     "proxy": ("proxy", "knative-nginx proxy"),
     "services": ("services", "Model services (Knative Services)"),
 }
+
+
+RELEASE_STAGES = ("crds", "config", "core", "kourier")
+
+
+def image_warnings(cfg: settings.InstallSettings, stages: list[render.Stage], found: list[models.Model]) -> list[str]:
+    """A floating Envoy tag left unpinned, and images that still point at a registry listed as unreachable."""
+    out = []
+    objects = [o for s in stages for o in s.objects]
+    for o in objects:
+        for where, image in mirror.images_of(o):
+            if cfg.image_mirror and mirror.floating(image):
+                out.append(f"warning: {render.ref(o)} {where}: {image} is a floating tag (it moves, and a mirror "
+                           "copies one moment of it); pin it (envoy_image for Kourier's Envoy: a tag with a digest)")
+    if cfg.unreachable_registries:
+        services = [models.render_service(m) for m in found]
+        for name, where, image in mirror.unreachable([*objects, *services], cfg.unreachable_registries):
+            out.append(f"warning: {name} {where}: {image} points at {mirror.registry_of(image)}, which "
+                       "unreachable_registries lists (set image_mirror, or the service's image)")
+    return out
+
+
+def gpu_needs(d: Desired) -> tuple[capacity.Need, ...]:
+    """The model services' GPU needs, from the rendered services (initial-scale default: the cluster's)."""
+    try:
+        initial = int(d.settings.autoscaler.get("initial-scale", "1"))
+    except ValueError:
+        initial = 1
+    needs = tuple(capacity.need_of(o, initial) for s in d.stages if s.name == "services" for o in s.objects
+                  if o.get("kind") == "Service")
+    return tuple(n for n in needs if n.gpus_per_pod > 0)
 
 
 def smoke_targets(d: Desired) -> tuple[SmokeTarget, ...]:
@@ -367,9 +481,21 @@ def install(d: Desired) -> list[Step]:
         task, title = STAGE_TITLES[name]
         return Apply(name, stage[name].objects, task, title, **kw)
 
-    steps: list[Step] = [
-        Preflight(install_rights(d)),
+    targets = smoke_targets(d)
+    steps: list[Step] = [Preflight(install_rights(d))]
+    needs = gpu_needs(d)
+    if needs and run.gpu_preflight != "off":
+        steps.append(Capacity(needs, run.gpu_preflight))
+    steps += [
         Lock(run.lock_ttl, run.lock_wait),
+        Version(cfg.knative_version, bool(d.jobs)),
+    ]
+    if d.models and run.smoke and targets:
+        steps.append(Smoke(targets, run.smoke_internal_url, run.smoke_url, run.smoke_deadline, run.smoke_cold,
+                           run.smoke_via, run.smoke_proxy, run.proxy_node_address, d.settings.cluster_domain,
+                           before_upgrade=cfg.knative_version, title="Smoke test before the upgrade"))
+    release = tuple(o for s in d.stages if s.name in RELEASE_STAGES for o in s.objects)
+    steps += [
         apply("crds", prefetch=prefetch(d)),
         Gate(CrdsEstablished(), t, "knative", "Knative CRDs Established"),
         apply("config", repair_config=True),
@@ -381,7 +507,14 @@ def install(d: Desired) -> list[Step]:
         apply("proxy"),
         Gate(DeploymentsAvailable("knative-nginx"), t, "proxy", "knative-nginx Deployments Available"),
         Gate(DeploymentsAvailable("knative-serving"), t, "run", "knative-serving Deployments Available (with Kourier)"),
+    ]
+    if cfg.ha_replicas:
+        steps.append(Gate(ReplicasReady(("knative-serving", "kourier-system"), cfg.ha_replicas), t, "run",
+                          f"Control plane at {cfg.ha_replicas} Ready replicas (ha_replicas)"))
+    steps += [
         Gate(PodsReady(NAMESPACES), t, "run", "Every pod Ready (knative-serving, kourier-system, knative-nginx)"),
+        Obsolete(cfg.knative_version, release, tuple(sorted({(o["apiVersion"], o["kind"]) for o in release})), t),
+        PostInstall(cfg.knative_version, d.jobs, t),
     ]
     refs = tuple(m.ref for m in d.models)
     if d.models:
@@ -392,9 +525,9 @@ def install(d: Desired) -> list[Step]:
     if d.models:
         steps.append(Gate(ServicesReady(refs), model_wait(d), "services",
                           "Model services Ready (observedGeneration, latest revision)"))
-        targets = smoke_targets(d)
         if run.smoke and targets:
-            steps.append(Smoke(targets, run.smoke_internal_url, run.smoke_url, run.smoke_deadline, run.smoke_cold))
+            steps.append(Smoke(targets, run.smoke_internal_url, run.smoke_url, run.smoke_deadline, run.smoke_cold,
+                               run.smoke_via, run.smoke_proxy, run.proxy_node_address, d.settings.cluster_domain))
     return steps
 
 

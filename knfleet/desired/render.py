@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from knfleet.desired import bundle as _bundle
+from knfleet.desired import ha, mirror
 from knfleet.desired.bundle import Bundle
 from knfleet.desired.settings import InstallSettings
 
@@ -154,13 +155,26 @@ def install_stages(bundle: Bundle, settings: InstallSettings) -> list[Stage]:
             o = copy.deepcopy(o)
             o["spec"]["type"] = settings.kourier_service_type
         kourier.append(o)
-    return [
+    stages = [
         Stage("crds", tuple(crds)),
         Stage("config", tuple(namespace + configmaps)),
         Stage("core", tuple(namespace + rest)),
         Stage("kourier", tuple(kourier)),
         Stage("proxy", tuple(proxy_objects(settings))),
     ]
+    return [Stage(st.name, tuple(images(o, settings) for o in ha.transform(list(st.objects), settings.ha_replicas)))
+            for st in stages]
+
+
+ENVOY = "docker.io/envoyproxy/envoy:"  # kourier.yaml's gateway image: a floating tag (v1.31-latest)
+
+
+def images(obj: dict[str, Any], settings: InstallSettings) -> dict[str, Any]:
+    """An object with envoy_image pinned over kourier.yaml's floating Envoy tag, then every image moved to
+    image_mirror (digests kept) and image_pull_secrets added (knfleet.desired.mirror)."""
+    pin = {image: settings.envoy_image for _, image in mirror.images_of(obj) if image.startswith(ENVOY)} \
+        if settings.envoy_image else None
+    return mirror.rewrite(obj, settings.image_mirror, settings.image_pull_secrets, pin)
 
 
 def _builtin(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:

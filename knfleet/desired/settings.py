@@ -6,6 +6,8 @@ Each error names the data key, the value and what is allowed.
 from __future__ import annotations
 
 import difflib
+import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +100,12 @@ class InstallSettings:
     proxy_service_type: str = "NodePort"
     proxy_image: str = "nginx:1.27.3-alpine"
     wait_timeout: int = 300
+    ha_replicas: int | None = None  # replicas of the control plane (knfleet.desired.ha); None: as released
+    image_mirror: str | None = None  # registry[/path] every release image moves to (digests kept)
+    image_pull_secrets: tuple[str, ...] = ()
+    envoy_image: str | None = None  # pins kourier.yaml's floating Envoy tag
+    unreachable_registries: tuple[str, ...] = ()  # what `knfleet lint` and the run report images still pointing at
+    bundle_files: tuple[tuple[str, str, str], ...] = ()  # (release file, vendor file name, sha256)
     run: RunSettings = field(default_factory=lambda: RunSettings())
 
     def owned_config(self) -> dict[str, dict[str, str]]:
@@ -140,7 +148,11 @@ class RunSettings:
     smoke_internal_url: str | None = None
     smoke_deadline: int = 120  # a warm service; one woken from zero gets its progress deadline
     smoke_cold: bool = False
+    smoke_via: str = "port-forward"  # how the runner reaches kourier-internal: port-forward | exec (the runbook's)
+    smoke_proxy: bool = True  # also through the proxy's external address (load balancer / node port), if any
+    proxy_node_address: str | None = None  # a node address to reach the proxy's NodePort at
     force_uninstall: bool = False
+    gpu_preflight: str = "refuse"  # refuse | warn | off: the GPU capacity preflight (knfleet.desired.capacity)
 
 
 TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
@@ -179,6 +191,24 @@ def url(name: str, value: Any) -> str | None:
     return value
 
 
+SMOKE_VIA = ("port-forward", "exec")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}"
+                       r"[A-Za-z0-9])?)*$")
+
+
+def address(name: str, value: Any) -> str | None:
+    """A host name or an IP address (no scheme, no port); unset is None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            return str(ipaddress.ip_address(value.strip("[]")))
+        except ValueError:
+            if _HOSTNAME.match(value):
+                return value
+    raise SettingsError(f"{name}: {value!r} is not allowed; use a host name or an IP address (no scheme, no port)")
+
+
 def run_settings(get: Any) -> RunSettings:
     return RunSettings(
         lock_ttl=seconds("lock_ttl", get("lock_ttl"), 60, minimum=3),
@@ -190,7 +220,11 @@ def run_settings(get: Any) -> RunSettings:
         smoke_internal_url=url("smoke_internal_url", get("smoke_internal_url")),
         smoke_deadline=seconds("smoke_deadline", get("smoke_deadline"), 120),
         smoke_cold=boolean("smoke_cold", get("smoke_cold"), False),
+        smoke_via=_choice("smoke_via", get("smoke_via") or "port-forward", SMOKE_VIA),
+        smoke_proxy=boolean("smoke_proxy", get("smoke_proxy"), True),
+        proxy_node_address=address("proxy_node_address", get("proxy_node_address")),
         force_uninstall=boolean("force_uninstall", get("force_uninstall"), False),
+        gpu_preflight=_choice("gpu_preflight", get("gpu_preflight") or "refuse", ("refuse", "warn", "off")),
     )
 
 
@@ -253,7 +287,7 @@ def from_data(data: Any) -> InstallSettings:
     cfg = InstallSettings(
         action=_choice("action", get("action") or "install", ACTIONS),
         knative_version=version,
-        bundle_dir=_optional_str("knative_bundle_dir", get("knative_bundle_dir")),
+        bundle_dir=bundle_folder(get("knative_bundle_dir"), version),
         optional_files=optional,
         domain=domain,
         cluster_domain=cluster_domain,
@@ -267,12 +301,95 @@ def from_data(data: Any) -> InstallSettings:
         proxy_service_type=_choice("proxy_service_type", get("proxy_service_type") or "NodePort", SERVICE_TYPES),
         proxy_image=_optional_str("proxy_image", get("proxy_image")) or "nginx:1.27.3-alpine",
         wait_timeout=timeout,
+        ha_replicas=_replicas(get("ha_replicas")),
+        image_mirror=_registry("image_mirror", get("image_mirror")),
+        image_pull_secrets=_names("image_pull_secrets", get("image_pull_secrets")),
+        envoy_image=_optional_str("envoy_image", get("envoy_image")),
+        unreachable_registries=tuple(_registry("unreachable_registries[]", r) or ""
+                                     for r in _list("unreachable_registries", get("unreachable_registries"))),
+        bundle_files=_bundle_files(get("knative_bundle_files")),
         run=run_settings(get),
     )
     errors = [str(p) for p in knative_problems(cfg.configmaps()) if p.severity == "error"]
     if errors:
         raise SettingsError("\n".join(errors))
     return cfg
+
+
+def _replicas(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
+        raise SettingsError(f"ha_replicas: {value!r} is not allowed; use a whole number of replicas from 1 to 100")
+    return value
+
+
+def _list(name: str, value: Any) -> tuple[Any, ...]:
+    if value is None or value == "":
+        return ()
+    if not isinstance(value, (list, tuple)):
+        raise SettingsError(f"{name}: {value!r} is not allowed; use a list")
+    return tuple(value)
+
+
+def _registry(name: str, value: Any) -> str | None:
+    """A registry host with an optional path (registry.corp.example:5000/knative), no scheme."""
+    if value is None or value == "":
+        return None
+    ok = isinstance(value, str) and "://" not in value and " " not in value and not value.startswith("/") \
+        and re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9._/-]+)?", value.rstrip("/"))
+    if not ok:
+        raise SettingsError(f"{name}: {value!r} is not allowed; use a registry host with an optional path, such as "
+                            "registry.corp.example:5000/knative (no scheme)")
+    return value.rstrip("/")
+
+
+def _names(name: str, value: Any) -> tuple[str, ...]:
+    out = tuple(_list(name, value))
+    for v in out:
+        if not isinstance(v, str) or gostrconv.is_dns1123_subdomain(v):
+            raise SettingsError(f"{name}[]: {v!r} is not allowed; use the name of a Secret (DNS-1123 subdomain)")
+    return out
+
+
+def _bundle_files(value: Any) -> tuple[tuple[str, str, str], ...]:
+    """knative_bundle_files: {release file: {"file": vendor file name, "sha256": pin}} for a vendor bundle whose
+    files are renamed or changed."""
+    if value is None or value == {}:
+        return ()
+    if not isinstance(value, dict):
+        raise SettingsError(f"knative_bundle_files: {value!r} is not allowed; use a mapping such as "
+                            '{"serving-core.yaml": {"file": "serving-core-v1.17.0.yaml", "sha256": "<64 hex>"}}')
+    out = []
+    for release, spec in value.items():
+        if release not in (*bundle.REQUIRED, *bundle.OPTIONAL):
+            raise SettingsError(f"knative_bundle_files: {release!r} is not a release file; use one of "
+                                f"{', '.join((*bundle.REQUIRED, *bundle.OPTIONAL))}")
+        if not isinstance(spec, dict) or set(spec) != {"file", "sha256"}:
+            raise SettingsError(f"knative_bundle_files.{release}: {spec!r} is not allowed; name the file and pin "
+                                'its sha256: {"file": "…", "sha256": "<64 hex digits>"}')
+        f, digest = spec["file"], spec["sha256"]
+        if not isinstance(f, str) or not f or "/" in f:
+            raise SettingsError(f"knative_bundle_files.{release}.file: {f!r} is not allowed; use a file name in the "
+                                "bundle folder")
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise SettingsError(f"knative_bundle_files.{release}.sha256: {digest!r} is not allowed; use the file's "
+                                "sha256 (64 lowercase hex digits, `sha256sum FILE`)")
+        out.append((release, f, digest))
+    return tuple(sorted(out))
+
+
+def bundle_folder(value: Any, version: str) -> str | None:
+    """knative_bundle_dir, where `{version}` stands for knative_version (one folder per release, so an upgrade is
+    `--data knative_version=1.17.2` alone)."""
+    folder = _optional_str("knative_bundle_dir", value)
+    if folder is None or "{" not in folder:
+        return folder
+    if folder.replace("{version}", "").count("{") or folder.replace("{version}", "").count("}"):
+        raise SettingsError(f"knative_bundle_dir: {folder!r} is not allowed; the only placeholder is {{version}}")
+    return folder.replace("{version}", version)
 
 
 def _optional_str(name: str, value: Any) -> str | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from knfleet.fleet import inventory as inv
-from knfleet.report import outcome
+from knfleet.report import outcome, outputs
 from knfleet.report.outcome import ClusterOutcome
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_HALTED, EXIT_CANNOT_START = 0, 1, 2, 3
@@ -54,6 +54,7 @@ def run_wave(inventory_file: str, deploy_file: str, hosts: list[str], data: dict
 
     state = State(check_for_changes=False)
     state.cwd = os.getcwd()
+    state.knfleet_rollout = True  # the wave's run writes no report files (KNFLEET_REPORT…): the rollout does
     ctx_state.set(state)
     inventory = make_inventory(inventory_file, override_data=data, cwd=os.getcwd(),
                                group_data_directories=inv.group_data_directories())
@@ -86,7 +87,7 @@ def _failed(o: ClusterOutcome | None) -> bool:
 
 def rollout(inventory: str, bake: float = 0, max_failed: int = 0, state_file: str | None = None,
             resume: bool = False, report_file: str | None = None, data: list[str] | None = None,
-            deploy_file: str = "deploy.py") -> int:
+            deploy_file: str = "deploy.py", report_html: str | None = None) -> int:
     t_all = time.monotonic()
     try:
         overrides = inv.parse_data(data or [])
@@ -119,6 +120,18 @@ def rollout(inventory: str, bake: float = 0, max_failed: int = 0, state_file: st
         if prev and prev.get("status") == "passed":
             for name, r in prev["clusters"].items():
                 results[name] = ClusterOutcome(**{**r, "wave": wave, "reason": "passed in an earlier run"})
+    short = gpu_preflight(clusters)
+    if short:
+        for line in short:
+            say(f"GPU preflight: {line}")
+        say("cannot start: the GPU capacity preflight failed (gpu_preflight=warn to go on anyway); no cluster was "
+            "touched")
+        if report_file:
+            outcome.write(report_file, outcome.report(
+                "rollout", {n: ClusterOutcome(**{**r.as_dict(), "reason": "not touched: GPU preflight"})
+                            for n, r in results.items()}, inventory=inventory, status="cannot-start",
+                exit_code=EXIT_CANNOT_START, gpu_preflight=short))
+        return EXIT_CANNOT_START
     failures = 0
     halted_at: int | None = None
     say(f"{len(clusters)} cluster(s) in {len(plan)} wave(s): "
@@ -184,12 +197,50 @@ def rollout(inventory: str, bake: float = 0, max_failed: int = 0, state_file: st
     print_table(results)
     say(f"rollout {status} (exit {code})" + (f"; fix, then run again with --resume (state {state_path})"
                                               if code == EXIT_HALTED else ""))
-    if report_file:
-        outcome.write(report_file, outcome.report(
-            "rollout", results, inventory=inventory, status=status, exit_code=code, halted_at_wave=halted_at,
-            max_failed_clusters=max_failed, duration_s=round(time.monotonic() - t_all, 1)))
+    written = outputs.write_all(
+        outcome.report("rollout", results, inventory=inventory, status=status, exit_code=code,
+                       halted_at_wave=halted_at, max_failed_clusters=max_failed,
+                       duration_s=round(time.monotonic() - t_all, 1)),
+        json_file=report_file, html_file=report_html, metrics_file=os.environ.get("KNFLEET_METRICS_FILE"))
+    for what, path in written:
+        say(f"{what} report: {path}")
     sys.stdout.flush()
     return code
+
+
+def gpu_preflight(clusters: list[inv.Cluster]) -> list[str]:
+    """Before wave 0: each cluster's GPU capacity for its model services (knfleet.desired.capacity), read-only.
+    The shortfalls of the clusters whose gpu_preflight is `refuse` (warnings are printed, not returned)."""
+    from knfleet.desired import plan, settings
+    from knfleet.errors import InputError
+    from knfleet.kube.client import Cluster, KubeError
+    from knfleet.run.connector import target_of
+    from knfleet.run.upgrading import gpu_shortfall
+
+    refused = []
+    for c in clusters:
+        try:
+            d = plan.desired(c.host, settings.Data({**c.data, "action": "install"}))
+        except InputError:
+            continue  # the wave's run reports bad input itself, before touching anything
+        needs = plan.gpu_needs(d)
+        if not needs or d.settings.run.gpu_preflight == "off":
+            continue
+        cluster = Cluster(target_of(c.name, c.data))
+        try:
+            short, text = gpu_shortfall(cluster, needs)
+        except (KubeError, InputError) as err:
+            say(f"GPU preflight: {c.name}: cannot read the nodes ({err}); the wave's run will report it")
+            continue
+        finally:
+            cluster.close()
+        if not short:
+            say(f"GPU preflight: {text}")
+        elif d.settings.run.gpu_preflight == "warn":
+            say(f"GPU preflight: warning: {text}")
+        else:
+            refused.append(text)
+    return refused
 
 
 def print_table(results: dict[str, ClusterOutcome]) -> None:

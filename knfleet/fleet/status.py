@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 
-from knfleet.desired import plan, settings
+from knfleet.desired import plan, settings, upgrade
 from knfleet.errors import InputError
 from knfleet.fleet import inventory as inv
 from knfleet.kube import diff, readiness
@@ -30,7 +30,12 @@ def cluster_status(c: inv.Cluster) -> ClusterOutcome:
         cluster.version()
         out.reachable = True
         ns = cluster.get("v1", "Namespace", "knative-serving")
-        out.knative_version = ((ns or {}).get("metadata", {}).get("labels") or {}).get("app.kubernetes.io/version")
+        have = upgrade.installed(cluster.list("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
+                                 cluster.list("apps/v1", "Deployment", "knative-serving") if ns else [])
+        out.knative_version = have.describe() if have.version else None
+        if have.version and have.version != d.settings.knative_version:
+            out.drift.append(f"version: Knative Serving {have.describe()} installed, group data asks "
+                             f"{d.settings.knative_version}")
         records = diff.Records.load(cluster)
         for stage in d.stages:
             out.drift += [f"{stage.name}: {x}" for x in diff.drift(cluster, stage.objects, records, learn=False)]

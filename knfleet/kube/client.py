@@ -151,6 +151,13 @@ class Cluster:
         self.connect()
         return Forward(self._api, namespace, pod, port, timeout=self.target.request_timeout)
 
+    def exec(self, namespace: str, pod: str, container: str, command: list[str], timeout: float) -> Any:
+        """Run `command` in a pod's container through the API server (knfleet.kube.podexec); its ExecResult."""
+        from knfleet.kube import podexec
+
+        self.connect()
+        return podexec.run(self._api, namespace, pod, container, command, timeout)
+
     def close(self) -> None:
         if self._api is not None:
             try:

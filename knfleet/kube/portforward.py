@@ -43,9 +43,10 @@ class Forward:
     def close(self) -> None:
         self._closed.set()
         try:
-            self._server.close()
+            self._server.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept(); close() alone would not
         except OSError:
             pass
+        self._server.close()
 
     def _open(self) -> Any:
         # The websocket port-forward of the `kubernetes` package, called with the request the client builds

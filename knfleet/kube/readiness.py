@@ -162,6 +162,12 @@ def evaluate(cluster: Any, check: Any) -> tuple[bool, str]:
         pods = cluster.list(*POD, check.namespace)
         events = cluster.list(*EVENT, check.namespace)
         return False, "\n".join(deployment_problem(d, pods, events) for d in bad)
+    if isinstance(check, plan.ReplicasReady):
+        short = [f"deployment {name_of(d)}: {int((d.get('status') or {}).get('readyReplicas') or 0)}/{check.replicas}"
+                 " ready" for ns in check.namespaces for d in cluster.list(*DEPLOYMENT, ns)
+                 if int((d.get("status") or {}).get("readyReplicas") or 0) < check.replicas]
+        return (not short, "\n".join(short) if short else
+                f"every Deployment in {', '.join(check.namespaces)} has {check.replicas}+ Ready replicas")
     if isinstance(check, plan.PodsReady):
         problems, finished = [], []
         for ns in check.namespaces:

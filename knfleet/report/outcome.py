@@ -43,6 +43,7 @@ class ClusterRun:
     locked_by: str | None = None
     started: float = field(default_factory=time.time)
     api_requests: int = 0  # requests the run made to this cluster's API (knfleet.kube.client counts them)
+    knative_version: str | None = None  # the Serving version found on the cluster ("1.17.0 -> 1.17.2": upgrading)
 
     def step(self, title: str, status: str, started: float, objects: list[str] | None = None,
              note: str = "") -> None:
@@ -82,6 +83,14 @@ class ClusterOutcome:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _version_after(found: str | None, status: str) -> str | None:
+    """The version a cluster runs after the run: the target of an upgrade that converged, else what was found
+    (None when the run never read it)."""
+    if found and status in (CONVERGED, CHANGED):
+        return found.split("->")[-1].strip()
+    return found
 
 
 def outcomes(state: Any, dry: bool = False) -> dict[str, ClusterOutcome]:
@@ -127,6 +136,8 @@ def outcomes(state: Any, dry: bool = False) -> dict[str, ClusterOutcome]:
             smoke=[r.as_dict() for r in record.smoke] if record else [],
             duration_s=round(time.time() - record.started, 2) if record else None,
             api_requests=record.api_requests if record else None,
+            # what the cluster runs: after a converged run the version it was brought to, else what was found
+            knative_version=_version_after(record.knative_version, status) if record else None,
         )
     return out
 

@@ -2,7 +2,8 @@
 
 Bad input of any cluster stops the whole run before anything is changed anywhere: exit code 2 with the
 error, never a traceback. After the run (pyinfra's `finally`, when the last cluster disconnects) the closing
-lines are printed, one per cluster, and the JSON report is written when `KNFLEET_REPORT` names a file.
+lines are printed, one per cluster, and the report is written where `KNFLEET_REPORT` (JSON), `KNFLEET_REPORT_HTML`
+(the HTML page) and `KNFLEET_METRICS_FILE` (Prometheus metrics; not for a dry run) name files.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pyinfra.api.state import BaseStateCallback, StateStage
 
 from knfleet.desired import plan
 from knfleet.errors import InputError
-from knfleet.report import outcome
+from knfleet.report import outcome, outputs
 
 
 def prepare(host: Any) -> tuple[plan.Desired, list[plan.Step]]:
@@ -76,9 +77,14 @@ class _Report(BaseStateCallback):
         text = outcome.lines(results, self.action)
         if text:
             print("\n".join(text), file=sys.stderr, flush=True)
-        path = os.environ.get("KNFLEET_REPORT")
-        if path:
-            outcome.write(path, outcome.report("run", results, action=self.action, dry_run=dry))
+        if getattr(state, "knfleet_rollout", False):
+            return  # a rollout's wave: the rollout writes its own report, metrics and page once, at the end
+        written = outputs.write_all(
+            outcome.report("run", results, action=self.action, dry_run=dry), json_file=os.environ.get("KNFLEET_REPORT"),
+            html_file=os.environ.get("KNFLEET_REPORT_HTML"),
+            metrics_file=None if dry else os.environ.get("KNFLEET_METRICS_FILE"))
+        for what, path in written:
+            print(f"knfleet: {what} report: {path}", file=sys.stderr, flush=True)
 
 
 def register_report(state: Any, action: str) -> None:

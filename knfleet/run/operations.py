@@ -288,6 +288,9 @@ def _revision_at_zero(cluster: Cluster, ns: str, revision: str | None) -> bool:
 
 
 KOURIER_INTERNAL = ("kourier-system", "kourier-internal")
+PROXY_POD_NS = p.PROXY_NS  # files/knative-nginx.yaml: namespace, Deployment and Service all named knative-nginx
+PROXY_SELECTOR = "app.kubernetes.io/name=knative-nginx"
+PROXY_CONTAINER = "nginx"
 
 
 def kourier_internal_pod(cluster: Cluster) -> tuple[str, int]:
@@ -319,58 +322,143 @@ def _smoke_host(svc: dict[str, Any], fallback: str) -> str:
     return url.split("://", 1)[-1].split("/", 1)[0] or fallback
 
 
+class _EntryPoints:
+    """The ways one smoke step reaches the services, each opened when first needed and closed at the end:
+    host data URLs (overrides), kourier-internal (port-forward through the API server, or curl from inside the
+    proxy's pod: `smoke_via: exec`), and the public proxy's external address (load balancer or NodePort)."""
+
+    def __init__(self, cluster: Cluster, step: p.Smoke) -> None:
+        self.cluster, self.step = cluster, step
+        self.forward: Any = None
+        self.exec_pod: str | None = None
+        self._proxy: tuple[str | None] | None = None
+
+    def paths(self, target: p.SmokeTarget, host_header: str) -> list[tuple[str, smoke.Send]]:
+        step, ways = self.step, []
+        url = step.internal_url if target.cluster_local or not step.public_url else step.public_url
+        if url:
+            ways.append(("smoke_internal_url" if url == step.internal_url else "smoke_url",
+                         smoke.over_http(url, host_header, target.model)))
+        elif step.via == "exec":
+            ways.append((f"kourier-internal (exec in {PROXY_POD_NS}/{self._exec_pod()})",
+                         smoke.over_exec(self._run_in_proxy, self._internal_dns(), host_header, target.model)))
+        else:
+            ways.append(("kourier-internal (port-forward)",
+                         smoke.over_http(self._forward().url, host_header, target.model)))
+        if step.proxy and not step.public_url and not target.cluster_local:
+            proxy = self.proxy_url()
+            if proxy:
+                ways.append((f"proxy {proxy}", smoke.over_http(proxy, host_header, target.model)))
+        return ways
+
+    def proxy_url(self) -> str | None:
+        if self._proxy is None:
+            svc = self.cluster.get("v1", "Service", PROXY_POD_NS, PROXY_POD_NS) or {}
+            self._proxy = (smoke.proxy_url(svc, self.step.proxy_node_address),)
+            if self._proxy[0]:
+                logger.info(f"{host.print_prefix}smoke through the public proxy too: {self._proxy[0]}")
+        return self._proxy[0]
+
+    def _forward(self) -> Any:
+        if self.forward is None:
+            pod, port = kourier_internal_pod(self.cluster)
+            self.forward = self.cluster.port_forward(KOURIER_INTERNAL[0], pod, port)
+            logger.info(f"{host.print_prefix}smoke through kourier-internal: port-forward to pod "
+                        f"{KOURIER_INTERNAL[0]}/{pod}:{port} on {self.forward.url}")
+        return self.forward
+
+    def _internal_dns(self) -> str:
+        return f"http://{KOURIER_INTERNAL[1]}.{KOURIER_INTERNAL[0]}.svc.{self.step.cluster_domain}"
+
+    def _exec_pod(self) -> str:
+        if self.exec_pod is None:
+            pods = [q for q in self.cluster.list("v1", "Pod", PROXY_POD_NS, PROXY_SELECTOR) if readiness.pod_ready(q)]
+            if not pods:
+                raise KnfleetError(f"no Ready pod in {PROXY_POD_NS} ({PROXY_SELECTOR}) to run the smoke request "
+                                   "from (smoke_via: exec)")
+            self.exec_pod = pods[0]["metadata"]["name"]
+        return self.exec_pod
+
+    def _run_in_proxy(self, command: list[str], timeout: float) -> Any:
+        return self.cluster.exec(PROXY_POD_NS, self._exec_pod(), PROXY_CONTAINER, command, timeout)
+
+    def errors(self) -> list[str]:
+        return list(self.forward.errors) if self.forward is not None else []
+
+    def close(self) -> None:
+        if self.forward is not None:
+            self.forward.close()
+
+
 @operation()
 def smoke_test(step: p.Smoke):
     """The runbook's chat request to every model service, with the Host from its status.url. By default through
     `kourier-internal`, reached by a port-forward through the API server (the cluster's own auth; public and
-    cluster-local services alike); host data `smoke_url` (the public proxy) / `smoke_internal_url` override that.
-    Checks 200, an OpenAI-shaped body and the model name; records latency and, for a service at zero, the cold
-    start. A service whose policy is `when-warm` and that is at zero is reported, not woken (unless `smoke_cold`).
+    cluster-local services alike) or, with `smoke_via: exec`, by curl from inside the proxy's pod as the runbook
+    does; public services also through the proxy's external address when its Service has one. Host data
+    `smoke_url` (the public proxy) / `smoke_internal_url` override those. Checks 200, an OpenAI-shaped body and
+    the model name; records latency per path and, for a service at zero, the cold start. A service whose policy
+    is `when-warm` and that is at zero is reported, not woken (unless `smoke_cold`).
     A check, not a change: no change when every service answers; the cluster fails otherwise."""
     t0 = time.monotonic()
     if not _executing():
         host.noop("smoke tests run with the deploy (not in --dry)")
         return
     cluster, record = _cluster(), _record()
-    failures, skipped = [], 0
-    forward = None
+    services = step.services
+    if step.before_upgrade is not None:  # only while upgrading, and only the services that exist already
+        from knfleet.run import upgrading
+
+        try:
+            frm = upgrading.upgrading_from(cluster, step.before_upgrade)
+        except KnfleetError as err:
+            frm, why = None, str(err)
+        else:
+            why = "no upgrade in progress"
+        existing = {readiness.name_of(o) for o in cluster.list(*KSVC)} if frm and cluster.has(*KSVC) else set()
+        services = tuple(s for s in services if s.ref in existing)
+        if not services:
+            unchanged(step.title, why if frm is None else "no model service deployed yet", t0)
+            return
+    failures, skipped, answered, lines = [], 0, 0, []
+    entry = _EntryPoints(cluster, step)
     try:
-        for s in step.services:
+        for s in services:
             ns, name = s.ref.split("/", 1)
             svc = cluster.get(*KSVC, name, ns) or {}
             at_zero = _revision_at_zero(cluster, ns, (svc.get("status") or {}).get("latestReadyRevisionName"))
             if at_zero and s.policy == "when-warm" and not step.cold:
-                result = smoke.skipped(s.ref, "at zero, not woken: smoke when-warm; --smoke-cold wakes it")
+                results = [smoke.skipped(s.ref, "at zero, not woken: smoke when-warm; --smoke-cold wakes it")]
                 skipped += 1
             else:
-                url = step.internal_url if s.cluster_local or not step.public_url else step.public_url
-                via = "smoke_internal_url" if url and url == step.internal_url else "smoke_url"
-                if not url:
-                    if forward is None:
-                        pod, port = kourier_internal_pod(cluster)
-                        forward = cluster.port_forward(KOURIER_INTERNAL[0], pod, port)
-                        logger.info(f"{host.print_prefix}smoke through kourier-internal: port-forward to pod "
-                                    f"{KOURIER_INTERNAL[0]}/{pod}:{port} on {forward.url}")
-                    url, via = forward.url, "kourier-internal (port-forward)"
-                deadline = max(step.deadline, s.cold_deadline) if at_zero else step.deadline
-                result = smoke.chat(s.ref, url, _smoke_host(svc, s.host), s.model, deadline, at_zero)
-                result.via = via
-                if not result.ok and forward is not None and forward.errors:
-                    result.error = f"{result.error}; {forward.errors[-1]}"
-            record.smoke.append(result)
-            logger.info(f"{host.print_prefix}smoke {result.line()}")
-            if not result.ok:
-                failures.append(result.line())
+                results = []
+                for via, send in entry.paths(s, _smoke_host(svc, s.host)):
+                    deadline = max(step.deadline, s.cold_deadline) if at_zero else step.deadline
+                    result = smoke.chat(s.ref, send, s.model, deadline, at_zero)
+                    result.via = via
+                    if not result.ok and via.endswith("(port-forward)") and entry.errors():
+                        result.error = f"{result.error}; {entry.errors()[-1]}"
+                    at_zero = False  # the first path woke it
+                    results.append(result)
+                answered += 1
+            for result in results:
+                if step.before_upgrade is None:
+                    record.smoke.append(result)
+                lines.append(result.line())
+                logger.info(f"{host.print_prefix}smoke {result.line()}")
+                if not result.ok:
+                    failures.append(result.line())
     except (KnfleetError, KubeError) as err:
-        failures.append(f"no way to the services through kourier-internal: {err}")
+        failures.append(f"no way to the services: {err}")
     finally:
-        if forward is not None:
-            forward.close()
+        entry.close()
     if failures:
-        yield fail("smoke test", "; ".join(failures))
+        yield fail(step.title if step.before_upgrade else "smoke test", "; ".join(failures)
+                   + ("; not upgrading: nothing was changed" if step.before_upgrade else ""))
         return
-    unchanged(step.title, f"{len(step.services) - skipped} service(s) answered"
-              + (f", {skipped} at zero not woken" if skipped else ""), t0)
+    unchanged(step.title, f"{answered} service(s) answered"
+              + (f", {skipped} at zero not woken" if skipped else "")
+              + (": " + "; ".join(lines) if step.before_upgrade else ""), t0)
 
 
 # --- uninstall ------------------------------------------------------------------------------------------------------
@@ -621,4 +709,8 @@ OPERATIONS: dict[type, Callable[..., Any]] = {
 
 def step(s: p.Step) -> Any:
     """The pyinfra operation for one plan step, named by its title."""
+    if type(s) not in OPERATIONS:
+        from knfleet.run import upgrading
+
+        OPERATIONS.update(upgrading.OPERATIONS)
     return OPERATIONS[type(s)](s, name=s.title)

@@ -35,10 +35,15 @@ BINARIES: tuple[Binary, ...] = (
         # Our controller main serves Knative's health probes on KNFLEET_PROBES_PORT instead of :8080.
         port_env={"KNFLEET_PROBES_PORT": 8080, "METRICS_PROMETHEUS_PORT": 9090, "PROFILING_PORT": 8008},
     ),
+    # The post-install Jobs' containers: run to completion (restartPolicy OnFailure), the pod then Succeeded or
+    # Failed as the process exited (kwok's own completion stage leaves them to the runner).
+    Binary(name="migrate", image=re.compile(r"knative\.dev/pkg/apiextensions/storageversion/cmd/migrate[@:]")),
+    Binary(name="cleanup", image=re.compile(r"knative\.dev/serving/pkg/cleanup/cmd/cleanup[@:]")),
 )
 
 # The jq expression kwok's stages use to leave these pods' container status to the runner.
-KWOK_IMAGE_TEST = "knative.dev/serving/cmd/(webhook|controller)[@:]"
+KWOK_IMAGE_TEST = ("knative.dev/(serving/cmd/(webhook|controller)|pkg/apiextensions/storageversion/cmd/migrate"
+                   "|serving/pkg/cleanup/cmd/cleanup)[@:]")
 
 
 def for_image(image: str) -> Binary | None:

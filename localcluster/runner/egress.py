@@ -88,9 +88,9 @@ def _handle(conn: socket.socket, resolve: Resolver, log: Callable[[str], None]) 
             upstream.sendall(rest)
         conn.settimeout(None)
         upstream.settimeout(None)
-        t = threading.Thread(target=_pipe, args=(upstream, conn), daemon=True)
+        t = threading.Thread(target=pipe, args=(upstream, conn), daemon=True)
         t.start()
-        _pipe(conn, upstream)
+        pipe(conn, upstream)
         t.join(timeout=5)
     except OSError as err:
         log(f"egress connection failed: {err}")
@@ -103,7 +103,7 @@ def _handle(conn: socket.socket, resolve: Resolver, log: Callable[[str], None]) 
                     pass
 
 
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
+def pipe(src: socket.socket, dst: socket.socket) -> None:
     try:
         while True:
             data = src.recv(65536)

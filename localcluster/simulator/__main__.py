@@ -1,8 +1,8 @@
 """python -m localcluster.simulator --cluster-dir DIR: what needs a network to pods, for one local cluster.
 
 Knative's own webhook and controller run for real (localcluster.runner). This process plays the rest:
-the autoscaler's status work (autoscaler.py), net-kourier's (kourier.py), and the data plane (gateway.py:
-Kourier's gateways, the nginx proxy, vLLM's API).
+the autoscaler's status work (autoscaler.py), net-kourier's (kourier.py), the data plane (gateway.py:
+Kourier's gateways, the nginx proxy, vLLM's API), and the cloud's load balancers (loadbalancer.py).
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from localcluster import nodes
 from localcluster.simulator import kourier
 from localcluster.simulator.autoscaler import Autoscaler
 from localcluster.simulator.gateway import Gateway, Routes
 from localcluster.simulator.kubeapi import Kube
+from localcluster.simulator.loadbalancer import LoadBalancers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         (cdir / f"{name}.url").write_text(gw.url + "\n")
         log(f"simulated {name} entry point on {gw.url}")
 
+    balancers = LoadBalancers(str(cdir.resolve()), nodes.pod_ports(gateways["internal"].server_address[1],
+                                                                   gateways["public"].server_address[1]), log)
     kube.watch(scaler.wake, stop)
 
     while not stop.is_set():
@@ -62,10 +66,13 @@ def main(argv: list[str] | None = None) -> int:
             ingress.reconcile(snap)
             scaler.reconcile(snap)
             routes.update(kourier.routing_table(snap), snap.revisions)
+            balancers.reconcile(kube.caches["lb_services"].items(), kube.caches["endpoints"].items(),
+                                kube.service_status)
         except Exception as err:  # noqa: BLE001 - the apiserver may be briefly unavailable
             log(f"reconcile failed: {err}")
             time.sleep(1)
         scaler.wake.wait(1.0)  # woken by any change; the tick is for the autoscaler's idle windows
+    balancers.close()
     for gw in gateways.values():
         gw.shutdown()
     log("simulator stopped")

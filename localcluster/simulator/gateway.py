@@ -12,6 +12,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 from localcluster.simulator import openai
 from localcluster.simulator.autoscaler import Autoscaler
@@ -87,7 +88,7 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         host = (self.headers.get("Host") or "").split(":")[0].lower()
-        path = self.path.split("?")[0]
+        path = urlsplit(self.path).path or "/"  # origin-form, or absolute-form as sent to a proxy (RFC 9112 3.2)
         rules, revisions = self.server.routes.lookup(host, external_only=self.server.public)
         chosen = None
         for rule in rules:

@@ -72,6 +72,10 @@ class Kube:
                                  or REVISION_LABEL in (d["metadata"].get("labels") or {})),
             "pods": Cache(self.core.list_pod_for_all_namespaces, wake, stop, label_selector=REVISION_LABEL),
             "configmaps": Cache(self.core.list_namespaced_config_map, wake, stop, namespace=KNATIVE_NS),
+            # for the load-balancer controller
+            "lb_services": Cache(self.core.list_service_for_all_namespaces, wake, stop,
+                                 keep=lambda s: (s.get("spec") or {}).get("type") == "LoadBalancer"),
+            "endpoints": Cache(self.core.list_endpoints_for_all_namespaces, wake, stop),
         }
 
     def snapshot(self) -> Snapshot:
@@ -113,6 +117,9 @@ class Kube:
             gvr[0], gvr[1], ns, gvr[2], name,
             {"metadata": {"finalizers": finalizers, "resourceVersion": obj["metadata"]["resourceVersion"]}},
             _content_type="application/merge-patch+json")
+
+    def service_status(self, ns: str, name: str, status: dict[str, Any]) -> None:
+        self.core.patch_namespaced_service_status(name, ns, {"status": status})
 
     def scale(self, ns: str, name: str, replicas: int) -> None:
         self.apps.patch_namespaced_deployment_scale(name, ns, {"spec": {"replicas": replicas}})

@@ -47,6 +47,14 @@ def test_converges_knative_proxy_and_two_models_smoke_tests_pass(cluster):
         assert re.search(rf"smoke knative-qwen7b/{name}: 200 in \d+\.\d+s \(via kourier-internal \(port-forward\)\)",
                          first.stderr), first.stderr[-3000:]
     assert "port-forward to pod kourier-system/3scale-kourier-gateway-" in first.stderr
+    # group_data/local.py puts the public proxy behind a load balancer: the simulator, as the cloud's controller,
+    # gave the knative-nginx Service an address and serves it; public services are smoke-tested through it too.
+    proxy = kube.json("get", "service", "knative-nginx", "-n", "knative-nginx")
+    assert proxy["spec"]["type"] == "LoadBalancer"
+    lb_ip = proxy["status"]["loadBalancer"]["ingress"][0]["ip"]
+    for name in ("knative-qwen7b-svc", "qwen7b-scale-to-zero"):
+        assert re.search(rf"smoke knative-qwen7b/{name}: 200 in \d+\.\d+s \(via proxy http://{re.escape(lb_ip)}:80\)",
+                         first.stderr), first.stderr[-3000:]
     # Let the min-scale 0 service go idle and scale to zero. A converge (smoke when-warm, the default for a
     # service that can scale to zero) reports it at zero and does not wake it: the idle GPU stays free.
     deployment = ("deployment", "qwen7b-scale-to-zero-00001-deployment", "-n", "knative-qwen7b")
@@ -63,11 +71,39 @@ def test_converges_knative_proxy_and_two_models_smoke_tests_pass(cluster):
     # Asked to (rollout --smoke-cold sets smoke_cold), the run wakes it and measures the cold start.
     third = pyinfra(root, "-y", "--json", "--data", models_arg(QWEN, SLEEPY), "--data", "smoke_cold=true")
     assert third.returncode == 0, third.stderr[-3000:]
-    cold = re.search(r"smoke knative-qwen7b/qwen7b-scale-to-zero: 200 in (\d+\.\d+)s, cold start (\d+\.\d+)s",
-                     third.stderr)
+    cold = re.search(r"smoke knative-qwen7b/qwen7b-scale-to-zero: 200 in (\d+\.\d+)s, cold start (\d+\.\d+)s "
+                     r"\(via kourier-internal \(port-forward\)\)", third.stderr)
     assert cold, third.stderr[-2000:]
     assert float(cold.group(2)) > 0
+    # the proxy path comes second: the service is warm by then
+    assert re.search(r"smoke knative-qwen7b/qwen7b-scale-to-zero: 200 in \d+\.\d+s \(via proxy http://", third.stderr)
     print(f"\n{cold.group(0)}")
+
+
+def test_smoke_via_exec_runs_the_runbooks_curl_inside_the_proxy_pod(cluster, tmp_path, monkeypatch):
+    """`smoke_via: exec`: curl from inside a knative-nginx pod to kourier-internal by its cluster DNS name, as the
+    runbook does (the API server's exec, kwok's exec server). A cluster-local service is reached that way only: it
+    is not behind the public proxy."""
+    root, kube = cluster
+    internal = {"name": "qwen7b-internal", "visibility": "cluster-local"}
+    report = tmp_path / "report.json"
+    monkeypatch.setenv("KNFLEET_REPORT", str(report))
+    # smoke_cold: the runbook's service may have gone idle to zero by now (min-scale 0 by default); wake it
+    run = pyinfra(root, "-y", "--data", models_arg(QWEN, internal), "--data", "smoke_via=exec",
+                  "--data", "smoke_cold=true")
+    assert run.returncode == 0, run.stderr[-3000:]
+    smoke = json.loads(report.read_text())["clusters"][kube.name]["smoke"]
+    assert all(r["via"] for r in smoke), smoke
+    paths = {(r["service"], r["via"].split(" (")[0] if r["via"].startswith("kourier") else "proxy") for r in smoke}
+    assert paths == {("knative-qwen7b/knative-qwen7b-svc", "kourier-internal"),
+                     ("knative-qwen7b/knative-qwen7b-svc", "proxy"),
+                     ("knative-qwen7b/qwen7b-internal", "kourier-internal")}, smoke
+    assert all(r["ok"] and r["status"] == 200 for r in smoke), smoke
+    assert all("exec in knative-nginx/knative-nginx-" in r["via"] for r in smoke if r["via"].startswith("kourier")), \
+        smoke
+    # the Host came from the service's status.url: cluster-local -> its svc.cluster.local name
+    assert kube.json("get", "ksvc", "qwen7b-internal", "-n", "knative-qwen7b")["status"]["url"] == \
+        "http://qwen7b-internal.knative-qwen7b.svc.cluster.local"
 
 
 def test_invalid_values_stop_the_run_before_any_change(cluster):
@@ -89,7 +125,8 @@ def test_invalid_values_stop_the_run_before_any_change(cluster):
 def test_too_many_gpus_fails_with_unschedulable(cluster):
     root, _ = cluster
     greedy = {"name": "greedy", "namespace": "gpu-test", "gpus": 99}
-    run = pyinfra(root, "-y", "--data", models_arg(QWEN, SLEEPY, greedy), "--data", "model_wait_timeout=15")
+    run = pyinfra(root, "-y", "--data", models_arg(QWEN, SLEEPY, greedy), "--data", "model_wait_timeout=15",
+                 "--data", "gpu_preflight=warn")  # past the preflight: what Knative says
     assert run.returncode != 0
     assert "ksvc gpu-test/greedy" in run.stderr and "Unschedulable" in run.stderr
     assert "Insufficient nvidia.com/gpu" in run.stderr
@@ -149,7 +186,8 @@ def test_an_apiserver_that_stops_answering_mid_wait_fails_the_cluster_within_its
     greedy = {"name": "greedy", "namespace": "gpu-test", "gpus": 99}
     env = dict(os.environ, KNFLEET_LOCAL=str(root.parent), PYINFRA_PROGRESS="off")
     argv = [str(REPO / ".venv" / "bin" / "pyinfra"), "inventories/local.py", "deploy.py", "-y",
-            "--data", models_arg(QWEN, greedy), "--data", "model_wait_timeout=20", "--data", "request_timeout=3"]
+            "--data", models_arg(QWEN, greedy), "--data", "model_wait_timeout=20", "--data", "request_timeout=3",
+            "--data", "gpu_preflight=warn"]
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     apiserver = kube.cluster.load_state().pids["kube-apiserver"]
     lines: list[str] = []

@@ -28,15 +28,20 @@ def kinds(steps: list) -> list[str]:
 def test_install_plan_reads_like_the_flow():
     steps = plan.plan(desired({"models": [{}]}))
     assert kinds(steps) == [
-        "Preflight:NoneType", "Lock:NoneType", "Apply:crds", "Gate:CrdsEstablished", "Apply:config", "Apply:core",
+        "Preflight:NoneType", "Capacity:NoneType", "Lock:NoneType", "Version:NoneType", "Smoke:NoneType", "Apply:crds",
+        "Gate:CrdsEstablished", "Apply:config", "Apply:core",
         "Gate:DeploymentsAvailable", "Gate:WebhookServing", "Apply:kourier", "Gate:DeploymentsAvailable",
         "Apply:proxy", "Gate:DeploymentsAvailable", "Gate:DeploymentsAvailable", "Gate:PodsReady",
+        "Obsolete:NoneType", "PostInstall:NoneType",
         "Gate:GpuCapacity", "Apply:services", "Prune:NoneType", "Gate:ServicesReady", "Smoke:NoneType"]
+    assert steps[4].before_upgrade == "1.17.0" and steps[-1].before_upgrade is None
+    assert steps[1].mode == "refuse" and steps[1].needs[0].gpus == 2  # 1 GPU x (initial scale 1 + a rollout pod)
     config = next(s for s in steps if isinstance(s, plan.Apply) and s.stage == "config")
     assert config.repair_config
     services = next(s for s in steps if isinstance(s, plan.Apply) and s.stage == "services")
     assert services.webhook_retry > 0  # retries while Knative's webhook (re)starts
-    assert [t for t, _ in by_task(steps)] == ["run", "knative", "kourier", "proxy", "run", "services", "smoke"]
+    assert [t for t, _ in by_task(steps)] == ["run", "smoke", "knative", "kourier", "proxy", "run", "knative",
+                                              "services", "smoke"]
 
 
 def test_without_models_the_plan_still_prunes_and_smoke_can_be_off():

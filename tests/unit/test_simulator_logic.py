@@ -4,6 +4,7 @@ the egress proxy's resolution, kwok stages."""
 from __future__ import annotations
 
 import json
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -11,7 +12,7 @@ import yaml
 
 from localcluster.nodes import kwok_config, render_nodes
 from localcluster.runner import egress
-from localcluster.runner.binaries import for_image
+from localcluster.runner.binaries import KWOK_IMAGE_TEST, for_image
 from localcluster.runner.pods import expand, field_ref
 from localcluster.simulator import autoscale, kourier, openai
 from localcluster.simulator.autoscaler import PA_CONDITIONS, Autoscaler, living_ready, pod_counts
@@ -223,4 +224,9 @@ def test_kwok_leaves_runner_pods_to_the_runner():
     for name in ("pod-ready", "pod-complete"):
         stage = next(s for s in cfg if s["metadata"]["name"] == name)
         keys = [e["key"] for e in stage["spec"]["selector"]["matchExpressions"]]
-        assert any("knative.dev/serving/cmd/(webhook|controller)" in k for k in keys), name
+        assert any(KWOK_IMAGE_TEST in k for k in keys), name
+    for image in ("gcr.io/knative-releases/knative.dev/serving/cmd/webhook@sha256:1b79",
+                  "mirror.corp/knative.dev/pkg/apiextensions/storageversion/cmd/migrate@sha256:64b7",
+                  "gcr.io/knative-releases/knative.dev/serving/pkg/cleanup/cmd/cleanup@sha256:1564"):
+        assert re.search(KWOK_IMAGE_TEST, image) and for_image(image) is not None, image
+    assert not re.search(KWOK_IMAGE_TEST, "docker.io/envoyproxy/envoy:v1.31-latest")

@@ -1,0 +1,131 @@
+"""GPU capacity preflight: do a cluster's nodes have the GPUs its model services need? Pure: no cluster.
+
+A service needs, per pod, its GPU limit (`nvidia.com/gpu`), for max(initial scale, min scale) pods, plus one more
+pod for the next revision's rollout (Knative keeps the old revision serving until the new one is Ready, so a
+template change needs a spare GPU). Each pod may only go to a node whose labels match the service's nodeSelector
+and whose NoSchedule/NoExecute taints its tolerations tolerate; pods are placed largest first on the eligible node
+with the most GPUs left (first-fit decreasing). Pods that find no room are the shortfall, reported per service.
+Compared with what the nodes can allocate (not what is free now: the services' own running pods are part of the
+need), so a converged cluster passes as it did before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+GPU = "nvidia.com/gpu"
+MODES = ("refuse", "warn", "off")
+
+
+@dataclass(frozen=True)
+class Need:
+    service: str
+    gpus_per_pod: int
+    pods: int  # at initial/min scale, plus one for the rollout
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def gpus(self) -> int:
+        return self.gpus_per_pod * self.pods
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    gpus: int
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    service: str
+    needed: int  # GPUs
+    placed: int  # GPUs that found room
+    eligible_nodes: int
+
+    def __str__(self) -> str:
+        where = f"{self.eligible_nodes} eligible GPU node(s)" if self.eligible_nodes else \
+            "no node with enough GPUs per pod matches its nodeSelector and tolerations"
+        return f"{self.service} needs {self.needed} GPU(s), {self.needed - self.placed} short ({where})"
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(str(value or 0))
+    except ValueError:
+        return 0
+
+
+def _annotation_int(annotations: dict[str, str], key: str, default: int) -> int:
+    try:
+        return int(str(annotations.get(f"autoscaling.knative.dev/{key}", default)))
+    except ValueError:
+        return default
+
+
+def need_of(ksvc: dict[str, Any], initial_scale_default: int = 1) -> Need:
+    """A rendered Knative Service's GPU need (pods at max(initial, min) scale plus one for the rollout)."""
+    meta = ksvc["metadata"]
+    tmpl = ksvc["spec"]["template"]
+    annotations = (tmpl.get("metadata") or {}).get("annotations") or {}
+    spec = tmpl.get("spec") or {}
+    per_pod = sum(max(_int(((c.get("resources") or {}).get("limits") or {}).get(GPU)),
+                      _int(((c.get("resources") or {}).get("requests") or {}).get(GPU)))
+                  for c in spec.get("containers") or [])
+    scale = max(_annotation_int(annotations, "initial-scale", initial_scale_default),
+                _annotation_int(annotations, "min-scale", 0))
+    return Need(f"{meta.get('namespace')}/{meta['name']}", per_pod, scale + 1, dict(spec.get("nodeSelector") or {}),
+                tuple(spec.get("tolerations") or ()))
+
+
+def node_of(obj: dict[str, Any]) -> Node:
+    meta, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
+    return Node(meta["name"], _int((status.get("allocatable") or {}).get(GPU)), dict(meta.get("labels") or {}),
+                tuple(t for t in spec.get("taints") or () if t.get("effect") in ("NoSchedule", "NoExecute"))
+                if not spec.get("unschedulable") else ({"key": "node.kubernetes.io/unschedulable",
+                                                        "effect": "NoSchedule"},))
+
+
+def tolerates(toleration: dict[str, Any], taint: dict[str, Any]) -> bool:
+    """Kubernetes' rule (k8s.io/api/core/v1 Toleration.ToleratesTaint)."""
+    if toleration.get("effect") and toleration["effect"] != taint.get("effect"):
+        return False
+    if toleration.get("key") and toleration["key"] != taint.get("key"):
+        return False
+    if toleration.get("operator", "Equal") == "Exists":
+        return True
+    return bool(toleration.get("key")) and (toleration.get("value") or "") == (taint.get("value") or "")
+
+
+def eligible(need: Need, node: Node) -> bool:
+    if any(node.labels.get(k) != v for k, v in need.node_selector.items()):
+        return False
+    return all(any(tolerates(t, taint) for t in need.tolerations) for taint in node.taints)
+
+
+def shortfalls(needs: list[Need], nodes: list[Node]) -> list[Shortfall]:
+    """Place every GPU pod (largest first) on an eligible node with room; the services whose pods do not all fit."""
+    left = {n.name: n.gpus for n in nodes}
+    placed = {need.service: 0 for need in needs}
+    pods = sorted(((need, i) for need in needs if need.gpus_per_pod > 0 for i in range(need.pods)),
+                  key=lambda x: (-x[0].gpus_per_pod, x[0].service, x[1]))
+    for need, _ in pods:
+        fits = [n for n in nodes if eligible(need, n) and left[n.name] >= need.gpus_per_pod]
+        if fits:
+            best = max(fits, key=lambda n: (left[n.name], n.name))
+            left[best.name] -= need.gpus_per_pod
+            placed[need.service] += need.gpus_per_pod
+    return [Shortfall(need.service, need.gpus, placed[need.service],
+                      sum(eligible(need, n) and n.gpus >= need.gpus_per_pod for n in nodes))
+            for need in needs if need.gpus_per_pod > 0 and placed[need.service] < need.gpus]
+
+
+def report(cluster: str, needs: list[Need], nodes: list[Node], short: list[Shortfall]) -> str:
+    total = sum(n.gpus for n in needs)
+    have = sum(n.gpus for n in nodes)
+    head = (f"{cluster}: model services need {total} GPU(s) (initial/min scale plus one pod each for a rollout); "
+            f"nodes can allocate {have}")
+    return head + ("" if not short else ": " + "; ".join(str(s) for s in short))

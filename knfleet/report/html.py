@@ -1,0 +1,290 @@
+"""A report (or several, for trends) as one self-contained HTML page: `knfleet report`, `knfleet rollout
+--report-html`, `KNFLEET_REPORT_HTML`.
+
+The page is made from the JSON reports only (one schema, knfleet.report.outcome) by a Jinja2 template with
+autoescaping; its CSS and SVG are inline and it has no script, so it needs nothing from the network and works
+with JavaScript off. This module turns reports into plain values for the template (cells, rows, chart points
+with their coordinates already computed), so the layout logic is testable without a browser.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from knfleet.report import metrics, outcome
+from knfleet.run.smoke import path_of
+
+# outcome -> colour (background of a cluster's cell); the legend shows them
+COLOURS = {
+    outcome.CONVERGED: "#2e7d32", outcome.CHANGED: "#1565c0", outcome.IN_SYNC: "#2e7d32",
+    outcome.WOULD_CHANGE: "#6a1b9a", outcome.FAILED: "#c62828", outcome.UNREACHABLE: "#c62828",
+    outcome.LOCKED: "#e65100", outcome.INCOMPLETE: "#f9a825", outcome.DRIFT: "#e65100",
+    outcome.UNTOUCHED: "#757575",
+}
+OTHER_COLOUR = "#424242"
+# one colour per series (cluster + service) in the charts
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
+           "#7f7f7f")
+PHASES = metrics.PHASES
+
+
+class ReportError(Exception):
+    """A file that is not a knfleet report."""
+
+
+@dataclass
+class Point:
+    """One smoke result in a chart: its latency (a circle) and, when it woke the service, its cold start (a
+    diamond beside it). A failed or skipped result has no latency and is drawn hollow on the axis."""
+
+    x: float
+    y: float
+    cluster: str
+    service: str
+    phase: str  # deploy | after_bake (in the trend chart: latency | cold-start, the line it belongs to)
+    latency: float | None  # seconds
+    result: str  # ok | failed | skipped
+    colour: str
+    label: str  # the tooltip (an SVG <title>)
+    cold_start: float | None = None
+    cold_y: float | None = None
+    when: str = ""
+
+
+@dataclass
+class Chart:
+    width: int
+    height: int
+    left: int
+    top: int
+    plot_w: int
+    plot_h: int
+    y_max: float
+    y_ticks: list[tuple[float, str]] = field(default_factory=list)  # (y coordinate, label)
+    x_labels: list[tuple[float, str]] = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)
+    lines: list[tuple[str, str, bool]] = field(default_factory=list)  # (svg points, colour, dashed)
+    legend: list[tuple[str, str]] = field(default_factory=list)  # (colour, text)
+    results: int = 0  # smoke results drawn (one group each)
+
+
+def load(path: str) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as err:
+        raise ReportError(f"{path}: cannot read it: {err.strerror or err}") from None
+    except ValueError as err:
+        raise ReportError(f"{path}: not JSON: {err}") from None
+    if not isinstance(data, dict) or data.get("schema") != outcome.SCHEMA:
+        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise ReportError(f"{path}: schema {found!r} is not a knfleet report; expected {outcome.SCHEMA!r} "
+                          "(written by KNFLEET_REPORT, knfleet rollout --report or knfleet status --json)")
+    if not isinstance(data.get("clusters"), dict):
+        raise ReportError(f"{path}: clusters: missing or not an object")
+    return data
+
+
+def normalized(data: dict[str, Any]) -> dict[str, Any]:
+    """A report with every field the page reads (reports of other kinds or older knfleets lack some)."""
+    base = {"kind": "", "knfleet": "", "finished": None, "status": None, "action": None, "dry_run": False,
+            "inventory": None, "duration_s": None, "exit_code": None, "halted_at_wave": None}
+    clusters = {name: {**dataclasses.asdict(outcome.ClusterOutcome(name, "")), **o}
+                for name, o in (data.get("clusters") or {}).items()}
+    return {**base, **data, "clusters": clusters}
+
+
+def when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts)) if ts else "-"
+
+
+def reason(o: dict[str, Any]) -> str:
+    """Why a cluster is where it is: its first error (first line), else the report's reason."""
+    errors = o.get("errors") or []
+    text = errors[0] if errors else o.get("reason") or ""
+    return text.splitlines()[0] if text else ""
+
+
+def smoke_failed(o: dict[str, Any]) -> bool:
+    return any(not s.get("ok", True) for key, _ in PHASES for s in o.get(key) or [])
+
+
+def _nice_max(v: float) -> float:
+    if v <= 0:
+        return 1.0
+    exp = 10 ** math.floor(math.log10(v))
+    for m in (1, 2, 2.5, 5, 10):
+        if v <= m * exp:
+            return m * exp
+    return 10 * exp
+
+
+def _ticks(chart: Chart, n: int = 5) -> None:
+    for i in range(n + 1):
+        v = chart.y_max * i / n
+        chart.y_ticks.append((chart.top + chart.plot_h - chart.plot_h * i / n, f"{v:.3g} s"))
+
+
+def _y(chart: Chart, v: float | None) -> float:
+    return round(chart.top + chart.plot_h - chart.plot_h * min(v or 0.0, chart.y_max) / chart.y_max, 2)
+
+
+def _result(s: dict[str, Any]) -> str:
+    return "skipped" if s.get("skipped") else "ok" if s.get("ok") else "failed"
+
+
+def _tooltip(cluster: str, s: dict[str, Any], phase: str) -> str:
+    from knfleet.run.smoke import describe
+
+    return f"{cluster} · {describe(s)}" + (" (after the bake)" if phase == "after_bake" else "")
+
+
+def smoke_chart(data: dict[str, Any]) -> Chart:
+    """Smoke latency (circles) and cold start (diamonds) of every smoke result, one band per service and cluster:
+    one point per result (after a bake, a second one to the right)."""
+    clusters = data.get("clusters") or {}
+    rows = [(name, phase, s) for name in sorted(clusters) for key, phase in PHASES
+            for s in clusters[name].get(key) or []]
+    series = sorted({(s["service"], name, path_of(s.get("via"))) for name, _, s in rows})
+    values = [v for _, _, s in rows for v in (s.get("latency_s"), s.get("cold_start_s")) if v is not None]
+    plot_w = max(560, 130 * len(series))
+    band = plot_w / max(len(series), 1)
+    chart = Chart(width=plot_w + 90, height=280, left=70, top=20, plot_w=plot_w, plot_h=220,
+                  y_max=_nice_max(max(values, default=0) * 1.1))
+    _ticks(chart)
+    colour = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(series)}
+    for i, (service, name, path) in enumerate(series):
+        label = f"{service.split('/')[-1]} @ {name} ({path})"
+        chart.x_labels.append((round(chart.left + band * i + band / 2, 2), label))
+        chart.legend.append((colour[(service, name, path)], f"{service} on {name} via {path}"))
+    for name, phase, s in rows:
+        key = (s["service"], name, path_of(s.get("via")))
+        i = series.index(key)
+        x = round(chart.left + band * i + band / 2 + (-20 if phase == "deploy" else 20) - 6, 2)
+        cold = s.get("cold_start_s")
+        chart.points.append(Point(x, _y(chart, s.get("latency_s")), name, s["service"], phase, s.get("latency_s"),
+                                  _result(s), colour[key], _tooltip(name, s, phase), cold,
+                                  None if cold is None else _y(chart, cold)))
+    chart.results = len(rows)
+    return chart
+
+
+def trend_chart(reports: list[dict[str, Any]]) -> Chart:
+    """Smoke latency (solid) and cold start (dashed) of each service on each cluster, run after run."""
+    n = len(reports)
+    plot_w = max(480, 60 * (n - 1))
+    step = plot_w / max(n - 1, 1)
+    vals = [v for r in reports for o in r["clusters"].values() for key, _ in PHASES for s in o.get(key) or []
+            for v in (s.get("latency_s"), s.get("cold_start_s")) if v is not None]
+    chart = Chart(width=plot_w + 130, height=280, left=70, top=20, plot_w=plot_w, plot_h=220,
+                  y_max=_nice_max(max(vals, default=0) * 1.1))
+    _ticks(chart)
+    for i, r in enumerate(reports):
+        stamp = time.strftime("%m-%d %H:%M", time.gmtime(r.get("finished")))
+        chart.x_labels.append((round(chart.left + step * i, 2), stamp))
+    series = sorted({(s["service"], name, path_of(s.get("via"))) for r in reports
+                     for name, o in r["clusters"].items() for s in o.get("smoke") or []})
+    for k, (service, name, path) in enumerate(series):
+        c = PALETTE[k % len(PALETTE)]
+        chart.legend.append((c, f"{service} on {name} via {path}"))
+        for measure, field_name, dashed in (("latency", "latency_s", False), ("cold-start", "cold_start_s", True)):
+            pts: list[tuple[float, float]] = []
+            for i, r in enumerate(reports):
+                o = r["clusters"].get(name) or {}
+                s = next((s for s in o.get("smoke") or []
+                          if s["service"] == service and path_of(s.get("via")) == path), None)
+                if s is None or s.get(field_name) is None:
+                    continue
+                x, y = round(chart.left + step * i, 2), _y(chart, s[field_name])
+                pts.append((x, y))
+                chart.points.append(Point(x, y, name, service, measure, s[field_name], _result(s), c,
+                                          _tooltip(name, s, "deploy"), when=when(r.get("finished"))))
+            if len(pts) > 1:
+                chart.lines.append((" ".join(f"{x},{y}" for x, y in pts), c, dashed))
+    return chart
+
+
+def cells(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The grid's rows: one per wave (a plain run's clusters share one row), each with its clusters' cells."""
+    rows: dict[Any, list[dict[str, Any]]] = {}
+    for name, o in sorted((data.get("clusters") or {}).items(), key=lambda kv: (kv[1].get("wave") or 0, kv[0])):
+        status = o.get("status", "")
+        rows.setdefault(o.get("wave"), []).append({
+            "name": name, "status": status, "colour": COLOURS.get(status, OTHER_COLOUR),
+            "bad": status in outcome.BAD or smoke_failed(o), "reason": reason(o),
+            "smoke_failed": smoke_failed(o), "changed": len(metrics.changed_objects(o)),
+            "smoke": [(s["service"], _result(s)) for s in o.get("smoke") or []],
+        })
+    out = []
+    for wave, members in rows.items():
+        ran = [(data["clusters"][m["name"]].get("duration_s")) for m in members]
+        secs = [d for d in ran if d is not None]
+        label = "clusters" if wave is None else f"wave {wave}" + (" (canary)" if wave == 0 else "")
+        out.append({"wave": wave, "label": label, "seconds": max(secs) if secs else None, "cells": members,
+                    "halted": data.get("halted_at_wave") is not None and wave == data.get("halted_at_wave")})
+    return out
+
+
+def details(data: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for name, o in sorted((data.get("clusters") or {}).items(), key=lambda kv: (kv[1].get("wave") or 0, kv[0])):
+        steps = o.get("steps") or []
+        longest = max((float(s.get("seconds") or 0) for s in steps), default=0) or 1.0
+        out.append({
+            "name": name, "o": o, "colour": COLOURS.get(o.get("status", ""), OTHER_COLOUR), "reason": reason(o),
+            "changed": metrics.changed_objects(o),
+            "steps": [{**s, "pct": round(100 * float(s.get("seconds") or 0) / longest, 1)} for s in steps],
+            "smoke": [(phase, s) for key, phase in PHASES for s in o.get(key) or []],
+        })
+    return out
+
+
+def history(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Outcome of each cluster in each report (oldest first) and each report's duration."""
+    names = sorted({n for r in reports for n in r["clusters"]})
+    runs = []
+    for r in reports:
+        row = []
+        for n in names:
+            o = r["clusters"].get(n)
+            row.append(None if o is None else {"status": o.get("status", ""), "reason": reason(o),
+                                               "colour": COLOURS.get(o.get("status", ""), OTHER_COLOUR)})
+        secs = [o.get("duration_s") for o in r["clusters"].values() if o.get("duration_s") is not None]
+        runs.append({"when": when(r.get("finished")), "kind": r.get("kind", ""),
+                     "status": r.get("status") or r.get("action") or "", "cells": row,
+                     "duration_s": r.get("duration_s") if r.get("duration_s") is not None else max(secs, default=None)})
+    return {"clusters": names, "runs": runs}
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.PackageLoader("knfleet.report", "templates"),
+                              autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def render(reports: list[dict[str, Any]]) -> str:
+    """The page of the latest report (by `finished`), with trends when there are several."""
+    if not reports:
+        raise ReportError("no report to render")
+    ordered = sorted((normalized(r) for r in reports), key=lambda r: r.get("finished") or 0)
+    latest = ordered[-1]
+    return _env().get_template("report.html.j2").render(
+        r=latest, finished=when(latest.get("finished")), rows=cells(latest), clusters=details(latest),
+        chart=smoke_chart(latest), trend=trend_chart(ordered) if len(ordered) > 1 else None,
+        history=history(ordered) if len(ordered) > 1 else None, colours=COLOURS, count=len(ordered))
+
+
+def write(path: str, reports: list[dict[str, Any]]) -> None:
+    """The page, written atomically (a temporary file beside it, then a rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp")
+    tmp.write_text(render(reports), encoding="utf-8")
+    tmp.replace(p)
