@@ -48,7 +48,8 @@ DATA_KEYS = (
     "kourier_service_type", "proxy_service_type", "proxy_image", "wait_timeout", "models",
     "lock_ttl", "lock_wait", "request_timeout", "model_wait_timeout", "smoke", "smoke_url", "smoke_internal_url",
     "smoke_deadline", "smoke_cold", "force_uninstall", "kubeconfig", "kube_context", "rollout_wave", "cluster_name",
-    "smoke_via", "smoke_proxy", "proxy_node_address",  # main's smoke paths (issue 10)
+    "smoke_via", "smoke_proxy", "proxy_node_address", "gpu_preflight", "ha_replicas", "image_mirror",
+    "image_pull_secrets", "knative_bundle_files", "envoy_image", "unreachable_registries",
 )
 
 

@@ -281,3 +281,17 @@ def test_an_env_value_is_never_quoted_in_an_error():
     code, err = deploy_prepare({**BASE, "models": [{"env": {"LEVEL": "hf_s3cr3t_value", "X": [1]}}]})
     assert code == 2 and "env = {'LEVEL': '<hidden>', 'X': [1]} is not allowed" in err, err
     assert "hf_s3cr3t_value" not in err
+
+
+def test_every_data_key_knfleet_reads_is_allowed():
+    """A key read from group/host data but missing from settings.DATA_KEYS would be refused as unknown."""
+    import re
+
+    read = set()
+    for path in (REPO / "knfleet").rglob("*.py"):
+        read |= set(re.findall(r'\bget\("([a-z_]+)"', path.read_text()))
+    settings_py = (REPO / "knfleet" / "desired" / "settings.py").read_text()
+    from_data = set(re.findall(r'\bget\("([a-z_]+)"', settings_py))
+    assert from_data <= set(ksettings.DATA_KEYS), from_data - set(ksettings.DATA_KEYS)
+    for key in ("kubeconfig", "kube_context", "request_timeout", "rollout_wave", "models"):
+        assert key in read and key in ksettings.DATA_KEYS
