@@ -8,11 +8,12 @@ CLUSTERS ?= 1
 BIN_DIR = $(shell $(PY) -m localcluster.build --print)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv build local-up local-down local-status test unit integration lint demo bench clean
+.PHONY: help venv build local-up local-down local-status test unit integration faults lint demo bench clean
 
 help:
 	@echo "make demo                 set up everything, bring up a local cluster, run knfleet on it"
 	@echo "make test                 everything CI checks (lint, unit and integration tests)"
+	@echo "make faults               the fault and bad-input suite (KNFLEET_FAULTS_LONG=1: 20 kills per scenario)"
 	@echo "make local-up [CLUSTERS=n] start local clusters local-1..n (.local/clusters/<name>/kubeconfig)"
 	@echo "make local-down           stop every local cluster (by PID)"
 	@echo "make bench                measure knfleet on local clusters"
@@ -45,6 +46,9 @@ unit: venv
 
 integration: build
 	PATH="$(BIN_DIR):$$PATH" $(PY) -m pytest -m integration -q
+
+faults: build
+	PATH="$(BIN_DIR):$$PATH" $(PY) -m pytest -m faults -q -rs -s
 
 test: lint build
 	PATH="$(BIN_DIR):$$PATH" $(PY) -m pytest -q -rs

@@ -26,3 +26,9 @@ class StuckError(ClusterError):
 
 class LockedError(ClusterError):
     """Another run holds the cluster's lock."""
+
+
+def shown(value: object, limit: int = 120) -> str:
+    """A value as an error message quotes it (repr), cut short: a 20,000-item list must not flood the output."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({type(value).__name__} of {len(text)} characters)"

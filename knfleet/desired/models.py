@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from knfleet.errors import InputError
+from knfleet.desired import gostrconv
+from knfleet.errors import InputError, shown
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED = f"{MANAGED_BY}=knfleet"
@@ -97,7 +98,15 @@ class Model:
 
 
 def _err(where: str, key: str, value: Any, allowed: str) -> ModelError:
-    return ModelError(f"{where}: {key} = {value!r} is not allowed; {allowed}")
+    return ModelError(f"{where}: {key} = {shown(value)} is not allowed; {allowed}")
+
+
+def _hidden(key: str, value: Any) -> Any:
+    """What an error may quote of a value: env's string values stay hidden (one may be a token put there by
+    mistake), the types of the others show what is wrong."""
+    if key == "env" and isinstance(value, dict):
+        return {k: "<hidden>" if isinstance(v, str) else v for k, v in value.items()}
+    return value
 
 
 # What each key's value must be: a checker returning an error text (None when fine).
@@ -164,14 +173,14 @@ def from_data(items: Any, where: str = "group data models") -> list[Model]:
     if items is None:
         return []
     if not isinstance(items, (list, tuple)):
-        raise ModelError(f"{where}: expected a list of model mappings, got {items!r}")
+        raise ModelError(f"{where}: expected a list of model mappings, got {shown(items)}")
     known = {f.name for f in fields(Model)}
     out: list[Model] = []
     seen: set[str] = set()
     for i, raw in enumerate(items):
         if not isinstance(raw, dict):
-            raise ModelError(f"{where}[{i}]: expected a mapping, got {raw!r}")
-        label = f"{where}[{i}] ({raw.get('name', Model.name)!s})"
+            raise ModelError(f"{where}[{i}]: expected a mapping, got {shown(raw)}")
+        label = f"{where}[{i}] ({str(raw.get('name', Model.name))[:70]})"
         unknown = sorted(str(k) for k in set(raw) - known)
         if unknown:
             hints = [f"{k} (did you mean {c[0]}?)" if (c := difflib.get_close_matches(k, sorted(known), n=1)) else k
@@ -180,7 +189,7 @@ def from_data(items: Any, where: str = "group data models") -> list[Model]:
         for key, value in raw.items():
             ok, allowed = SCALARS[key]
             if not ok(value):
-                raise _err(label, key, value, allowed)
+                raise _err(label, key, _hidden(key, value), allowed)
         kw = dict(raw)
         for key in ("args", "tolerations"):
             if key in kw and kw[key] is not None:
@@ -199,6 +208,7 @@ def from_data(items: Any, where: str = "group data models") -> list[Model]:
         for key in ("name", "namespace"):
             if not NAME.match(getattr(m, key)) or len(getattr(m, key)) > 63:
                 raise _err(label, key, getattr(m, key), "use a DNS label: lowercase letters, digits and '-'")
+        _check_names(label, m)
         for name in m.env:
             if SECRETISH.search(name):
                 raise _err(label, f"env.{name}", "<hidden>", "secrets are never inline: use secret_env "
@@ -212,6 +222,42 @@ def from_data(items: Any, where: str = "group data models") -> list[Model]:
         seen.add(m.ref)
         out.append(m)
     return out
+
+
+# Kubernetes' validation.IsEnvVarName (as Knative's webhook applies it) and a Secret's data key.
+ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+
+
+def _check_names(label: str, m: Model) -> None:
+    """Names and quantities Kubernetes would refuse, refused here (before any cluster is touched)."""
+    for key in ("env", "secret_env"):
+        for name in getattr(m, key):
+            if not ENV_NAME.match(name):
+                raise _err(label, f"{key} name", name, "use an environment variable name: letters, digits, '_', "
+                                                       "'-' and '.', not starting with a digit")
+    for name, ref in m.secret_env.items():
+        if isinstance(ref, dict) and _is_str(ref.get("secret")) and gostrconv.is_dns1123_subdomain(ref["secret"]):
+            raise _err(label, f"secret_env.{name}.secret", ref["secret"],
+                       "use a Secret name: lowercase letters, digits, '-' and '.' (at most 253)")
+        if isinstance(ref, dict) and _is_str(ref.get("key")) and (
+                not SECRET_KEY.match(ref["key"]) or len(ref["key"]) > 253):
+            raise _err(label, f"secret_env.{name}.key", ref["key"],
+                       "use a key of the Secret: letters, digits, '-', '_' and '.' (at most 253)")
+    for k, v in m.node_selector.items():
+        problems = gostrconv.is_qualified_name(k) + gostrconv.is_valid_label_value(v)
+        if problems:
+            raise _err(label, f"node_selector.{k[:70]}", v, f"use a node label and value ({'; '.join(problems)})")
+    for key in ("cpu", "memory", "shm_size"):
+        value = getattr(m, key)
+        if value is None:
+            continue
+        try:
+            q = gostrconv.parse_quantity(str(value))
+        except gostrconv.GoParseError:
+            q = None
+        if q is None or q <= 0:
+            raise _err(label, key, value, "use a positive Kubernetes quantity such as \"8\", \"500m\" or \"32Gi\"")
 
 
 def needed_features(models: list[Model]) -> dict[str, str]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from knfleet.desired import bundle, gostrconv, knconfig
-from knfleet.errors import InputError
+from knfleet.errors import InputError, shown
 
 SERVICE_TYPES = ("LoadBalancer", "NodePort", "ClusterIP")
 ACTIONS = ("install", "uninstall")
@@ -39,6 +39,20 @@ KOURIER_CLASS = "kourier.ingress.networking.knative.dev"
 RELEASE_CONFIG_STANDIN = {"config-deployment": {"queue-sidecar-image": "(the release's queue-proxy image)"}}
 
 
+# Every key of group/host data knfleet reads (pyinfra's `cluster_name` is the @kube connector's). A key not here is
+# refused, with the key meant when it looks misspelt: a typo must not silently leave a setting at its default.
+# Keys starting with "_" are the user's own (pyinfra keeps them; knfleet ignores them).
+DATA_KEYS = (
+    "action", "knative_version", "knative_bundle_dir", "knative_optional_files", "knative_domain", "cluster_domain",
+    "knative_autoscaler", "knative_features", "knative_defaults", "knative_deployment", "knative_network",
+    "kourier_service_type", "proxy_service_type", "proxy_image", "wait_timeout", "models",
+    "lock_ttl", "lock_wait", "request_timeout", "model_wait_timeout", "smoke", "smoke_url", "smoke_internal_url",
+    "smoke_deadline", "smoke_cold", "force_uninstall", "kubeconfig", "kube_context", "rollout_wave", "cluster_name",
+    "smoke_via", "smoke_proxy", "proxy_node_address", "gpu_preflight", "ha_replicas", "image_mirror",
+    "image_pull_secrets", "knative_bundle_files", "envoy_image", "unreachable_registries",
+)
+
+
 class Data(dict):
     """Host or group data as pyinfra hands it to deploy.py: a missing key reads as None."""
 
@@ -54,17 +68,17 @@ def _str_map(name: str, value: Any, allowed: tuple[str, ...] | None) -> dict[str
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise SettingsError(f"{name}: expected a mapping of ConfigMap keys to values, got {value!r}")
+        raise SettingsError(f"{name}: expected a mapping of ConfigMap keys to values, got {shown(value)}")
     out: dict[str, str] = {}
     for k, v in value.items():
         if allowed is not None and k not in allowed:
             close = difflib.get_close_matches(str(k), allowed, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise SettingsError(f"{name}: unknown key {k!r}{hint}; allowed: {', '.join(allowed)}")
+            raise SettingsError(f"{name}: unknown key {shown(k)}{hint}; allowed: {', '.join(allowed)}")
         if isinstance(v, bool):
             v = "true" if v else "false"
         if not isinstance(v, (str, int, float)):
-            raise SettingsError(f"{name}.{k}: expected a string or number, got {v!r}")
+            raise SettingsError(f"{name}.{k}: expected a string or number, got {shown(v)}")
         out[str(k)] = str(v)
     return out
 
@@ -156,7 +170,7 @@ def boolean(name: str, value: Any, default: bool) -> bool:
         return True
     if text in FALSE:
         return False
-    raise SettingsError(f"{name}: {value!r} is not allowed; use true or false")
+    raise SettingsError(f"{name}: {shown(value)} is not allowed; use true or false")
 
 
 def seconds(name: str, value: Any, default: Any, minimum: int = 1) -> Any:
@@ -166,7 +180,7 @@ def seconds(name: str, value: Any, default: Any, minimum: int = 1) -> Any:
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SettingsError(f"{name}: {value!r} is not allowed; use a whole number of seconds >= {minimum}")
+        raise SettingsError(f"{name}: {shown(value)} is not allowed; use a whole number of seconds >= {minimum}")
     return value
 
 
@@ -174,7 +188,7 @@ def url(name: str, value: Any) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-        raise SettingsError(f"{name}: {value!r} is not allowed; use an http:// or https:// URL")
+        raise SettingsError(f"{name}: {shown(value)} is not allowed; use an http:// or https:// URL")
     return value
 
 
@@ -217,22 +231,44 @@ def run_settings(get: Any) -> RunSettings:
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
-        raise SettingsError(f"{name}: {value!r} is not allowed; use one of {', '.join(allowed)}")
+        raise SettingsError(f"{name}: {shown(value)} is not allowed; use one of {', '.join(allowed)}")
     return value
+
+
+def data_keys(data: Any) -> list[str]:
+    """The keys of host data (pyinfra's HostData, or a mapping)."""
+    if hasattr(data, "dict") and not isinstance(data, dict):
+        return list(data.dict())
+    return list(data) if isinstance(data, dict) else []
+
+
+def check_keys(data: Any) -> None:
+    """Refuse a key knfleet does not know, naming the key it probably meant."""
+    for key in data_keys(data):
+        if not isinstance(key, str):
+            raise SettingsError(f"group/host data: key {shown(key)} is not allowed; keys are names such as "
+                                f"knative_domain; allowed: {', '.join(DATA_KEYS)}")
+        if key.startswith("_") or key in DATA_KEYS:
+            continue
+        close = difflib.get_close_matches(key, DATA_KEYS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise SettingsError(f"group/host data: unknown key {shown(key)}{hint}; allowed: {', '.join(DATA_KEYS)} "
+                            "(a key starting with '_' is yours and ignored)")
 
 
 def from_data(data: Any) -> InstallSettings:
     """Build and check InstallSettings from pyinfra host data (anything with .get)."""
+    check_keys(data)
     get = data.get
     version = str(get("knative_version") or "1.17.0")
     if not isinstance(get("knative_version") or "", str):
-        raise SettingsError(f"knative_version: {get('knative_version')!r} is not allowed; use a string such as "
+        raise SettingsError(f"knative_version: {shown(get('knative_version'))} is not allowed; use a string such as "
                             '"1.17.0"')
     if version not in bundle.PINS:
-        raise SettingsError(f"knative_version: {version!r} is not supported; use one of {', '.join(bundle.PINS)}")
+        raise SettingsError(f"knative_version: {shown(version)} is not supported; use one of {', '.join(bundle.PINS)}")
     raw_optional = get("knative_optional_files") or ()
     if not isinstance(raw_optional, (list, tuple)):
-        raise SettingsError(f"knative_optional_files: {raw_optional!r} is not allowed; use a list such as "
+        raise SettingsError(f"knative_optional_files: {shown(raw_optional)} is not allowed; use a list such as "
                             '["serving-hpa.yaml"]')
     optional = tuple(raw_optional)
     for f in optional:
@@ -243,11 +279,11 @@ def from_data(data: Any) -> InstallSettings:
     timeout = seconds("wait_timeout", get("wait_timeout"), 300)
     domain = get("knative_domain")
     if domain is not None and (not isinstance(domain, str) or gostrconv.is_dns1123_subdomain(domain)):
-        raise SettingsError(f"knative_domain: {domain!r} is not allowed; use a DNS suffix such as example.com "
+        raise SettingsError(f"knative_domain: {shown(domain)} is not allowed; use a DNS suffix such as example.com "
                             "(lowercase letters, digits, '-' and '.')")
     cluster_domain = get("cluster_domain") or "cluster.local"
     if not isinstance(cluster_domain, str) or gostrconv.is_dns1123_subdomain(cluster_domain):
-        raise SettingsError(f"cluster_domain: {cluster_domain!r} is not allowed; use the cluster's DNS domain "
+        raise SettingsError(f"cluster_domain: {shown(cluster_domain)} is not allowed; use the cluster's DNS domain "
                             "(kubelet --cluster-domain), such as cluster.local")
     cfg = InstallSettings(
         action=_choice("action", get("action") or "install", ACTIONS),
@@ -361,7 +397,7 @@ def _optional_str(name: str, value: Any) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise SettingsError(f"{name}: {value!r} is not allowed; use a string")
+        raise SettingsError(f"{name}: {shown(value)} is not allowed; use a string")
     return value
 
 

@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from knfleet.errors import InputError
+from knfleet.errors import InputError, shown
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def load(inventory: str, override_data: dict[str, Any] | None = None) -> list[Cl
         try:
             wave = int(raw)
         except (TypeError, ValueError):
-            raise InventoryError(f"{host.name}: rollout_wave = {raw!r} is not allowed; use an integer >= 0 "
+            raise InventoryError(f"{host.name}: rollout_wave = {shown(raw)} is not allowed; use an integer >= 0 "
                                  "(0 is the canary wave)") from None
         if wave < 0:
             raise InventoryError(f"{host.name}: rollout_wave = {wave} is not allowed; use an integer >= 0")

@@ -104,7 +104,14 @@ def rollout(inventory: str, bake: float = 0, max_failed: int = 0, state_file: st
         if not state_path.exists():
             say(f"cannot start: --resume but no state file {state_path}")
             return EXIT_CANNOT_START
-        saved = json.loads(state_path.read_text())
+        try:
+            saved = json.loads(state_path.read_text())
+            if not isinstance(saved, dict) or not isinstance(saved.get("waves"), dict):
+                raise ValueError("not a rollout state")
+        except (OSError, ValueError) as err:
+            say(f"cannot start: --resume but the state file {state_path} cannot be read ({err}); run without "
+                "--resume to start the rollout over (converged clusters report no change)")
+            return EXIT_CANNOT_START
     plan = inv.waves(clusters)
     results: dict[str, ClusterOutcome] = {c.name: ClusterOutcome(c.name, outcome.UNTOUCHED, host=c.host, wave=c.wave)
                                           for c in clusters}
@@ -163,7 +170,9 @@ def rollout(inventory: str, bake: float = 0, max_failed: int = 0, state_file: st
         saved["waves"][str(wave)] = {"status": "failed" if wave_failed else "passed",
                                      "clusters": {c.name: results[c.name].as_dict() for c in members}}
         state_path.parent.mkdir(parents=True, exist_ok=True)
-        state_path.write_text(json.dumps(saved, indent=2))
+        tmp = state_path.with_name(state_path.name + ".tmp")  # a rollout killed while writing leaves the old state
+        tmp.write_text(json.dumps(saved, indent=2))
+        tmp.replace(state_path)
         say(f"{label}: {'FAILED: ' + ', '.join(wave_failed) if wave_failed else 'passed'} "
             f"({time.monotonic() - t0:.1f}s)")
         if failures > max_failed:

@@ -131,11 +131,12 @@ class Cluster:
             return
         from kubernetes import config as kconfig  # the import is costly: only when a cluster is used
         from kubernetes.config.config_exception import ConfigException
+        from yaml import YAMLError
 
         try:
             api = kconfig.new_client_from_config(config_file=self.target.kubeconfig, context=self.target.context,
                                                  persist_config=False)
-        except (ConfigException, OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+        except (ConfigException, YAMLError, OSError, ValueError, TypeError, KeyError, AttributeError) as err:
             raise InputError(f"{self.name}: cannot use kubeconfig {self.target.kubeconfig}"
                              + (f" (context {self.target.context})" if self.target.context else "")
                              + f": {err}") from None

@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from pyinfra.api.exceptions import ConnectError, InventoryError
+from pyinfra.api.exceptions import InventoryError
 from pyinfra.connectors.local import LocalConnector
 
-from knfleet.errors import InputError
+from knfleet.errors import InputError, shown
 from knfleet.kube.client import Cluster, Target
 from knfleet.report.outcome import ClusterRun
 from knfleet.run import lock
@@ -25,15 +25,18 @@ from knfleet.run import lock
 def target_of(name: str, data: Any) -> Target:
     """The cluster a host's data names (kubeconfig, kube_context, request_timeout), checked."""
     kubeconfig = data.get("kubeconfig")
-    if not kubeconfig or not isinstance(kubeconfig, str):
+    if not kubeconfig:
         raise InputError(f"{name}: host data 'kubeconfig' is required: the path of this cluster's kubeconfig "
-                         f"(got {kubeconfig!r})")
+                         f"(got {shown(kubeconfig)})")
+    if not isinstance(kubeconfig, str):
+        raise InputError(f"{name}: host data 'kubeconfig' = {shown(kubeconfig)} is not allowed; use the path of this "
+                         "cluster's kubeconfig")
     context = data.get("kube_context")
     if context is not None and not isinstance(context, str):
-        raise InputError(f"{name}: host data 'kube_context' = {context!r} is not allowed; use a context name")
+        raise InputError(f"{name}: host data 'kube_context' = {shown(context)} is not allowed; use a context name")
     timeout = data.get("request_timeout") or 30
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise InputError(f"{name}: host data 'request_timeout' = {timeout!r} is not allowed; use seconds > 0")
+        raise InputError(f"{name}: host data 'request_timeout' = {shown(timeout)} is not allowed; use seconds > 0")
     return Target(name, os.path.expanduser(kubeconfig), context or None, float(timeout))
 
 
@@ -46,6 +49,7 @@ class KubeConnector(LocalConnector):
         self.record = ClusterRun(cluster=host.name.split("/", 1)[-1], host=host.name)
         self.lock_holder: str | None = None
         self.renewer: lock.Renewer | None = None
+        self.input_error: str | None = None
 
     @staticmethod
     def make_names_data(name=None):  # noqa: ANN001,ANN205 - pyinfra's connector interface
@@ -54,13 +58,18 @@ class KubeConnector(LocalConnector):
         yield f"@kube/{name}", {"cluster_name": name}, ["@kube"]
 
     def connect(self) -> None:
+        """Nothing is sent to the cluster yet; a host data or kubeconfig problem is kept in `input_error`, which
+        deploy.prepare reports as bad input (exit 2) before any cluster of the run is touched."""
         name = self.host.name.split("/", 1)[-1]
         try:
             target = target_of(name, self.host.data)
         except InputError as err:
-            raise ConnectError(str(err)) from None
+            self.input_error = str(err)
+            return
         if not os.path.isfile(target.kubeconfig):
-            raise ConnectError(f"{name}: kubeconfig {target.kubeconfig} does not exist")
+            self.input_error = (f"{name}: kubeconfig {target.kubeconfig} does not exist (host data 'kubeconfig'); "
+                                "copy it there or fix the path")
+            return
         self.cluster = Cluster(target)
 
     def disconnect(self) -> None:

@@ -22,6 +22,7 @@ from knfleet.report import outcome, outputs
 def prepare(host: Any) -> tuple[plan.Desired, list[plan.Step]]:
     """The cluster's desired state and plan, checked; on bad input: say so and stop the run (exit 2)."""
     try:
+        check_target(host)
         d = plan.desired(host.name, host.data)
     except InputError as err:
         host.state.knfleet_bad_input = True  # the closing report has nothing to say
@@ -34,6 +35,17 @@ def prepare(host: Any) -> tuple[plan.Desired, list[plan.Step]]:
             record.warnings.append(w)
     register_report(host.state, d.action)
     return d, plan.plan(d)
+
+
+def check_target(host: Any) -> None:
+    """The host's kubeconfig exists and loads (context, credentials): bad input otherwise, found before any cluster
+    is changed. Nothing is sent to the cluster here."""
+    conn = host.connector
+    if getattr(conn, "input_error", None):
+        raise InputError(conn.input_error)
+    cluster = getattr(conn, "cluster", None)
+    if cluster is not None:
+        cluster.connect()
 
 
 def by_task(steps: list[plan.Step]) -> list[tuple[str, list[plan.Step]]]:

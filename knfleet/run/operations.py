@@ -9,6 +9,7 @@ from which the report is built after the run.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -522,12 +523,40 @@ def guard(step: p.Guard):
                                   "--data force_uninstall=true")
 
 
-def _left(items: list[dict[str, Any]]) -> list[str]:
+def _left(items: list[dict[str, Any]], cluster: Cluster | None = None) -> list[str]:
     out = []
     for o in items:
         fins = o["metadata"].get("finalizers") or []
-        out.append(f"{o['kind']} {readiness.name_of(o)}" + (f" (finalizers {fins})" if fins else ""))
+        text = f"{o['kind']} {readiness.name_of(o)}" + (f" (finalizers {fins})" if fins else "")
+        if o["kind"] == "Namespace" and cluster is not None:
+            text += "".join(f"; {h}" for h in held_in_namespace(cluster, o))
+        out.append(text)
     return out
+
+
+CONTENT_REMAINING = re.compile(r"(?P<plural>[a-z0-9-]+)\.(?P<group>[a-z0-9.-]*) has \d+ resource instances")
+
+
+def held_in_namespace(cluster: Cluster, ns: dict[str, Any]) -> list[str]:
+    """What keeps a terminating namespace: the objects in it that hold finalizers (found from the namespace
+    controller's NamespaceContentRemaining condition), else the controller's own words."""
+    ns_name = ns["metadata"]["name"]
+    conditions = {c.get("type"): c.get("message") or "" for c in (ns.get("status") or {}).get("conditions") or []
+                  if c.get("status") == "True"}
+    held: list[str] = []
+    for m in CONTENT_REMAINING.finditer(conditions.get("NamespaceContentRemaining", "")):
+        for res in cluster.discovery().values():
+            if res.plural == m["plural"] and res.group == m["group"] and res.namespaced:
+                try:
+                    objs = cluster.list(res.api_version, res.kind, ns_name)
+                except KubeError:
+                    continue
+                held += [f"{o['kind']} {ns_name}/{o['metadata']['name']} holds finalizers "
+                         f"{o['metadata']['finalizers']}" for o in objs if o["metadata"].get("finalizers")]
+                break
+    if not held and conditions.get("NamespaceFinalizersRemaining"):
+        held.append(conditions["NamespaceFinalizersRemaining"])
+    return held
 
 
 def _delete_services(cluster: Cluster, step: p.DeleteServices, refs: list[str], foreign: list[dict[str, Any]]) \
@@ -595,8 +624,8 @@ def _delete_stage(cluster: Cluster, step: p.Delete, objects: list[dict[str, Any]
         _records(cluster).forget(o)
 
     def gone() -> tuple[bool, str]:
-        left = _present(cluster, tuple(objects))
-        return not left, "still present: " + ", ".join(_left(left))
+        left = [cluster.find(o) or o for o in _present(cluster, tuple(objects))]  # live: status, finalizers
+        return not left, "still present: " + ", ".join(_left(left, cluster))
     poll(gone, step.timeout, cluster=cluster)
     try:
         _records(cluster).save(cluster)
@@ -643,7 +672,8 @@ def leftovers(cluster: Cluster) -> list[str]:
         ns = obj["metadata"]["name"]
         if ns in p.NAMESPACES:
             left.append(f"namespace {ns} ({(obj.get('status') or {}).get('phase', '?')}"
-                        + (f", finalizers {obj['spec'].get('finalizers')}" if obj.get("spec") else "") + ")")
+                        + (f", finalizers {obj['spec'].get('finalizers')}" if obj.get("spec") else "") + ")"
+                        + "".join(f"; {h}" for h in held_in_namespace(cluster, obj)))
     return left
 
 

@@ -97,3 +97,13 @@ def test_cli_output_cut_short_by_a_pipe_ends_quietly(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.stdout.count("\n") == 1 and "pipe/m0" in proc.stdout
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+def test_resume_with_a_state_file_cut_short_by_a_kill_cannot_start_and_says_why(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    inv = tmp_path / "inv.py"
+    inv.write_text("hosts = [('@kube/a', {'kubeconfig': 'x'})]\n")
+    state = tmp_path / "state.json"
+    state.write_text('{"inventory": "inv.py", "waves": {"0": {"sta')
+    assert rollout.rollout(str(inv), state_file=str(state), resume=True) == rollout.EXIT_CANNOT_START
+    assert f"the state file {state} cannot be read" in capsys.readouterr().out
