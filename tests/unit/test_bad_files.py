@@ -52,7 +52,15 @@ class Listener:
             conn.close()
 
     def close(self) -> None:
+        # shutdown wakes the thread blocked in accept() (close alone would not); then it ends: no thread outlives
+        # the test (pyinfra_cli, imported by later tests, monkey-patches threading with gevent and breaks the
+        # import locks when a real thread is still running)
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
+        self.thread.join(10)
 
 
 def kubeconfig(path: Path, server: str, ca: Path | None = None, context: str = "ctx") -> Path:
