@@ -48,7 +48,7 @@ integration: build
 	PATH="$(BIN_DIR):$$PATH" $(PY) -m pytest -m integration -q
 
 faults: build
-	PATH="$(BIN_DIR):$$PATH" $(PY) -m pytest -m faults -q -rs -s
+	KNFLEET_FAULTS=1 PATH="$(BIN_DIR):$$PATH" $(PY) -m pytest -m faults -q -rs -s
 
 test: lint build
 	PATH="$(BIN_DIR):$$PATH" $(PY) -m pytest -q -rs

@@ -27,7 +27,9 @@ from tests.conftest import REPO
 from tests.integration.test_faults import inventory
 from tests.kube import Kube
 
-pytestmark = [pytest.mark.integration, pytest.mark.faults]
+pytestmark = [pytest.mark.integration, pytest.mark.faults,
+              pytest.mark.skipif(not os.environ.get("KNFLEET_FAULTS"),
+                                 reason="long: `make faults` runs it (KNFLEET_FAULTS=1), `make test` does not")]
 
 LONG = os.environ.get("KNFLEET_FAULTS_LONG") == "1"
 KILLS = 20 if LONG else 1
