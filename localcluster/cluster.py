@@ -176,6 +176,23 @@ class LocalCluster:
         if comp == "kube-apiserver":
             self._wait_apiserver(state, timeout)
 
+    def set_kubelets(self, node_names: list[str], running: bool) -> None:
+        """Fault injection for tests: stop (or start again) the simulated kubelets of some nodes. kwok manages the
+        nodes annotated `kwok.x-k8s.io/node=fake` and keeps a node it once took, so the annotation is changed and
+        kwok restarted (a second; the other nodes' leases last 40 s). Stopped: nothing renews those nodes' leases
+        or runs their pods, and kube-controller-manager's node lifecycle controller marks them NotReady ("Kubelet
+        stopped posting node status.") and taints them unreachable after its grace period (about 40 s). Started
+        again: kwok takes them back and reports them Ready within seconds."""
+        state = self.load_state()
+        if not state or "kwok" not in state.argvs:
+            raise ClusterError(f"{self.name}: not running")
+        kubectl = [str(Path(state.argvs["kwok"][0]).with_name("kubectl")), f"--kubeconfig={self.kubeconfig}"]
+        value = "fake" if running else "kubelet-stopped"
+        run_checked(kubectl + ["annotate", "node", *node_names, f"{nodes.KWOK_ANNOTATION}={value}", "--overwrite"],
+                    None, f"{self.name}: annotating nodes {', '.join(node_names)}")
+        self.stop_component("kwok")
+        self.restart_component("kwok")
+
     def set_faults(self, faults: dict[str, str]) -> None:
         """Fault injection for tests: {"<namespace>/<app>": "hold" | "ready-without-process"} (see runner.pods)."""
         from localcluster.runner.pods import FAULTS_FILE

@@ -45,11 +45,14 @@ class Shortfall:
     needed: int  # GPUs
     placed: int  # GPUs that found room
     eligible_nodes: int
+    left_out: tuple[str, ...] = ()  # GPU nodes its pods may not go to, each with why (see why_not)
 
     def __str__(self) -> str:
         where = f"{self.eligible_nodes} eligible GPU node(s)" if self.eligible_nodes else \
             "no node with enough GPUs per pod matches its nodeSelector and tolerations"
-        return f"{self.service} needs {self.needed} GPU(s), {self.needed - self.placed} short ({where})"
+        out = "; GPU nodes left out: " + ", ".join(self.left_out[:4]) + (" …" if len(self.left_out) > 4 else "") \
+            if self.left_out else ""
+        return f"{self.service} needs {self.needed} GPU(s), {self.needed - self.placed} short ({where}{out})"
 
 
 def _int(value: Any) -> int:
@@ -100,10 +103,22 @@ def tolerates(toleration: dict[str, Any], taint: dict[str, Any]) -> bool:
     return bool(toleration.get("key")) and (toleration.get("value") or "") == (taint.get("value") or "")
 
 
+def why_not(need: Need, node: Node) -> str:
+    """Why a service's pods may not go to a node ("" when they may): the first nodeSelector label it lacks, or the
+    first taint they do not tolerate (a node whose kubelet stopped carries node.kubernetes.io/unreachable, a
+    cordoned one node.kubernetes.io/unschedulable)."""
+    for k, v in need.node_selector.items():
+        if node.labels.get(k) != v:
+            return f"{node.name} (no label {k}={v})"
+    for taint in node.taints:
+        if not any(tolerates(t, taint) for t in need.tolerations):
+            value = f"={taint['value']}" if taint.get("value") else ""
+            return f"{node.name} (taint {taint.get('key')}{value}:{taint.get('effect')} not tolerated)"
+    return ""
+
+
 def eligible(need: Need, node: Node) -> bool:
-    if any(node.labels.get(k) != v for k, v in need.node_selector.items()):
-        return False
-    return all(any(tolerates(t, taint) for t in need.tolerations) for taint in node.taints)
+    return not why_not(need, node)
 
 
 def shortfalls(needs: list[Need], nodes: list[Node]) -> list[Shortfall]:
@@ -119,7 +134,8 @@ def shortfalls(needs: list[Need], nodes: list[Node]) -> list[Shortfall]:
             left[best.name] -= need.gpus_per_pod
             placed[need.service] += need.gpus_per_pod
     return [Shortfall(need.service, need.gpus, placed[need.service],
-                      sum(eligible(need, n) and n.gpus >= need.gpus_per_pod for n in nodes))
+                      sum(eligible(need, n) and n.gpus >= need.gpus_per_pod for n in nodes),
+                      tuple(w for w in (why_not(need, n) for n in nodes if n.gpus > 0) if w))
             for need in needs if need.gpus_per_pod > 0 and placed[need.service] < need.gpus]
 
 

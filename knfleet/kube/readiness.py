@@ -93,6 +93,33 @@ def deployment_problem(dep: dict[str, Any], pods: list[dict[str, Any]], events: 
     return "\n".join(lines)
 
 
+def node_problem(node: dict[str, Any]) -> str:
+    """Why a node cannot run pods, or "" when it can: Ready not True (a kubelet that stopped posting status shows
+    Unknown, "Kubelet stopped posting node status."), or cordoned."""
+    ready = condition(node, "Ready")
+    name = node["metadata"]["name"]
+    if ready.get("status") != "True":
+        why = ": ".join(x for x in (ready.get("reason"), ready.get("message")) if x) or "no Ready condition"
+        since = f" since {ready['lastTransitionTime']}" if ready.get("lastTransitionTime") else ""
+        return f"node {name} NotReady{since} ({why})"
+    if (node.get("spec") or {}).get("unschedulable"):
+        return f"node {name} cordoned (unschedulable)"
+    return ""
+
+
+def nodes_note(nodes: list[dict[str, Any]]) -> tuple[str, str]:
+    """(a short cause for a wait's first line, one line per node) for the nodes that cannot run pods; ("", "")
+    when every node can. A wait that gives up says so: a GPU node whose kubelet went away leaves its pods
+    Pending or NotReady and Knative's own reason rarely names the node."""
+    bad = [t for t in (node_problem(n) for n in nodes) if t]
+    if not bad:
+        return "", ""
+    names = [t.split()[1] for t in bad]
+    short = f"{len(bad)} of {len(nodes)} node(s) NotReady or cordoned: " + ", ".join(names[:5]) \
+        + (" …" if len(names) > 5 else "")
+    return short, "\n".join(bad)
+
+
 def crd_problem(crd: dict[str, Any]) -> str:
     c = condition(crd, "Established")
     names = condition(crd, "NamesAccepted")

@@ -225,8 +225,25 @@ def apply(step: p.Apply):
 # --- gates ----------------------------------------------------------------------------------------------------------
 def _wait(cluster: Cluster, check: Any, timeout: int) -> list[str]:
     # Short polls on the pooled connection: a look costs a list or two, and `kubectl wait` answers as fast.
-    poll(lambda: readiness.evaluate(cluster, check), timeout, interval=0.25, cluster=cluster)
+    try:
+        poll(lambda: readiness.evaluate(cluster, check), timeout, interval=0.25, cluster=cluster)
+    except NotReadyError as err:
+        raise NotReadyError(_with_nodes(cluster, str(err))) from None
     return []
+
+
+def _with_nodes(cluster: Cluster, message: str) -> str:
+    """A wait's message with the nodes that cannot run pods named: in its first line (the closing line shows it)
+    and one line each at its end. Unchanged when every node is Ready or the nodes cannot be listed."""
+    try:
+        cluster.invalidate()
+        short, lines = readiness.nodes_note(cluster.list(*readiness.NODE))
+    except KubeError:
+        return message
+    if not short:
+        return message
+    head, _, rest = message.partition("\n")
+    return f"{head.rstrip(':')} ({short}):\n{rest}\n{lines}"
 
 
 @operation()

@@ -1,7 +1,8 @@
 """Issue 13 part 2: control-plane faults mid-run, on one cluster of two.
 
 The apiserver stopped (SIGSTOP) during an apply and during a wait, etcd stopped and started again, Knative's webhook
-process killed (SIGKILL) and held during the services stage: the faulted cluster fails with a message naming the
+process killed (SIGKILL) and held during the services stage, the GPU nodes' kubelets stopped (the nodes go
+NotReady): the faulted cluster fails with a message naming the
 step and the cause (or, for a fault Knative's or Kubernetes' retries absorb, converges), the run ends by itself
 (the subprocess timeout is only a hang guard), the other cluster of the run converges untouched by the fault, and
 the next run converges both.
@@ -21,7 +22,7 @@ import pytest
 
 from localcluster.cluster import Spec
 from tests.conftest import REPO, knative_release_folder
-from tests.kube import Kube
+from tests.kube import Kube, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults,
               pytest.mark.skipif(not os.environ.get("KNFLEET_FAULTS"),
@@ -187,4 +188,37 @@ def test_knative_webhook_held_during_the_services_stage_fails_naming_it(two):
     assert code != 0 and "FAILED" in line, line
     assert ("Model services (Knative Services)" in line and "webhook" in line) or (
         "Model services Ready" in line and "not ready after 30s" in line), line
+    healthy_and_rerun(inv, out, b)
+
+
+def test_gpu_nodes_made_notready_mid_run_fail_the_cluster_naming_them(two):
+    """The kubelets of the faulted cluster's GPU nodes stop as the run starts: kube-controller-manager's node
+    lifecycle controller marks the nodes NotReady about 40 s later, the new GPU model's pod is never run, and the
+    wait for the model services gives up at its timeout naming the step, Knative's reason and the NotReady nodes
+    (in the closing line). The other cluster converges the same model; the next run, kubelets back, converges."""
+    inv, a, b = two
+    gpu = sorted(n["metadata"]["name"] for n in a.json("get", "nodes", "-l", "nvidia.com/gpu.present=true")["items"])
+    assert gpu, "the local cluster has no GPU node"
+    models = json.dumps([{"name": "after-node", "namespace": "node-test", "gpus": 1}])
+
+    def healthy(n: dict) -> bool:
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"]) and not any(
+            t["key"] in ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
+            for t in n["spec"].get("taints") or ())
+
+    def kubelets_back() -> None:
+        a.cluster.set_kubelets(gpu, running=True)
+        eventually(lambda: all(healthy(n) for n in a.json("get", "nodes")["items"] if n["metadata"]["name"] in gpu),
+                   90, what="the GPU nodes Ready and their unreachable taints gone")
+
+    code, out = with_fault(inv, "Starting operation: Knative Serving | Knative configuration",
+                           lambda: a.cluster.set_kubelets(gpu, running=False), kubelets_back,
+                           f"models={models}", "model_wait_timeout=120")
+    line = closing(out, a)
+    assert code != 0 and f"knfleet: {a.name}: FAILED (install) - " in line and "Model services Ready" in line, line
+    assert f"not ready after 120s ({len(gpu)} of " in line and \
+        f"node(s) NotReady or cordoned: {', '.join(gpu)})" in line, line
+    assert "(NodeStatusUnknown: Kubelet stopped posting node status.)" in out, out[-3000:]
+    assert "ksvc node-test/after-node" in out, out[-3000:]
+    print("\n" + "\n".join(x for x in out.splitlines() if "NotReady" in x or x.startswith("knfleet: ")))
     healthy_and_rerun(inv, out, b)

@@ -55,6 +55,26 @@ def test_cordoned_nodes_count_for_nothing():
     assert capacity.shortfalls([need({"name": "a"})], [cordoned])
 
 
+def test_a_shortfall_names_the_gpu_nodes_left_out_and_why():
+    lost = capacity.node_of({"metadata": {"name": "gpu-1"}, "spec": {"taints": [
+        GPU_TAINT, {"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"},
+        {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]},
+        "status": {"allocatable": {"nvidia.com/gpu": "2"}}})
+    cordoned = capacity.node_of({"metadata": {"name": "gpu-2"}, "spec": {"unschedulable": True},
+                                 "status": {"allocatable": {"nvidia.com/gpu": "2"}}})
+    nodes = [lost, cordoned, node("gpu-3", 2, {"pool": "l4"}), node("cpu-1", 0, taints=())]
+    assert capacity.shortfalls([need({"name": "a", "node_selector": {"pool": "l4"}})], nodes) == []
+    picky = need({"name": "b", "gpus": 2, "node_selector": {"pool": "h100"}})
+    text = str(capacity.shortfalls([need({"name": "a"}), picky], nodes[:2])[0])
+    assert text == ("knative-qwen7b/a needs 2 GPU(s), 2 short (no node with enough GPUs per pod matches its "
+                    "nodeSelector and tolerations; GPU nodes left out: gpu-1 (taint "
+                    "node.kubernetes.io/unreachable:NoSchedule not tolerated), gpu-2 (taint "
+                    "node.kubernetes.io/unschedulable:NoSchedule not tolerated))")
+    assert capacity.why_not(picky, nodes[2]) == "gpu-3 (no label pool=h100)"
+    assert capacity.why_not(need({"name": "a", "node_selector": {"pool": "l4"}}), nodes[2]) == ""
+    assert capacity.shortfalls([need({"name": "a"})], [node("gpu-4", 2)]) == []
+
+
 def test_gpu_preflight_setting():
     assert settings.from_data(settings.Data({})).run.gpu_preflight == "refuse"
     assert settings.from_data(settings.Data({"gpu_preflight": "warn"})).run.gpu_preflight == "warn"

@@ -127,6 +127,62 @@ def test_deployment_problem_lists_its_pods():
     assert not readiness.deployment_available(dep)
 
 
+def _node(name: str, status: str, reason: str = "", message: str = "", cordoned: bool = False) -> dict:
+    return {"metadata": {"name": name}, "spec": {"unschedulable": True} if cordoned else {},
+            "status": {"conditions": [{"type": "Ready", "status": status, "reason": reason, "message": message,
+                                       "lastTransitionTime": "2026-11-26T16:31:30Z"}]}}
+
+
+def test_nodes_that_cannot_run_pods_are_named_with_the_kubelets_reason():
+    lost = _node("gpu-1", "Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status.")
+    assert readiness.node_problem(lost) == ("node gpu-1 NotReady since 2026-11-26T16:31:30Z (NodeStatusUnknown: "
+                                            "Kubelet stopped posting node status.)")
+    assert readiness.node_problem(_node("cpu-1", "True", "KubeletReady")) == ""
+    assert readiness.node_problem(_node("cpu-2", "True", cordoned=True)) == "node cpu-2 cordoned (unschedulable)"
+    assert readiness.node_problem({"metadata": {"name": "new"}}) == "node new NotReady (no Ready condition)"
+    short, lines = readiness.nodes_note([lost, _node("cpu-1", "True"), _node("gpu-2", "False", "KubeletNotReady",
+                                                                              "container runtime is down")])
+    assert short == "2 of 3 node(s) NotReady or cordoned: gpu-1, gpu-2"
+    assert lines.splitlines()[1] == ("node gpu-2 NotReady since 2026-11-26T16:31:30Z (KubeletNotReady: container "
+                                     "runtime is down)")
+    assert readiness.nodes_note([_node("cpu-1", "True")]) == ("", "")
+    many = readiness.nodes_note([_node(f"n{i}", "Unknown") for i in range(7)])[0]
+    assert many.endswith("n0, n1, n2, n3, n4 …") and many.startswith("7 of 7 ")
+
+
+class _Nodes:
+    """The two calls of knfleet's Cluster a wait's message makes once it has given up."""
+
+    def __init__(self, nodes: list[dict] | None, error: Exception | None = None) -> None:
+        self.nodes, self.error, self.invalidated = nodes, error, 0
+
+    def invalidate(self) -> None:
+        self.invalidated += 1
+
+    def list(self, api_version: str, kind: str) -> list[dict]:
+        assert (api_version, kind) == ("v1", "Node")
+        if self.error:
+            raise self.error
+        return self.nodes or []
+
+
+def test_a_wait_that_gives_up_names_the_nodes_that_cannot_run_pods_in_its_first_line():
+    from knfleet.kube.client import KubeError
+    from knfleet.run.operations import _with_nodes
+
+    message = "not ready after 120s:\nksvc t/m: Ready=Unknown reason Deploying"
+    lost = _node("gpu-1", "Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status.")
+    cluster = _Nodes([lost, _node("cpu-1", "True")])
+    text = _with_nodes(cluster, message)
+    assert cluster.invalidated == 1  # the nodes as they are now, not as cached at the wait's start
+    assert text.splitlines()[0] == "not ready after 120s (1 of 2 node(s) NotReady or cordoned: gpu-1):"
+    assert text.splitlines()[1] == "ksvc t/m: Ready=Unknown reason Deploying"
+    assert text.splitlines()[2].startswith("node gpu-1 NotReady since ")
+    assert _with_nodes(_Nodes([_node("cpu-1", "True")]), message) == message
+    forbidden = KubeError("c", "list nodes", 403, "Forbidden", "nodes is forbidden")
+    assert _with_nodes(_Nodes(None, forbidden), message) == message
+
+
 def test_bundle_download_verifies_and_caches(tmp_path, monkeypatch, pinned):
     """The official-URL path, against a real HTTP server on 127.0.0.1 serving the (fixture) release files."""
     import functools
