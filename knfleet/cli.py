@@ -1,6 +1,6 @@
 """The `knfleet` command: what pyinfra's CLI does not do.
 
-    knfleet lint [--cluster-config FILE] [--strict] [--json] PATH...
+    knfleet lint [--cluster-config FILE] [--strict] [--json] PATH...   (YAML, group data or inventory files)
     knfleet rollout INVENTORY [--bake S] [--max-failed-clusters N] [--resume] [--report FILE]
     knfleet status INVENTORY [--json]
     knfleet doctor INVENTORY [--json]
@@ -17,6 +17,7 @@ import json
 import os
 import runpy
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +49,17 @@ def _load_cluster_config(path: str | None) -> lint.ClusterConfig:
     return lint.ClusterConfig.from_configmaps(docs)
 
 
+def module_values(path: Path) -> dict[str, Any]:
+    """The public values of a Python data module (group data or inventory), run as pyinfra runs it: with the
+    working directory importable."""
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    return {k: v for k, v in runpy.run_path(str(path)).items() if not k.startswith("_")}
+
+
 def group_data_values(path: Path) -> dict[str, Any]:
     """A group data module's values over group_data/all.py's, as pyinfra merges them for a host of that group."""
-    def values(p: Path) -> dict[str, Any]:
-        return {k: v for k, v in runpy.run_path(str(p)).items() if not k.startswith("_")}
+    values = module_values
     out: dict[str, Any] = {}
     base = path.with_name("all.py")
     if path.name != "all.py" and base.is_file():
@@ -62,7 +70,44 @@ def group_data_values(path: Path) -> dict[str, Any]:
 
 def lint_group_data(path: str, base: lint.ClusterConfig) -> list[lint.Problem]:
     """Lint a group data module exactly as a deploy of that group checks it (same settings, same cluster config)."""
-    values = settings.Data(group_data_values(Path(path)), action="install")
+    return lint_values(path, group_data_values(Path(path)), base)
+
+
+def is_inventory(path: Path) -> bool:
+    """A pyinfra inventory module rather than group data: not under group_data/, and every public value is a
+    group (a list of hosts, or a (hosts, data) tuple), a host being a name or a (name, data) pair."""
+    if path.parent.name in ("group_data", "inventories"):
+        return path.parent.name == "inventories"
+    values = {k: v for k, v in module_values(path).items()
+              if not isinstance(v, (types.ModuleType, type)) and not callable(v)}
+
+    def host(h: Any) -> bool:
+        return isinstance(h, str) or (isinstance(h, tuple) and len(h) == 2 and isinstance(h[0], str)
+                                      and isinstance(h[1], dict))
+
+    def group(g: Any) -> bool:
+        if isinstance(g, tuple) and len(g) == 2 and isinstance(g[1], dict):
+            g = g[0]
+        return isinstance(g, list) and all(host(h) for h in g)
+    return bool(values) and all(group(v) for v in values.values())
+
+
+def lint_inventory(path: str, base: lint.ClusterConfig) -> list[lint.Problem]:
+    """Lint each cluster of an inventory with the data a deploy gives it (its own over its groups', over
+    group_data/ of the working directory): one set of problems per cluster, named `<file> (<cluster>)`."""
+    from knfleet.fleet import inventory
+
+    try:
+        clusters = inventory.load(path)
+    except inventory.InventoryError as err:
+        severity = "warning" if str(err).endswith(": no hosts") else "error"
+        return [lint.Problem(severity, path, "-", "inventory", None, str(err) + (
+            " (nothing linted)" if severity == "warning" else ""))]
+    return [pr for c in clusters for pr in lint_values(f"{path} ({c.name})", c.data, base)]
+
+
+def lint_values(path: str, data: dict[str, Any], base: lint.ClusterConfig) -> list[lint.Problem]:
+    values = settings.Data(data, action="install")
     try:
         cfg = settings.from_data(values)
         found = models.from_data(values.get("models"), where=f"{path}: models")
@@ -104,7 +149,11 @@ def unreachable_images(path: str, cfg: settings.InstallSettings, found: list[mod
 def lint_path(path: str, cfg: lint.ClusterConfig) -> list[lint.Problem]:
     p = Path(path)
     if p.suffix == ".py":
-        return lint_group_data(path, cfg)
+        try:
+            inv = is_inventory(p)
+            return lint_inventory(path, cfg) if inv else lint_group_data(path, cfg)
+        except Exception as err:  # noqa: BLE001 - a data module that does not run: say why, no traceback
+            return [lint.Problem("error", path, "-", "module", None, f"cannot be run: {type(err).__name__}: {err}")]
     try:
         docs = [d for d in yaml.load_all(p.read_text(), Loader=render.LOADER) if d]  # noqa: S506 - a safe loader
     except yaml.YAMLError as err:
@@ -197,8 +246,9 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="knfleet", description="Serverless GPU inference on Kubernetes, by pyinfra.")
     ap.add_argument("--version", action="version", version=f"knfleet {version()}")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("lint", help="check Knative Services / group data before they reach a cluster")
-    kind(p.add_argument("paths", nargs="+", metavar="PATH", help="Knative Service YAML files or group data modules"),
+    p = sub.add_parser("lint", help="check Knative Services / group data / inventories before they reach a cluster")
+    kind(p.add_argument("paths", nargs="+", metavar="PATH",
+                        help="Knative Service YAML files, group data modules or inventories"),
          "lint")
     kind(p.add_argument("--cluster-config", metavar="FILE",
                         help="YAML with the cluster's config-autoscaler, config-defaults, config-features ConfigMaps"),

@@ -274,6 +274,52 @@ def test_cli_lints_group_data_modules(tmp_path: Path):
     assert subprocess.run([sys.executable, "-m", "knfleet.cli", "lint", str(repo_group)]).returncode == 0
 
 
+def test_cli_lints_each_cluster_of_an_inventory_with_its_merged_data(tmp_path: Path):
+    """An inventory is linted host by host with the data a deploy gives each (host over its group over
+    group_data/all.py and group_data/<group>.py of the working directory); problems name the cluster."""
+    (tmp_path / "group_data").mkdir()
+    (tmp_path / "group_data" / "all.py").write_text("wait_timeout = 300\n")
+    (tmp_path / "group_data" / "gpu.py").write_text(
+        "models = [{'name': 'a', 'autoscaling': {'target_utilization_percentage': 150}}]\n")
+    inv = tmp_path / "fleet.py"
+    inv.write_text(
+        "import os\n"
+        "gpu = ([('@kube/ok', {'kubeconfig': 'k'}),\n"
+        "        ('@kube/bad', {'kubeconfig': 'k', 'models': [{'name': 'b', 'autoscaling': {'min_scale': 3,\n"
+        "                                                                             'max_scale': 2}}]}),\n"
+        "        ('@kube/typo', {'kubeconfig': 'k', 'wait_timeot': 10})], {'knative_domain': 'x.example'})\n")
+    proc = subprocess.run([sys.executable, "-m", "knfleet.cli", "lint", "--json", str(inv)], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    problems = json.loads(proc.stdout)["problems"]
+    files = {pr["file"] for pr in problems if pr["severity"] == "error"}
+    assert files == {f"{inv} (ok)", f"{inv} (bad)", f"{inv} (typo)"}, problems
+    bad = [pr for pr in problems if pr["file"] == f"{inv} (bad)"]
+    assert not [pr for pr in bad if pr["service"] == "knative-qwen7b/a"], bad  # its own models replace the group's
+    assert any("min-scale" in pr["path"] or "min_scale" in pr["path"] or "min-scale" in pr["message"]
+               for pr in bad), bad
+    typo = next(pr for pr in problems if pr["file"] == f"{inv} (typo)")
+    assert "unknown key 'wait_timeot'" in typo["message"] and "did you mean 'wait_timeout'" in typo["message"]
+    # the group's data reached the host without models of its own: group_data/gpu.py's service, with its error
+    ok = [pr for pr in problems if pr["file"] == f"{inv} (ok)" and pr["severity"] == "error"]
+    assert [(pr["service"], "allowed 1 to 100" in pr["message"]) for pr in ok] == [("knative-qwen7b/a", True)], ok
+    repo = Path(__file__).resolve().parents[2]
+    example = subprocess.run([sys.executable, "-m", "knfleet.cli", "lint", "inventories/example.py"],
+                             capture_output=True, text=True, cwd=repo)
+    assert example.returncode == 0 and "0 error(s)" in example.stderr, example.stdout + example.stderr
+    empty = tmp_path / "empty.py"
+    empty.write_text("local = []\n")
+    proc = subprocess.run([sys.executable, "-m", "knfleet.cli", "lint", str(empty)], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert proc.returncode == 0 and "no hosts (nothing linted)" in proc.stdout, proc.stdout + proc.stderr
+    broken = tmp_path / "broken.py"
+    broken.write_text("import not_a_module_here\nlocal = []\n")
+    proc = subprocess.run([sys.executable, "-m", "knfleet.cli", "lint", str(broken)], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "cannot be run: ModuleNotFoundError" in proc.stdout, proc.stdout
+
+
 def test_nan_is_accepted_by_knative_so_only_a_warning():
     obj = svc({P + "target-utilization-percentage": "NaN"})
     assert not errors(obj) and warnings(obj)
