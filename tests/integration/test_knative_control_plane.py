@@ -231,9 +231,9 @@ def test_too_many_gpus_is_reported_unschedulable_by_knative(kourier):
     kourier.apply(ksvc("greedy", gpus=99))
     cond = wait_condition(kourier, "revision", "greedy-00001", "Ready", "Unschedulable")
     assert cond["status"] == "False" and "Insufficient nvidia.com/gpu" in cond["message"]
-    svc = conditions(get(kourier, "ksvc", "greedy"))
-    assert svc["ConfigurationsReady"]["reason"] == "RevisionFailed"
-    assert "Insufficient nvidia.com/gpu" in svc["ConfigurationsReady"]["message"]
+    # the Configuration and then the Service take the revision's failure up in their own reconciles: wait for it
+    configured = wait_condition(kourier, "ksvc", "greedy", "ConfigurationsReady", "RevisionFailed")
+    assert configured["status"] == "False" and "Insufficient nvidia.com/gpu" in configured["message"]
     assert requests.get(entry(kourier, "internal") + "/health", headers={"Host": f"greedy.{NS}.{DOMAIN}"},
                         timeout=30).status_code == 404  # no route was ever programmed
     kourier.run("delete", "ksvc", "greedy", "-n", NS)
