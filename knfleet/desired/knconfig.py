@@ -287,7 +287,8 @@ def deployment(data: dict[str, str]) -> list[ConfigProblem]:
     elif deadline % SECOND != 0:
         c.error("progress-deadline", "must be rounded to a whole second")
     if digest <= 0:
-        c.error("digest-resolution-timeout", "cannot be a non-positive duration")
+        c.error("digest-resolution-timeout",
+                "cannot be a non-positive duration; allowed: a Go duration above 0, e.g. 10s")
     if "default-affinity-type" in data and data["default-affinity-type"] not in AFFINITY_TYPES:
         c.error("default-affinity-type", f"unsupported value; allowed: {', '.join(AFFINITY_TYPES)}")
     if "runtime-class-name" in data:

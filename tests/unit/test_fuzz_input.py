@@ -151,6 +151,9 @@ def bad_data(draw: Any) -> tuple[dict[str, Any], list[str]]:
         key = draw(st.sampled_from([k for k in ksettings.DATA_KEYS if k not in ("kubeconfig", "kube_context",
                                                                                    "rollout_wave", "cluster_name")]))
         if kind == 0:  # wrong type or value of a known key
+            if key == "models":  # the models before (which may have had to be refused) are replaced
+                while MUST_REFUSE in names:
+                    names.remove(MUST_REFUSE)
             data[key] = draw(junk)
             names.append(key)
         elif kind == 1:  # unknown or misspelt key
