@@ -59,12 +59,11 @@ def module_values(path: Path) -> dict[str, Any]:
 
 def group_data_values(path: Path) -> dict[str, Any]:
     """A group data module's values over group_data/all.py's, as pyinfra merges them for a host of that group."""
-    values = module_values
     out: dict[str, Any] = {}
     base = path.with_name("all.py")
     if path.name != "all.py" and base.is_file():
-        out.update(values(base))
-    out.update(values(path))
+        out.update(module_values(base))
+    out.update(module_values(path))
     return out
 
 
@@ -73,13 +72,13 @@ def lint_group_data(path: str, base: lint.ClusterConfig) -> list[lint.Problem]:
     return lint_values(path, group_data_values(Path(path)), base)
 
 
-def is_inventory(path: Path) -> bool:
-    """A pyinfra inventory module rather than group data: not under group_data/, and every public value is a
-    group (a list of hosts, or a (hosts, data) tuple), a host being a name or a (name, data) pair."""
+def is_inventory(path: Path, values: dict[str, Any]) -> bool:
+    """A pyinfra inventory module (its public `values`) rather than group data: not under group_data/, and every
+    public value is a group (a list of hosts, or a (hosts, data) tuple), a host being a name or a (name, data)
+    pair."""
     if path.parent.name in ("group_data", "inventories"):
         return path.parent.name == "inventories"
-    values = {k: v for k, v in module_values(path).items()
-              if not isinstance(v, (types.ModuleType, type)) and not callable(v)}
+    values = {k: v for k, v in values.items() if not isinstance(v, (types.ModuleType, type)) and not callable(v)}
 
     def host(h: Any) -> bool:
         return isinstance(h, str) or (isinstance(h, tuple) and len(h) == 2 and isinstance(h[0], str)
@@ -150,7 +149,7 @@ def lint_path(path: str, cfg: lint.ClusterConfig) -> list[lint.Problem]:
     p = Path(path)
     if p.suffix == ".py":
         try:
-            inv = is_inventory(p)
+            inv = is_inventory(p, module_values(p))
             return lint_inventory(path, cfg) if inv else lint_group_data(path, cfg)
         except Exception as err:  # noqa: BLE001 - a data module that does not run: say why, no traceback
             return [lint.Problem("error", path, "-", "module", None, f"cannot be run: {type(err).__name__}: {err}")]

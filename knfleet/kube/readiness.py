@@ -111,10 +111,11 @@ def nodes_note(nodes: list[dict[str, Any]]) -> tuple[str, str]:
     """(a short cause for a wait's first line, one line per node) for the nodes that cannot run pods; ("", "")
     when every node can. A wait that gives up says so: a GPU node whose kubelet went away leaves its pods
     Pending or NotReady and Knative's own reason rarely names the node."""
-    bad = [t for t in (node_problem(n) for n in nodes) if t]
+    problems = [(n["metadata"]["name"], node_problem(n)) for n in nodes]
+    bad = [t for _, t in problems if t]
     if not bad:
         return "", ""
-    names = [t.split()[1] for t in bad]
+    names = [name for name, t in problems if t]
     short = f"{len(bad)} of {len(nodes)} node(s) NotReady or cordoned: " + ", ".join(names[:5]) \
         + (" …" if len(names) > 5 else "")
     return short, "\n".join(bad)
