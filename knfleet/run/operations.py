@@ -547,8 +547,29 @@ def _left(items: list[dict[str, Any]], cluster: Cluster | None = None) -> list[s
         text = f"{o['kind']} {readiness.name_of(o)}" + (f" (finalizers {fins})" if fins else "")
         if o["kind"] == "Namespace" and cluster is not None:
             text += "".join(f"; {h}" for h in held_in_namespace(cluster, o))
+        if o["kind"] == "CustomResourceDefinition" and cluster is not None:
+            text += "".join(f"; {h}" for h in held_by_crd(cluster, o))
         out.append(text)
     return out
+
+
+def held_by_crd(cluster: Cluster, crd: dict[str, Any]) -> list[str]:
+    """What keeps a CRD being deleted: its objects that hold finalizers (the CRD's own customresourcecleanup
+    finalizer waits for every object of it to go)."""
+    meta, spec = crd["metadata"], crd.get("spec") or {}
+    if not meta.get("deletionTimestamp") or "customresourcecleanup.apiextensions.k8s.io" not in (
+            meta.get("finalizers") or []):
+        return []
+    version = next((v["name"] for v in spec.get("versions") or [] if v.get("storage")), None)
+    kind = (spec.get("names") or {}).get("kind")
+    if not version or not kind:
+        return []
+    try:
+        objs = cluster.list(f"{spec['group']}/{version}", kind)
+    except KubeError:
+        return []
+    return [f"{kind} {readiness.name_of(o)} holds finalizers {o['metadata']['finalizers']}" for o in objs
+            if o["metadata"].get("finalizers")]
 
 
 CONTENT_REMAINING = re.compile(r"(?P<plural>[a-z0-9-]+)\.(?P<group>[a-z0-9.-]*) has \d+ resource instances")
@@ -576,8 +597,24 @@ def held_in_namespace(cluster: Cluster, ns: dict[str, Any]) -> list[str]:
     return held
 
 
-def _delete_services(cluster: Cluster, step: p.DeleteServices, refs: list[str], foreign: list[dict[str, Any]]) \
-        -> list[str]:
+STILL_DELETING_KINDS = (KSVC, *MADE_FOR_SERVICE, ("networking.internal.knative.dev/v1alpha1", "Certificate"))
+
+
+def still_deleting(cluster: Cluster) -> list[dict[str, Any]]:
+    """Knative objects whose deletion has begun and not ended: marked for deletion (a controller's finalizer still
+    to run) or made for a Knative owner that is gone (the garbage collector is about to delete them). Their
+    controllers must still run when they go: an uninstall killed while it waited for them leaves them behind."""
+    kinds = [k for k in STILL_DELETING_KINDS if cluster.has(*k)]
+    cluster.list_many([(*k, None, None) for k in kinds])
+    objects = [o for k in kinds for o in cluster.list(*k)]
+    uids = {o["metadata"].get("uid") for o in objects}
+    return [o for o in objects if o["metadata"].get("deletionTimestamp") or any(
+        r.get("apiVersion", "").split("/")[0].endswith("knative.dev") and r.get("uid") not in uids
+        for r in o["metadata"].get("ownerReferences") or [])]
+
+
+def _delete_services(cluster: Cluster, step: p.DeleteServices, refs: list[str], foreign: list[dict[str, Any]],
+                     pending: list[dict[str, Any]]) -> list[str]:
     ok, why = webhook.serving(cluster)
     if not ok:
         try:
@@ -593,7 +630,7 @@ def _delete_services(cluster: Cluster, step: p.DeleteServices, refs: list[str], 
     kinds = [k for k in MADE_FOR_SERVICE if cluster.has(*k)]
 
     def gone() -> tuple[bool, str]:
-        left: list[str] = []
+        left: list[str] = _left(still_deleting(cluster))
         for ns, selector in selectors.items():
             for k in kinds:
                 left += _left(cluster.list(*k, ns, selector))
@@ -602,7 +639,9 @@ def _delete_services(cluster: Cluster, step: p.DeleteServices, refs: list[str], 
             left += _left(_user_objects(cluster) + [o for k in kinds for o in cluster.list(*k)])
         return not left, "still present: " + ", ".join(sorted(set(left)))
     poll(gone, step.timeout, cluster=cluster)
-    return [f"Service/{r} (deleted)" for r in refs] + [f"{o['kind']}/{readiness.name_of(o)} (deleted)" for o in foreign]
+    return ([f"Service/{r} (deleted)" for r in refs]
+            + [f"{o['kind']}/{readiness.name_of(o)} (deleted)" for o in foreign]
+            + [f"{o['kind']}/{readiness.name_of(o)} (its deletion finished)" for o in pending])
 
 
 @operation()
@@ -610,23 +649,27 @@ def delete_services(step: p.DeleteServices):
     """Delete the Knative Services knfleet made (with `force`: every Knative Service, DomainMapping, Route and
     Configuration) and wait until they and everything Knative made for them are gone (found by
     serving.knative.dev/service: Revisions do not carry the Service's own labels), while the controllers still run
-    so that their finalizers complete. Knative's webhook admits these deletes: it must answer first."""
+    so that their finalizers complete. Knative objects an earlier, interrupted run left being deleted are waited
+    for too. Knative's webhook admits these deletes: it must answer first."""
     t0 = time.monotonic()
     cluster = _cluster()
     if not cluster.has(*KSVC):
         unchanged(step.title, "no Knative Service CRD: nothing to delete", t0)
         return
-    refs = sorted(readiness.name_of(o) for o in cluster.list(*KSVC, selector=step.selector))
+    refs = sorted(readiness.name_of(o) for o in cluster.list(*KSVC, selector=step.selector)
+                  if not o["metadata"].get("deletionTimestamp"))
     foreign = []
     if step.force:
         key, _, value = step.selector.partition("=")
         foreign = [o for o in _user_objects(cluster)
                    if not (o["kind"] == "Service" and (o["metadata"].get("labels") or {}).get(key) == value)
-                   and not any(r.get("kind") == "Service" for r in o["metadata"].get("ownerReferences") or [])]
-    if not refs and not foreign:
+                   and not any(r.get("kind") == "Service" for r in o["metadata"].get("ownerReferences") or [])
+                   and not o["metadata"].get("deletionTimestamp")]
+    pending = still_deleting(cluster)
+    if not refs and not foreign and not pending:
         unchanged(step.title, "no Knative Services to delete", t0)
         return
-    yield command(step.title, _delete_services, cluster, step, refs, foreign)
+    yield command(step.title, _delete_services, cluster, step, refs, foreign, pending)
 
 
 def _present(cluster: Cluster, objects: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:

@@ -304,3 +304,37 @@ def test_uninstall_waits_for_knatives_webhook_and_names_what_a_finalizer_holds(p
     assert done.returncode == 0, done.stderr[-3000:]
     assert time.monotonic() - t0 < 300
     pool.stop(kube)
+
+
+def test_an_uninstall_finishes_knative_deletes_an_interrupted_one_began_before_it_removes_their_controllers(pool):
+    # Issue 13 part 6, found by the long kill run: an uninstall SIGKILLed just after it deleted the Service left the
+    # Route and Ingress being deleted; the next run saw no Service, removed Kourier, and the Ingress kept
+    # net-kourier's finalizer (and its CRD) for ever. Here a finalizer of the test's own holds the Ingress.
+    kube = pool.start("stranded", Spec(ready_delay_ms=300), group="stranded")
+    root = pool.root_for("stranded")
+    assert pyinfra(root, "-y").returncode == 0
+    ns, svc, hold = "knative-qwen7b", "knative-qwen7b-svc", "knfleet.test/hold"
+    (ing,) = kube.json("get", "ingresses.networking.internal.knative.dev", "-n", ns,
+                       "-l", f"serving.knative.dev/route={svc}")["items"]
+    name = ing["metadata"]["name"]
+    kube.run("patch", "ingresses.networking.internal.knative.dev", name, "-n", ns, "--type=merge", "-p",
+             json.dumps({"metadata": {"finalizers": [*ing["metadata"].get("finalizers", []), hold]}}))
+    kube.run("delete", "ksvc", svc, "-n", ns, "--wait=false")
+    eventually(lambda: not kube.exists("ksvc", svc, "-n", ns), 60, what="the Service gone")
+    eventually(lambda: (kube.json("get", "ingresses.networking.internal.knative.dev", name, "-n", ns)["metadata"]
+                        .get("deletionTimestamp")), 90, what="the Ingress marked for deletion")
+    held = pyinfra(root, "-y", "--data", "action=uninstall", "--data", "wait_timeout=20")
+    assert held.returncode == 1, held.stdout[-3000:]
+    assert f"Ingress {ns}/{name} (finalizers" in held.stderr and hold in held.stderr, held.stderr[-3000:]
+    # The controllers that finalize Knative's objects were left running.
+    assert kube.exists("deployment", "net-kourier-controller", "-n", "knative-serving")
+    assert kube.exists("deployment", "controller", "-n", "knative-serving")
+    fins = kube.json("get", "ingresses.networking.internal.knative.dev", name, "-n", ns)["metadata"]["finalizers"]
+    kube.run("patch", "ingresses.networking.internal.knative.dev", name, "-n", ns, "--type=merge", "-p",
+             json.dumps({"metadata": {"finalizers": [f for f in fins if f != hold]}}))
+    done = pyinfra(root, "-y", "--data", "action=uninstall")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not [c for c in kube.json("get", "crd")["items"] if c["metadata"]["name"].endswith("knative.dev")]
+    for n in ("knative-serving", "kourier-system", "knative-nginx"):
+        assert not kube.exists("namespace", n)
+    pool.stop(kube)

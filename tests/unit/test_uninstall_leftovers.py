@@ -39,3 +39,71 @@ def test_without_the_content_condition_the_controllers_words_are_given():
     ns = {**TERMINATING, "status": {"conditions": [TERMINATING["status"]["conditions"][1]]}}
     assert operations.held_in_namespace(FakeCluster(), ns) == [
         "Some content in the namespace has finalizers remaining: knfleet.test/hold in 1 resource instances"]
+
+
+CRD = {"kind": "CustomResourceDefinition",
+       "metadata": {"name": "ingresses.networking.internal.knative.dev", "deletionTimestamp": "2026-11-26T00:00:00Z",
+                    "finalizers": ["customresourcecleanup.apiextensions.k8s.io"]},
+       "spec": {"group": "networking.internal.knative.dev", "names": {"kind": "Ingress"},
+                "versions": [{"name": "v1alpha1", "storage": True}]}}
+
+
+class Ingresses:
+    def __init__(self):
+        self.asked: list[tuple[str, str]] = []
+
+    def list(self, api_version, kind, namespace=None, selector=None):
+        self.asked.append((api_version, kind))
+        return [{"kind": "Ingress", "metadata": {"name": "svc", "namespace": "m",
+                                                 "finalizers": ["ingresses.networking.internal.knative.dev"]}},
+                {"kind": "Ingress", "metadata": {"name": "free", "namespace": "m"}}]
+
+
+def test_a_crd_being_deleted_names_its_objects_holding_finalizers():
+    cluster = Ingresses()
+    assert operations.held_by_crd(cluster, CRD) == [
+        "Ingress m/svc holds finalizers ['ingresses.networking.internal.knative.dev']"]
+    assert cluster.asked == [("networking.internal.knative.dev/v1alpha1", "Ingress")]
+    (line,) = operations._left([CRD], cluster)
+    assert "(finalizers ['customresourcecleanup.apiextensions.k8s.io']); Ingress m/svc holds" in line
+    # A CRD not being deleted is not held by anything: nothing is listed.
+    live = {**CRD, "metadata": {"name": CRD["metadata"]["name"]}}
+    assert operations.held_by_crd(cluster, live) == [] and len(cluster.asked) == 2
+
+
+def _obj(kind, name, uid, owner=None, deleting=False):
+    meta = {"name": name, "namespace": "m", "uid": uid}
+    if owner:
+        meta["ownerReferences"] = [{"apiVersion": "serving.knative.dev/v1", "kind": owner[0], "uid": owner[1]}]
+    if deleting:
+        meta["deletionTimestamp"] = "2026-11-26T00:00:00Z"
+    return {"kind": kind, "metadata": meta}
+
+
+class Knative:
+    def __init__(self, objects):
+        self.objects = objects
+
+    def has(self, api_version, kind):
+        return True
+
+    def list_many(self, keys):
+        pass
+
+    def list(self, api_version, kind, namespace=None, selector=None):
+        return [o for o in self.objects if o["kind"] == kind and (o.get("apiVersion", api_version) == api_version)]
+
+
+def test_still_deleting_finds_objects_marked_for_deletion_and_orphans_of_knative_owners():
+    # An uninstall killed after it deleted the Service: the Route is an orphan the garbage collector will delete,
+    # the Ingress is marked for deletion and waits for net-kourier's finalizer; the other service is whole.
+    objects = [_obj("Route", "gone", "r1", owner=("Service", "s-deleted")),
+               {**_obj("Ingress", "gone", "i1", owner=("Route", "r1"), deleting=True)},
+               _obj("Service", "kept", "s2"),
+               _obj("Route", "kept", "r2", owner=("Service", "s2")),
+               _obj("Configuration", "kept", "c2", owner=("Service", "s2")),
+               _obj("Revision", "kept-00001", "v2", owner=("Configuration", "c2"))]
+    names = sorted(f"{o['kind']} {o['metadata']['name']}" for o in operations.still_deleting(Knative(objects)))
+    assert names == ["Ingress gone", "Route gone"]
+    whole = [o for o in objects if "gone" not in o["metadata"]["name"]]
+    assert operations.still_deleting(Knative(whole)) == []
