@@ -597,7 +597,8 @@ def held_in_namespace(cluster: Cluster, ns: dict[str, Any]) -> list[str]:
     return held
 
 
-STILL_DELETING_KINDS = (KSVC, *MADE_FOR_SERVICE, ("networking.internal.knative.dev/v1alpha1", "Certificate"))
+STILL_DELETING_KINDS = (KSVC, *MADE_FOR_SERVICE, ("networking.internal.knative.dev/v1alpha1", "Certificate"),
+                        ("serving.knative.dev/v1beta1", "DomainMapping"))  # a DomainMapping owns an Ingress too
 
 
 def still_deleting(cluster: Cluster) -> list[dict[str, Any]]:

@@ -107,3 +107,8 @@ def test_still_deleting_finds_objects_marked_for_deletion_and_orphans_of_knative
     assert names == ["Ingress gone", "Route gone"]
     whole = [o for o in objects if "gone" not in o["metadata"]["name"]]
     assert operations.still_deleting(Knative(whole)) == []
+    # A DomainMapping's Ingress and Certificate have a live owner: not orphans.
+    mapped = [*whole, _obj("DomainMapping", "chat.example.com", "d1"),
+              _obj("Ingress", "chat.example.com", "i2", owner=("DomainMapping", "d1")),
+              _obj("Certificate", "chat.example.com", "c3", owner=("DomainMapping", "d1"))]
+    assert operations.still_deleting(Knative(mapped)) == []
