@@ -506,13 +506,10 @@ def foreign_objects(everything: list[dict[str, Any]], selector: str) -> list[str
     return sorted(out)
 
 
-def service_selectors(refs: list[str]) -> dict[str, str]:
-    """namespace -> a selector of the objects Knative made for these services ("ns/name")."""
-    by_ns: dict[str, list[str]] = {}
-    for r in refs:
-        ns, name = r.split("/", 1)
-        by_ns.setdefault(ns, []).append(name)
-    return {ns: f"serving.knative.dev/service in ({','.join(sorted(names))})" for ns, names in by_ns.items()}
+def made_for(obj: dict[str, Any], refs: list[str]) -> bool:
+    """Knative made obj for one of these services ("ns/name"): its serving.knative.dev/service label names it."""
+    meta = obj["metadata"]
+    return f"{meta.get('namespace')}/{(meta.get('labels') or {}).get('serving.knative.dev/service')}" in refs
 
 
 def _user_objects(cluster: Cluster) -> list[dict[str, Any]]:
@@ -553,6 +550,12 @@ def _left(items: list[dict[str, Any]], cluster: Cluster | None = None) -> list[s
     return out
 
 
+def holding(objects: list[dict[str, Any]]) -> list[str]:
+    """The objects that hold finalizers, each named with them."""
+    return [f"{o['kind']} {readiness.name_of(o)} holds finalizers {o['metadata']['finalizers']}" for o in objects
+            if o["metadata"].get("finalizers")]
+
+
 def held_by_crd(cluster: Cluster, crd: dict[str, Any]) -> list[str]:
     """What keeps a CRD being deleted: its objects that hold finalizers (the CRD's own customresourcecleanup
     finalizer waits for every object of it to go)."""
@@ -565,11 +568,9 @@ def held_by_crd(cluster: Cluster, crd: dict[str, Any]) -> list[str]:
     if not version or not kind:
         return []
     try:
-        objs = cluster.list(f"{spec['group']}/{version}", kind)
+        return holding(cluster.list(f"{spec['group']}/{version}", kind))
     except KubeError:
         return []
-    return [f"{kind} {readiness.name_of(o)} holds finalizers {o['metadata']['finalizers']}" for o in objs
-            if o["metadata"].get("finalizers")]
 
 
 CONTENT_REMAINING = re.compile(r"(?P<plural>[a-z0-9-]+)\.(?P<group>[a-z0-9.-]*) has \d+ resource instances")
@@ -589,8 +590,7 @@ def held_in_namespace(cluster: Cluster, ns: dict[str, Any]) -> list[str]:
                     objs = cluster.list(res.api_version, res.kind, ns_name)
                 except KubeError:
                     continue
-                held += [f"{o['kind']} {ns_name}/{o['metadata']['name']} holds finalizers "
-                         f"{o['metadata']['finalizers']}" for o in objs if o["metadata"].get("finalizers")]
+                held += holding(objs)
                 break
     if not held and conditions.get("NamespaceFinalizersRemaining"):
         held.append(conditions["NamespaceFinalizersRemaining"])
@@ -627,17 +627,15 @@ def _delete_services(cluster: Cluster, step: p.DeleteServices, refs: list[str], 
         cluster.delete(*KSVC, r.split("/", 1)[1], r.split("/", 1)[0])
     for o in foreign:
         cluster.delete(o["apiVersion"], o["kind"], o["metadata"]["name"], o["metadata"].get("namespace"))
-    selectors = service_selectors(refs)
     kinds = [k for k in MADE_FOR_SERVICE if cluster.has(*k)]
 
-    def gone() -> tuple[bool, str]:
+    def gone() -> tuple[bool, str]:  # one cluster-wide list per kind, shared by still_deleting and _user_objects
         left: list[str] = _left(still_deleting(cluster))
-        for ns, selector in selectors.items():
-            for k in kinds:
-                left += _left(cluster.list(*k, ns, selector))
-            left += _left([o for o in cluster.list(*KSVC, ns) if f"{ns}/{o['metadata']['name']}" in refs])
+        made = [o for k in kinds for o in cluster.list(*k)]
+        left += _left([o for o in made if step.force or made_for(o, refs)])
+        left += _left([o for o in cluster.list(*KSVC) if readiness.name_of(o) in refs])
         if step.force:
-            left += _left(_user_objects(cluster) + [o for k in kinds for o in cluster.list(*k)])
+            left += _left(_user_objects(cluster))
         return not left, "still present: " + ", ".join(sorted(set(left)))
     poll(gone, step.timeout, cluster=cluster)
     return ([f"Service/{r} (deleted)" for r in refs]
@@ -724,8 +722,7 @@ def leftovers(cluster: Cluster) -> list[str]:
             left.append(f"CRD {c['metadata']['name']}" + (f" (finalizers {fin})" if fin else ""))
     for k in KNATIVE_FINALIZED:
         if cluster.has(*k):
-            left += [f"{o['kind']} {readiness.name_of(o)} holds finalizers {o['metadata']['finalizers']}"
-                     for o in cluster.list(*k) if o["metadata"].get("finalizers")]
+            left += holding(cluster.list(*k))
     for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
         left += [f"{kind} {w['metadata']['name']}" for w in cluster.list(webhook.ADMISSION, kind)
                  if "knative" in w["metadata"]["name"]]

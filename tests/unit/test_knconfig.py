@@ -158,5 +158,10 @@ def test_uninstall_guard_counts_foreign_services_domain_mappings_and_direct_rout
 
 
 def test_uninstall_waits_on_what_knative_made_by_its_service_label():
-    assert operations.service_selectors(["a/x", "a/y", "b/z"]) == {
-        "a": "serving.knative.dev/service in (x,y)", "b": "serving.knative.dev/service in (z)"}
+    refs = ["a/x", "a/y", "b/z"]
+
+    def made(ns, service):
+        return {"metadata": {"namespace": ns, "labels": {"serving.knative.dev/service": service}}}
+    assert all(operations.made_for(made(ns, svc), refs) for ns, svc in (("a", "x"), ("a", "y"), ("b", "z")))
+    others = (made("a", "z"), made("b", "x"), {"metadata": {"namespace": "a"}})
+    assert not any(operations.made_for(o, refs) for o in others)

@@ -23,8 +23,9 @@ class FakeCluster:
 
     def list(self, api_version, kind, namespace=None, selector=None):
         if kind == "ConfigMap":
-            return [{"kind": "ConfigMap", "metadata": {"name": "held", "finalizers": ["knfleet.test/hold"]}},
-                    {"kind": "ConfigMap", "metadata": {"name": "free"}}]
+            return [{"kind": "ConfigMap", "metadata": {"name": "held", "namespace": "knative-serving",
+                                                       "finalizers": ["knfleet.test/hold"]}},
+                    {"kind": "ConfigMap", "metadata": {"name": "free", "namespace": "knative-serving"}}]
         return [{"kind": "Lease", "metadata": {"name": "l"}}]
 
 
