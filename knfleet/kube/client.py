@@ -18,12 +18,16 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from urllib3.util.retry import Retry
+
 from knfleet.errors import ClusterError, InputError
 
 FIELD_MANAGER = "knfleet"
 DISCOVERY_ACCEPT = ("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
                     "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json")
 WORKERS = 16
+RETRIES = 4  # answers that say "try again" (see retry_delay): at most this many more attempts, ~8s in all
+TRANSIENT = frozenset({429, 500, 502, 503, 504})
 
 
 class KubeError(ClusterError):
@@ -56,6 +60,28 @@ class Unreachable(KubeError):
 
 class WebhookUnavailable(KubeError):
     """The apiserver could not call an admission webhook (it is not running or not reachable yet)."""
+
+
+def retry_delay(method: str, status: int, retry_after: str | None, attempt: int) -> float | None:
+    """Seconds to wait before sending a request again after the answer `status`, or None: give up now.
+
+    As client-go does: 429 (the API server's priority and fairness shed it) and any 5xx carrying Retry-After
+    were not processed, so every method is sent again. A read (GET) is also sent again on 500/502/503/504
+    without Retry-After (an etcd timeout, an overloaded aggregated API): reading twice changes nothing.
+    A write answered with a plain 5xx (e.g. an admission webhook that failed) is not: its caller decides.
+    No answer at all (refused, timeout) is not retried here: a cluster that is down is reported at once, and
+    the waits poll again on their own clock."""
+    if status not in TRANSIENT:
+        return None
+    backoff = min(0.5 * 2 ** attempt, 4.0)
+    if retry_after is not None:
+        try:
+            return min(max(float(retry_after), 0.0), 4.0)
+        except ValueError:
+            return backoff
+    if status == 429 or method.upper() == "GET":
+        return backoff
+    return None
 
 
 def error_for(cluster: str, what: str, status: int, body: str) -> KubeError:
@@ -118,6 +144,7 @@ class Cluster:
         self.target = target
         self.name = target.name
         self.requests = 0
+        self.retried = 0  # requests sent again after a "try again" answer (retry_delay)
         self._api: Any = None
         self._lock = threading.RLock()
         self._discovery: dict[tuple[str, str], Resource] | None = None
@@ -142,6 +169,10 @@ class Cluster:
                              + f": {err}") from None
         api.configuration.connection_pool_maxsize = WORKERS
         api.rest_client.pool_manager.connection_pool_kw["maxsize"] = WORKERS
+        # urllib3's own retries stay for connections (its default of 3) but not for answers: those are
+        # retry_delay's, the same for every method and with Retry-After capped (urllib3 would sleep for as long
+        # as the server says, and only for some methods).
+        api.rest_client.pool_manager.connection_pool_kw["retries"] = Retry(3, respect_retry_after_header=False)
         self._api = api
 
     def port_forward(self, namespace: str, pod: str, port: int) -> Any:
@@ -181,18 +212,27 @@ class Cluster:
             self.requests += 1
         query_params = [(k, str(v).lower() if isinstance(v, bool) else str(v))
                         for k, v in (query or {}).items() if v is not None]
-        try:
-            m, url, hdrs, payload, _ = self._api.param_serialize(
-                method, path, query_params=query_params, header_params=headers, body=body,
-                auth_settings=["BearerToken"])
-            resp = self._api.call_api(m, url, header_params=hdrs, body=payload, _request_timeout=(min(t, 10.0), t))
-            resp.read()
-        except Exception as err:  # no answer: connection refused, TLS, timeouts (urllib3 and the REST layer)
-            raise Unreachable(self.name, label, 0, type(err).__name__, _short(err)) from None
-        data = resp.data
-        if not 200 <= resp.status <= 299:
-            raise error_for(self.name, label, resp.status, data.decode(errors="replace") if data else "")
-        return json.loads(data) if data else None
+        for attempt in range(RETRIES + 1):
+            try:
+                m, url, hdrs, payload, _ = self._api.param_serialize(
+                    method, path, query_params=query_params, header_params=headers, body=body,
+                    auth_settings=["BearerToken"])
+                resp = self._api.call_api(m, url, header_params=hdrs, body=payload,
+                                          _request_timeout=(min(t, 10.0), t))
+                resp.read()
+            except Exception as err:  # no answer: connection refused, TLS, timeouts (urllib3 and the REST layer)
+                raise Unreachable(self.name, label, 0, type(err).__name__, _short(err)) from None
+            data = resp.data
+            if 200 <= resp.status <= 299:
+                return json.loads(data) if data else None
+            delay = retry_delay(method, resp.status, resp.getheader("Retry-After"), attempt)
+            if delay is None or attempt == RETRIES:
+                raise error_for(self.name, label, resp.status, data.decode(errors="replace") if data else "")
+            with self._lock:
+                self.requests += 1
+                self.retried += 1
+            time.sleep(delay)
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     # --- discovery ----------------------------------------------------------------------------------------
     def discovery(self, refresh: bool = False) -> dict[tuple[str, str], Resource]:
@@ -423,6 +463,10 @@ def poll(check: Callable[[], tuple[bool, str]], timeout: float, interval: float 
         try:
             ok, why = check()
         except Unreachable as err:
+            ok, why = False, str(err)
+        except KubeError as err:  # an answer that says "try again" (429, 5xx) even after the request's retries
+            if err.status not in TRANSIENT:
+                raise
             ok, why = False, str(err)
         if ok:
             return why

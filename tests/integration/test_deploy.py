@@ -142,9 +142,9 @@ def test_one_cluster_down_the_other_converges_and_the_run_fails_naming_it(fleet)
     procs.stop(state.pids["kube-apiserver"], state.markers["kube-apiserver"])
     try:
         run = pyinfra(root, "-y", "--data", "knative_domain=changed.example")
-        assert run.returncode != 0
-        assert f"knfleet: {b.name}: FAILED" in run.stderr and "not reachable" in run.stderr
-        assert f"knfleet: {a.name}: install done" in run.stderr
+        assert run.returncode != 0, run.stderr
+        assert f"knfleet: {b.name}: FAILED" in run.stderr and "not reachable" in run.stderr, run.stderr
+        assert f"knfleet: {a.name}: install done" in run.stderr, run.stderr
         assert "changed.example" in a.json("get", "configmap", "config-domain", "-n", "knative-serving")["data"]
     finally:
         b.cluster.down()
