@@ -105,13 +105,30 @@ def install_rights(d: Desired) -> tuple[Right, ...]:
     return tuple(sorted(rights))
 
 
+# --- the Knative objects an uninstall deletes or waits for (knfleet.run.operations) -------------------------------
+# Made by users: an uninstall deletes knfleet's Services, and the others only with force_uninstall.
+USER_KINDS = (("serving.knative.dev/v1", "Service"), ("serving.knative.dev/v1beta1", "DomainMapping"),
+              ("serving.knative.dev/v1", "Route"), ("serving.knative.dev/v1", "Configuration"))
+# What Knative's controllers make for a Knative Service, all labelled serving.knative.dev/service=<name>.
+MADE_FOR_SERVICE = (("serving.knative.dev/v1", "Route"), ("serving.knative.dev/v1", "Configuration"),
+                    ("serving.knative.dev/v1", "Revision"), ("networking.internal.knative.dev/v1alpha1", "Ingress"),
+                    ("autoscaling.internal.knative.dev/v1alpha1", "PodAutoscaler"),
+                    ("networking.internal.knative.dev/v1alpha1", "ServerlessService"))
+# Whose deletion an uninstall waits for (listed cluster-wide) before Knative's controllers go.
+STILL_DELETING_KINDS = (("serving.knative.dev/v1", "Service"), *MADE_FOR_SERVICE,
+                        ("networking.internal.knative.dev/v1alpha1", "Certificate"),
+                        ("serving.knative.dev/v1beta1", "DomainMapping"))  # a DomainMapping owns an Ingress too
+
+
 def uninstall_rights(d: Desired) -> tuple[Right, ...]:
-    """Delete of everything an uninstall removes, reads of what it waits on, and the lock."""
+    """Delete of everything an uninstall removes, cluster-wide reads of the Knative objects it waits for, the dry
+    run through Knative's webhook before deleting Services (webhook.PROBE_SERVICE), and the lock."""
     rights = set(LOCK_RIGHTS)
     for s in d.stages:
         rights |= _rights_on(s.objects, ("delete", "list"))
-    rights |= {Right(v, "serving.knative.dev", r) for v in ("list", "delete")
-               for r in ("services", "routes", "configurations", "domainmappings")}
+    rights |= {Right("list", k[0].rpartition("/")[0], resource_of(k[1])) for k in STILL_DELETING_KINDS}
+    rights |= {Right("delete", k[0].rpartition("/")[0], resource_of(k[1])) for k in USER_KINDS}
+    rights.add(Right("create", "serving.knative.dev", "services", "knative-serving"))  # a dry run only
     return tuple(sorted(rights))
 
 

@@ -479,13 +479,7 @@ def smoke_test(step: p.Smoke):
 
 
 # --- uninstall ------------------------------------------------------------------------------------------------------
-USER_KINDS = (("serving.knative.dev/v1", "Service"), ("serving.knative.dev/v1beta1", "DomainMapping"),
-              ("serving.knative.dev/v1", "Route"), ("serving.knative.dev/v1", "Configuration"))
-# What Knative's controllers make for a Knative Service, all labelled serving.knative.dev/service=<name>.
-MADE_FOR_SERVICE = (("serving.knative.dev/v1", "Route"), ("serving.knative.dev/v1", "Configuration"),
-                    ("serving.knative.dev/v1", "Revision"), ("networking.internal.knative.dev/v1alpha1", "Ingress"),
-                    ("autoscaling.internal.knative.dev/v1alpha1", "PodAutoscaler"),
-                    ("networking.internal.knative.dev/v1alpha1", "ServerlessService"))
+USER_KINDS, MADE_FOR_SERVICE, STILL_DELETING_KINDS = p.USER_KINDS, p.MADE_FOR_SERVICE, p.STILL_DELETING_KINDS
 
 
 def foreign_objects(everything: list[dict[str, Any]], selector: str) -> list[str]:
@@ -595,10 +589,6 @@ def held_in_namespace(cluster: Cluster, ns: dict[str, Any]) -> list[str]:
     if not held and conditions.get("NamespaceFinalizersRemaining"):
         held.append(conditions["NamespaceFinalizersRemaining"])
     return held
-
-
-STILL_DELETING_KINDS = (KSVC, *MADE_FOR_SERVICE, ("networking.internal.knative.dev/v1alpha1", "Certificate"),
-                        ("serving.knative.dev/v1beta1", "DomainMapping"))  # a DomainMapping owns an Ingress too
 
 
 def still_deleting(cluster: Cluster) -> list[dict[str, Any]]:

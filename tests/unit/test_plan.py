@@ -261,6 +261,22 @@ def test_uninstall_rights_delete_what_the_stages_declare():
             "delete services.serving.knative.dev", "delete leases.coordination.k8s.io in kube-system"} <= rights
 
 
+def test_uninstall_rights_cover_every_knative_object_it_waits_for_and_its_webhook_probe():
+    """The services step lists these cluster-wide and dry-runs a Service through Knative's webhook: a 403 there
+    would come after the guard, so the preflight asks for them first."""
+    rights = {str(r) for r in plan.plan(desired({"action": "uninstall"}))[0].rights}
+    assert {"list revisions.serving.knative.dev", "list ingresses.networking.internal.knative.dev",
+            "list serverlessservices.networking.internal.knative.dev",
+            "list certificates.networking.internal.knative.dev",
+            "list podautoscalers.autoscaling.internal.knative.dev", "list domainmappings.serving.knative.dev",
+            "list routes.serving.knative.dev", "list configurations.serving.knative.dev",
+            "delete domainmappings.serving.knative.dev", "delete routes.serving.knative.dev",
+            "delete configurations.serving.knative.dev",
+            "create services.serving.knative.dev in knative-serving"} <= rights
+    from knfleet.kube import webhook
+    assert webhook.PROBE_SERVICE["metadata"]["namespace"] == "knative-serving"
+
+
 def test_smoke_policy_defaults_to_when_warm_for_services_that_can_scale_to_zero():
     d = desired({"models": [{}, {"name": "warm", "autoscaling": {"min_scale": 1}},
                             {"name": "off", "smoke": False}, {"name": "forced", "smoke": "always"}],
