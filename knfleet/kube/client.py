@@ -65,9 +65,9 @@ class WebhookUnavailable(KubeError):
 def retry_delay(method: str, status: int, retry_after: str | None, attempt: int) -> float | None:
     """Seconds to wait before sending a request again after the answer `status`, or None: give up now.
 
-    As client-go does: 429 (the API server's priority and fairness shed it) and any 5xx carrying Retry-After
-    were not processed, so every method is sent again. A read (GET) is also sent again on 500/502/503/504
-    without Retry-After (an etcd timeout, an overloaded aggregated API): reading twice changes nothing.
+    As client-go does, a 429 or 5xx carrying Retry-After is sent again whatever the method; beyond client-go, so
+    is a 429 without it (priority and fairness shed the request unprocessed), and a read (GET) on a plain
+    500/502/503/504 (an etcd timeout, an overloaded aggregated API): reading twice changes nothing.
     A write answered with a plain 5xx (e.g. an admission webhook that failed) is not: its caller decides.
     No answer at all (refused, timeout) is not retried here: a cluster that is down is reported at once, and
     the waits poll again on their own clock."""
