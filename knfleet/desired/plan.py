@@ -515,7 +515,7 @@ def install(d: Desired) -> list[Step]:
     steps += [
         apply("crds", prefetch=prefetch(d)),
         Gate(CrdsEstablished(), t, "knative", "Knative CRDs Established"),
-        apply("config", repair_config=True),
+        apply("config", repair_config=True, webhook_retry=float(t)),
         apply("core"),
         Gate(DeploymentsAvailable("knative-serving"), t, "knative", "knative-serving Deployments Available"),
         Gate(WebhookServing(), t, "knative", "Knative webhook answers (CA bundle, rules, dry-run create of a Service)"),

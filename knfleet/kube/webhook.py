@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from knfleet.kube.client import Cluster, KubeError, Unreachable, WebhookUnavailable
@@ -54,21 +55,47 @@ def serving(cluster: Cluster) -> tuple[bool, str]:
     return True, "Knative's webhook answers"
 
 
-def apply_config_repairing(cluster: Cluster, objects: list[dict], log: Callable[[str], None]) -> list[dict]:
+def apply_config_repairing(cluster: Cluster, objects: list[dict], log: Callable[[str], None],
+                           retry_s: float = 60.0, pause: float = 1.0) -> list[dict]:
     """Apply the config ConfigMaps. When Knative's config webhook cannot be called (its pods crash-loop, for
-    example on a value stored before that webhook existed), take the rules that route ConfigMaps to it off: they
-    are Knative's (its webhook writes them at start-up and puts them back once it runs again), and without this no
-    corrected ConfigMap could ever be stored. The values themselves were checked as Knative parses them."""
+    example on a value stored before that webhook existed, or it does not answer within its timeout), take the
+    rules that route ConfigMaps to it off: they are Knative's (its webhook writes them at start-up and puts them
+    back once it runs again), and without this no corrected ConfigMap could ever be stored. The values themselves
+    were checked as Knative parses them. The API server sees the changed configuration a moment later (an
+    informer), and a webhook that runs puts its rules back at once: so the apply is tried again, the rules taken
+    off again whenever they are back, until it gets through or `retry_s` has passed."""
+    deadline = time.monotonic() + retry_s
     results = cluster.apply_many(objects)
-    blocked = [r for r in results if isinstance(r, WebhookUnavailable) and CONFIG_WEBHOOK in r.message]
-    if blocked:
-        log(f"Knative's config webhook does not answer ({blocked[0].message[-200:]}); taking its rules off "
-            f"{CONFIG_WEBHOOK} so the corrected ConfigMaps can be stored (Knative's webhook restores them when "
-            "it runs)")
-        cluster.patch(ADMISSION, "ValidatingWebhookConfiguration", CONFIG_WEBHOOK, None,
-                      [{"op": "replace", "path": "/webhooks/0/rules", "value": []}], patch_type="json")
+    said: set[str] = set()
+    while True:
+        blocked = [r for r in results if isinstance(r, WebhookUnavailable) and CONFIG_WEBHOOK in r.message]
+        if not blocked or time.monotonic() >= deadline:
+            break
+        if _rules(cluster):
+            what = f"{CONFIG_WEBHOOK} has its rules back; taking them off again" if "off" in said else (
+                f"Knative's config webhook does not answer ({blocked[0].message[-200:]}); taking its rules off "
+                f"{CONFIG_WEBHOOK} so the corrected ConfigMaps can be stored (Knative's webhook restores them when "
+                "it runs)")
+            said.add("off")
+            cluster.patch(ADMISSION, "ValidatingWebhookConfiguration", CONFIG_WEBHOOK, None,
+                          [{"op": "replace", "path": "/webhooks/0/rules", "value": []}], patch_type="json")
+        elif "stale" not in said:
+            said.add("stale")
+            what = f"the API server still calls {CONFIG_WEBHOOK} (it sees its rules gone a moment later); retrying"
+        else:
+            what = ""
+        if what:
+            log(what)
+        time.sleep(pause)
         results = cluster.apply_many(objects)
     errors = [r for r in results if isinstance(r, KubeError)]
     if errors:
         raise errors[0]
     return results
+
+
+def _rules(cluster: Cluster) -> list[dict]:
+    """The config webhook's rules as stored now (none when the configuration is gone)."""
+    obj = cluster.get(ADMISSION, "ValidatingWebhookConfiguration", CONFIG_WEBHOOK)
+    hooks = (obj or {}).get("webhooks") or [{}]
+    return hooks[0].get("rules") or []

@@ -171,7 +171,7 @@ def take_lock(step: p.Lock):
 def _apply_objects(cluster: Cluster, records: diff.Records, step: p.Apply, objects: list[dict[str, Any]]) -> list[str]:
     log = lambda m: logger.warning(f"{host.print_prefix}{m}")  # noqa: E731
     if step.repair_config:
-        results = webhook.apply_config_repairing(cluster, objects, log)
+        results = webhook.apply_config_repairing(cluster, objects, log, step.webhook_retry)
     else:
         deadline = time.monotonic() + step.webhook_retry
         while True:
