@@ -97,7 +97,7 @@ def test_bad_input_against_a_live_cluster_changes_no_resource_version(installed)
     before = snapshot(kube)
     for data, needle in BAD:
         out = run(inv, "--data", data)
-        assert out.returncode == 2, (data, out.stderr[-2000:])
+        assert out.returncode == 2, f"{data!r}\n{out.stderr[-2000:]}"
         assert needle in out.stderr and "nothing was changed on any cluster" in out.stderr, (data, out.stderr)
         assert "Traceback" not in out.stdout + out.stderr
     assert snapshot(kube) == before
@@ -299,7 +299,8 @@ def test_two_runs_at_once_never_interleave_their_writes_and_the_loser_reports_lo
     inv, kube = installed
     order, results = race(inv, kube)
     codes = [p.returncode for p, _, _ in results]
-    assert sorted(codes) == [0, 1], [(p.returncode, err[-1500:]) for p, _, err in results]
+    assert sorted(codes) == [0, 1], "\n".join(f"run {i} exit {p.returncode}:\n{err[-4000:]}"
+                                              for i, (p, _, err) in enumerate(results))  # a str: shown whole
     winner = codes.index(0)
     loser_err = results[1 - winner][2]
     assert "locked by" in loser_err and "LOCKED" in loser_err, loser_err[-2000:]
