@@ -272,8 +272,10 @@ def test_min_scale_zero_scales_to_zero_and_wakes_on_request(kourier):
     eventually(lambda: get(kourier, "deployment", dep)["spec"]["replicas"] == 0, 60, what="scaled to zero")
     eventually(lambda: not kourier.json("get", "pods", "-n", NS, "-l",
                                         "serving.knative.dev/revision=sleepy-00001")["items"], 60, what="no pods")
-    pa = get(kourier, "podautoscalers.autoscaling.internal.knative.dev", "sleepy-00001")
-    assert conditions(pa)["Active"]["reason"] == "NoTraffic"
+    # the autoscaler scales the deployment first and writes the PodAutoscaler's status after: poll
+    eventually(lambda: conditions(get(kourier, "podautoscalers.autoscaling.internal.knative.dev",
+                                      "sleepy-00001"))["Active"]["reason"] == "NoTraffic", 30,
+               what="PodAutoscaler Active=False NoTraffic")
     assert conditions(get(kourier, "ksvc", "sleepy"))["Ready"]["status"] == "True"  # still Ready at zero
     t0 = time.monotonic()
     r = requests.post(entry(kourier, "internal") + "/v1/chat/completions", json=CHAT,
@@ -293,9 +295,11 @@ def test_template_change_makes_revision_00002_and_the_old_one_is_scaled_away(kou
                      == "rolling-00002" and o, 90, what="revision 00002 ready")
     assert obj["status"]["traffic"][0]["revisionName"] == "rolling-00002"
     # Knative keeps the old revision but stops routing to it: its autoscaler may then take it to zero,
-    # min-scale notwithstanding.
-    pa = get(kourier, "podautoscalers.autoscaling.internal.knative.dev", "rolling-00001")
-    assert pa["spec"]["reachability"] == "Unreachable"
+    # min-scale notwithstanding. The route marks the revision (routingState label) and the revision
+    # reconciler then sets the PodAutoscaler's reachability: a step later than the route's status, so poll.
+    eventually(lambda: get(kourier, "podautoscalers.autoscaling.internal.knative.dev",
+                           "rolling-00001")["spec"]["reachability"] == "Unreachable", 60,
+               what="old revision's PodAutoscaler Unreachable")
     eventually(lambda: get(kourier, "deployment", "rolling-00001-deployment")["spec"]["replicas"] == 0, 90,
                what="old revision scaled to zero")
 
