@@ -63,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         scaler.wake.clear()
         try:
             snap = kube.snapshot()
+            routes.update(kourier.routing_table(snap), snap.revisions)  # Envoy configured before Ready is written
             ingress.reconcile(snap)
             scaler.reconcile(snap)
-            routes.update(kourier.routing_table(snap), snap.revisions)
             balancers.reconcile(kube.caches["lb_services"].items(), kube.caches["endpoints"].items(),
                                 kube.service_status)
         except Exception as err:  # noqa: BLE001 - the apiserver may be briefly unavailable

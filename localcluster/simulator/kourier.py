@@ -127,15 +127,19 @@ class Kourier:
 
 
 def routing_table(snap: Snapshot) -> dict[str, list[Rule]]:
-    """Host -> the rules that serve it, from the ready Kourier Ingresses (what Envoy would be configured with)."""
+    """Host -> the rules that serve it (what Envoy would be configured with): the Kourier Ingresses that are Ready
+    or that net-kourier has taken (its finalizer) and marks Ready in this pass. Like net-kourier, which configures
+    Envoy first and marks an Ingress Ready after, the caller installs this table before `Kourier.reconcile` writes
+    the status: once an Ingress says Ready (and Knative's Route and Service follow), its hosts answer."""
     table: dict[str, list[Rule]] = {}
     if not serving(snap):
         return table
     for ing in snap.ingresses:
         if not is_kourier(ing) or ing["metadata"].get("deletionTimestamp"):
             continue
-        if not any(c.get("type") == "Ready" and c.get("status") == "True"
-                   for c in (ing.get("status") or {}).get("conditions") or []):
+        taken = FINALIZER in (ing["metadata"].get("finalizers") or [])
+        if not taken and not any(c.get("type") == "Ready" and c.get("status") == "True"
+                                 for c in (ing.get("status") or {}).get("conditions") or []):
             continue
         for raw in (ing.get("spec") or {}).get("rules") or []:
             paths = []

@@ -74,8 +74,10 @@ def test_desired_replicas_follows_concurrency_within_max_scale():
                                                           "autoscaling.knative.dev/min-scale": "1"}, {})) == 1
 
 
-def _ingress(rules, ready=True, cls="kourier.ingress.networking.knative.dev", deleting=False):
+def _ingress(rules, ready=True, cls="kourier.ingress.networking.knative.dev", deleting=False, taken=False):
     meta = {"name": "svc", "namespace": "ns", "annotations": {"networking.knative.dev/ingress.class": cls}}
+    if taken:
+        meta["finalizers"] = [kourier.FINALIZER]
     if deleting:
         meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     return {"metadata": meta, "spec": {"rules": rules},
@@ -110,6 +112,14 @@ def test_routing_table_serves_every_host_internally_and_external_ones_publicly()
 def test_routing_table_ignores_other_classes_unready_and_deleted_ingresses_and_a_missing_kourier():
     assert kourier.routing_table(_snap([_ingress(RULES, cls="istio.ingress.networking.knative.dev")])) == {}
     assert kourier.routing_table(_snap([_ingress(RULES, ready=False)])) == {}
+    assert kourier.routing_table(_snap([_ingress(RULES, deleting=True, taken=True)])) == {}
+
+
+def test_routing_table_serves_an_ingress_net_kourier_has_taken_before_it_says_ready():
+    # net-kourier configures Envoy, then marks the Ingress Ready: a Ready Ingress (and the Route and Service
+    # Knative marks Ready after it) must never point at a host the gateway does not serve yet
+    table = kourier.routing_table(_snap([_ingress(RULES, ready=False, taken=True)]))
+    assert set(table) == {"svc.ns", "svc.ns.svc", "svc.ns.svc.cluster.local", "svc.ns.example.com"}
     assert kourier.routing_table(_snap([_ingress(RULES, deleting=True)])) == {}
     assert kourier.routing_table(_snap([_ingress(RULES)], available=("net-kourier-controller",))) == {}
 
