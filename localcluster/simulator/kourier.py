@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from localcluster.simulator.autoscaler import is_true
 from localcluster.simulator.kubeapi import KINGRESS, KNATIVE_NS, KOURIER_NS, Kube, Snapshot
 
 KOURIER_CLASS = "kourier.ingress.networking.knative.dev"
@@ -137,9 +138,7 @@ def routing_table(snap: Snapshot) -> dict[str, list[Rule]]:
     for ing in snap.ingresses:
         if not is_kourier(ing) or ing["metadata"].get("deletionTimestamp"):
             continue
-        taken = FINALIZER in (ing["metadata"].get("finalizers") or [])
-        if not taken and not any(c.get("type") == "Ready" and c.get("status") == "True"
-                                 for c in (ing.get("status") or {}).get("conditions") or []):
+        if FINALIZER not in (ing["metadata"].get("finalizers") or []) and not is_true(ing, "Ready"):
             continue
         for raw in (ing.get("spec") or {}).get("rules") or []:
             paths = []
