@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from pyinfra import host, logger
@@ -339,6 +340,20 @@ def _smoke_host(svc: dict[str, Any], fallback: str) -> str:
     return url.split("://", 1)[-1].split("/", 1)[0] or fallback
 
 
+def _smoke_hosts(cluster: Cluster, svc: dict[str, Any], ns: str, name: str, fallback: str) -> Callable[[], str]:
+    """The Host for each smoke attempt: the first from `svc` as read; a retry reads status.url again, since Knative
+    may move the service to another host meanwhile (a changed domain: the old host then answers 404 for good)."""
+    first = [True]
+
+    def host() -> str:
+        if first[0]:
+            first[0] = False
+            return _smoke_host(svc, fallback)
+        return _smoke_host(cluster.get(*KSVC, name, ns) or svc, fallback)
+
+    return host
+
+
 class _EntryPoints:
     """The ways one smoke step reaches the services, each opened when first needed and closed at the end:
     host data URLs (overrides), kourier-internal (port-forward through the API server, or curl from inside the
@@ -350,22 +365,23 @@ class _EntryPoints:
         self.exec_pod: str | None = None
         self._proxy: tuple[str | None] | None = None
 
-    def paths(self, target: p.SmokeTarget, host_header: str) -> list[tuple[str, smoke.Send]]:
+    def paths(self, target: p.SmokeTarget, hosts: Callable[[], smoke.Host]) -> list[tuple[str, smoke.Send]]:
+        """One (via, send) per way; `hosts()` gives each way its own Host header (see `_smoke_hosts`)."""
         step, ways = self.step, []
         url = step.internal_url if target.cluster_local or not step.public_url else step.public_url
         if url:
             ways.append(("smoke_internal_url" if url == step.internal_url else "smoke_url",
-                         smoke.over_http(url, host_header, target.model)))
+                         smoke.over_http(url, hosts(), target.model)))
         elif step.via == "exec":
             ways.append((f"kourier-internal (exec in {PROXY_POD_NS}/{self._exec_pod()})",
-                         smoke.over_exec(self._run_in_proxy, self._internal_dns(), host_header, target.model)))
+                         smoke.over_exec(self._run_in_proxy, self._internal_dns(), hosts(), target.model)))
         else:
             ways.append(("kourier-internal (port-forward)",
-                         smoke.over_http(self._forward().url, host_header, target.model)))
+                         smoke.over_http(self._forward().url, hosts(), target.model)))
         if step.proxy and not step.public_url and not target.cluster_local:
             proxy = self.proxy_url()
             if proxy:
-                ways.append((f"proxy {proxy}", smoke.over_http(proxy, host_header, target.model)))
+                ways.append((f"proxy {proxy}", smoke.over_http(proxy, hosts(), target.model)))
         return ways
 
     def proxy_url(self) -> str | None:
@@ -449,7 +465,8 @@ def smoke_test(step: p.Smoke):
                 skipped += 1
             else:
                 results = []
-                for via, send in entry.paths(s, _smoke_host(svc, s.host)):
+                hosts = partial(_smoke_hosts, cluster, svc, ns, name, s.host)
+                for via, send in entry.paths(s, hosts):
                     deadline = max(step.deadline, s.cold_deadline) if at_zero else step.deadline
                     result = smoke.chat(s.ref, send, s.model, deadline, at_zero)
                     result.via = via

@@ -78,16 +78,22 @@ class Unreachable(Exception):
 
 
 Send = Callable[[float], tuple[int, str]]  # one request with this timeout -> (HTTP status, body); or Unreachable
+Host = str | Callable[[], str]  # the Host header, or what gives it for each attempt (it may change while retrying)
 
 
-def over_http(base_url: str, host: str, model: str, session: requests.Session | None = None) -> Send:
+def host_of(host: Host) -> str:
+    return host() if callable(host) else host
+
+
+def over_http(base_url: str, host: Host, model: str, session: requests.Session | None = None) -> Send:
     """The runbook's request sent from this machine to `base_url` (a port-forward, smoke_url, a load balancer)."""
     http = session or requests.Session()
     url = base_url.rstrip("/") + "/v1/chat/completions"
 
     def send(timeout: float) -> tuple[int, str]:
         try:
-            resp = http.post(url, json=runbook_request(model), headers={"Host": host}, timeout=timeout)
+            resp = http.post(url, json=runbook_request(model), headers={"Host": host_of(host)},
+                             timeout=timeout)
         except requests.RequestException as err:
             raise Unreachable(f"{type(err).__name__}: {err}") from None
         return resp.status_code, resp.text
@@ -114,11 +120,11 @@ def parse_curl(stdout: str) -> tuple[int, str] | None:
     return int(status), body
 
 
-def over_exec(run: Callable[[list[str], float], Any], base_url: str, host: str, model: str) -> Send:
+def over_exec(run: Callable[[list[str], float], Any], base_url: str, host: Host, model: str) -> Send:
     """The runbook's request sent by curl from inside a pod (`run` executes a command there, an ExecResult)."""
 
     def send(timeout: float) -> tuple[int, str]:
-        result = run(curl_command(base_url, host, model, timeout), timeout + 10)
+        result = run(curl_command(base_url, host_of(host), model, timeout), timeout + 10)
         answer = parse_curl(result.stdout)
         if answer is None:
             why = (result.stderr.strip() or result.error or f"exit code {result.exit_code}")[:300]

@@ -45,6 +45,11 @@ class _Answer(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         seen.append((self.path, self.headers["Host"], body))
+        if self.headers["Host"].startswith("gone."):  # a host no route serves (any more)
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         out = json.dumps({"model": body["model"], "choices": [{"message": {"role": "assistant", "content": "2"}}],
                           "usage": {"total_tokens": 3}}, ensure_ascii=False).encode()
         self.send_response(200)
@@ -206,3 +211,27 @@ def test_the_simulated_cloud_balancer_writes_an_address_and_relays_only_to_ready
             pass
     finally:
         lbs.close()
+
+
+def test_a_retry_asks_for_the_host_again_when_knative_moved_the_service(server):
+    # the domain changed while smoking: the first Host read answers 404 for good, the service's new one 200
+    hosts = iter(["gone.ns.example.com", "m.ns.changed.example"])
+    result = smoke.chat("ns/m", smoke.over_http(server, lambda: next(hosts), "m"), "m", 10, False)
+    assert result.ok and result.attempts == 2, result
+    assert [h for _, h, _ in seen] == ["gone.ns.example.com", "m.ns.changed.example"]
+
+
+def test_smoke_hosts_reads_status_url_again_only_for_a_retry():
+    from knfleet.run.operations import _smoke_hosts
+
+    class Cluster:
+        gets = 0
+
+        def get(self, *_: object) -> dict:
+            self.gets += 1
+            return {"status": {"url": "http://m.ns.changed.example"}}
+
+    cluster = Cluster()
+    host = _smoke_hosts(cluster, {"status": {"url": "http://m.ns.example.com"}}, "ns", "m", "fallback")
+    assert host() == "m.ns.example.com" and cluster.gets == 0  # the first attempt: no request of its own
+    assert host() == "m.ns.changed.example" and cluster.gets == 1
