@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from knfleet import fsio
 from knfleet.errors import InputError
 
 SERVING_URL = "https://github.com/knative/serving/releases/download/knative-v{version}/{file}"
@@ -76,7 +77,15 @@ def _verify(version: str, name: str, data: bytes, where: str) -> str:
             f"{where}: checksum mismatch for {name} (Knative {version}): expected sha256 {want}, got {got}. "
             "Use the official release file, or remove the cached copy to download it again."
         )
-    return data.decode()
+    return _text(data, where)
+
+
+def _text(data: bytes, where: str) -> str:
+    """The text of verified bytes (the same bytes that were hashed: a file is read once)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise BundleError(f"{where}: not UTF-8 text ({err}); a Knative release file is YAML") from None
 
 
 def _download(version: str, name: str, cache: Path) -> bytes:
@@ -96,10 +105,7 @@ def _download(version: str, name: str, cache: Path) -> bytes:
         ) from err
     # Verify before caching so a bad download never lands in the cache.
     _verify(version, name, resp.content, url)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part")
-    tmp.write_bytes(resp.content)
-    tmp.replace(path)
+    fsio.write_atomic(path, resp.content)
     return resp.content
 
 
@@ -112,11 +118,12 @@ def _vendor(version: str, name: str, folder: str | None, vendor: dict[str, tuple
     path = Path(os.path.expanduser(folder)) / file
     if not path.is_file():
         raise BundleError(f"bundle folder {folder}: {file} is missing (knative_bundle_files names it for {name})")
-    got = sha256(path.read_bytes())
+    data = path.read_bytes()  # read once: the bytes hashed are the bytes parsed
+    got = sha256(data)
     if got != want:
         raise BundleError(f"{path}: checksum mismatch for {file} ({name} of the vendor bundle): knative_bundle_files "
                           f"pins sha256 {want}, the file has {got}. Nothing was changed")
-    return path.read_text()
+    return _text(data, str(path))
 
 
 @lru_cache(maxsize=8)

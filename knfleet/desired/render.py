@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import hmac
 import json
 import os
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
 
+from knfleet import fsio
 from knfleet.desired import bundle as _bundle
 from knfleet.desired import ha, mirror
 from knfleet.desired.bundle import Bundle
@@ -41,24 +44,87 @@ class Stage:
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader when PyYAML has it: ~10x faster
 
 
+CACHE_FORMAT = "knfleet-parse-cache/2"
+
+
+def _cache_key(folder: Path) -> bytes | None:
+    """The key of this user's parse cache (32 random bytes in `.key`, mode 0600, made once): an entry carries a MAC
+    made with it, so an entry written by anyone without the key (another user, a cache copied from elsewhere) is
+    never believed."""
+    path = folder / ".key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except FileExistsError:
+        pass
+    except OSError:
+        return None
+    else:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(os.urandom(32))
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            key = fh.read()
+    except OSError:
+        return None
+    if st.st_uid != os.geteuid() or st.st_mode & 0o077 or len(key) != 32:
+        return None
+    return key
+
+
+def _mac(key: bytes, digest: str, payload: bytes) -> str:
+    return hmac.new(key, f"{CACHE_FORMAT}\n{digest}\n".encode() + payload, hashlib.sha256).hexdigest()
+
+
+def _cached(folder: Path, key: bytes, digest: str) -> str | None:
+    """The cached parse of the text whose sha256 is `digest`, if the entry is intact and made for that text with
+    this user's key; None otherwise (missing, corrupt, planted or made for other bytes: the caller parses again)."""
+    try:
+        raw = (folder / f"{digest}.json").read_bytes()
+    except OSError:
+        return None
+    head, sep, payload = raw.partition(b"\n")
+    try:
+        meta = json.loads(head) if sep else None
+    except ValueError:
+        return None
+    if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT or meta.get("source_sha256") != digest:
+        return None
+    if not isinstance(meta.get("mac"), str) or not hmac.compare_digest(meta["mac"], _mac(key, digest, payload)):
+        return None
+    try:
+        text = payload.decode("utf-8")
+        if not isinstance(json.loads(text), list):
+            return None
+    except ValueError:
+        return None
+    return text
+
+
 @lru_cache(maxsize=16)
 def _parsed_json(text: str) -> str:
     """A manifest's documents as one JSON text. Parsing a megabyte of release YAML costs more than everything
-    else a converged run does, so the result is kept beside the bundle cache, keyed by the text's sha256."""
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    cache = _bundle.default_cache() / "parsed" / f"{digest}.json"
-    try:
-        return cache.read_text()
-    except OSError:
-        pass
+    else a converged run does, so the result is kept beside the bundle cache, in a folder private to the user
+    (0700), keyed by the sha256 of the text's bytes and checked against it: an entry is used only when it names
+    that sha256 and its MAC (this user's key) matches; anything else (a corrupt, planted or foreign entry) is
+    parsed again and rewritten."""
+    data = text.encode()
+    digest = hashlib.sha256(data).hexdigest()
+    folder = _bundle.default_cache() / "parsed"
+    key = _cache_key(folder) if fsio.private_dir(folder) else None
+    if key is not None:
+        found = _cached(folder, key, digest)
+        if found is not None:
+            return found
     out = json.dumps([d for d in yaml.load_all(text, Loader=LOADER) if d])  # noqa: S506 - a safe loader
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(out)
-        tmp.replace(cache)
-    except OSError:
-        pass  # a cache only
+    if key is not None:
+        payload = out.encode()
+        head = json.dumps({"format": CACHE_FORMAT, "source_sha256": digest, "mac": _mac(key, digest, payload)})
+        try:
+            fsio.write_atomic(folder / f"{digest}.json", head.encode() + b"\n" + payload, mode=0o600)
+        except OSError:
+            pass  # a cache only
     return out
 
 
@@ -123,14 +189,54 @@ def proxy_timeout(settings: InstallSettings) -> int:
     return max(settings.max_revision_timeout, 600) + 60
 
 
-def proxy_objects(settings: InstallSettings) -> list[dict[str, Any]]:
+def proxy_values(settings: InstallSettings) -> dict[str, str]:
+    """The values group data puts into the proxy's objects, each checked as what it is (an image reference, a DNS
+    name, a Service type, a number of seconds): a value that is not one is refused naming the field."""
+    from knfleet.desired import gostrconv, imageref
+    from knfleet.desired.settings import SERVICE_TYPES, SettingsError
+    from knfleet.errors import shown
+
+    why = imageref.problem(settings.proxy_image)
+    if why:
+        raise SettingsError(f"proxy_image: {shown(settings.proxy_image)} is not allowed ({why}); use "
+                            f"{imageref.ALLOWED}")
+    if not isinstance(settings.cluster_domain, str) or gostrconv.is_dns1123_subdomain(settings.cluster_domain):
+        raise SettingsError(f"cluster_domain: {shown(settings.cluster_domain)} is not allowed; use the cluster's DNS "
+                            "domain (kubelet --cluster-domain), such as cluster.local")
+    if settings.proxy_service_type not in SERVICE_TYPES:
+        raise SettingsError(f"proxy_service_type: {shown(settings.proxy_service_type)} is not allowed; use one of "
+                            f"{', '.join(SERVICE_TYPES)}")
     timeout = proxy_timeout(settings)
-    text = (resources.files("knfleet.files").joinpath(PROXY_MANIFEST).read_text()
-            .replace("__PROXY_TIMEOUT__", str(timeout))
-            .replace("__CLUSTER_DOMAIN__", settings.cluster_domain)
-            .replace("__IMAGE__", settings.proxy_image)
-            .replace("__SERVICE_TYPE__", settings.proxy_service_type))
-    return load_docs(text)
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0:
+        raise SettingsError(f"config-defaults max-revision-timeout-seconds: {shown(timeout)} gives no proxy timeout; "
+                            "use whole seconds")
+    return {"image": settings.proxy_image, "cluster_domain": settings.cluster_domain,
+            "service_type": settings.proxy_service_type, "timeout": str(timeout)}
+
+
+def proxy_objects(settings: InstallSettings) -> list[dict[str, Any]]:
+    """The proxy's objects (files/knative-nginx.yaml, parsed as shipped) with group data's values set into the
+    parsed objects: the container image, the Service type, and the nginx configuration's upstream domain and
+    timeouts. No value is ever pasted into YAML text, so none can add a document, an object or a field."""
+    values = proxy_values(settings)
+    docs = load_docs(resources.files("knfleet.files").joinpath(PROXY_MANIFEST).read_text())
+    for o in docs:
+        kind = o.get("kind")
+        if kind == "ConfigMap":
+            conf = o["data"]["default.conf"]
+            o["data"]["default.conf"] = conf.replace("__PROXY_TIMEOUT__", values["timeout"]) \
+                .replace("__CLUSTER_DOMAIN__", values["cluster_domain"])
+        elif kind == "Deployment":
+            for c in o["spec"]["template"]["spec"]["containers"]:
+                if c.get("image") == "__IMAGE__":
+                    c["image"] = values["image"]
+        elif kind == "Service":
+            o["spec"]["type"] = values["service_type"]
+    left = [p for p in ("__PROXY_TIMEOUT__", "__CLUSTER_DOMAIN__", "__IMAGE__", "__SERVICE_TYPE__")
+            if p in json.dumps(docs)]
+    if left:
+        raise AssertionError(f"{PROXY_MANIFEST}: placeholder(s) {left} not filled")  # the shipped file changed
+    return docs
 
 
 def install_stages(bundle: Bundle, settings: InstallSettings) -> list[Stage]:

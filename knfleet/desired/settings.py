@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from knfleet.desired import bundle, gostrconv, knconfig
+from knfleet.desired import bundle, gostrconv, imageref, knconfig
 from knfleet.errors import InputError, shown
 
 SERVICE_TYPES = ("LoadBalancer", "NodePort", "ClusterIP")
@@ -49,7 +49,7 @@ DATA_KEYS = (
     "lock_ttl", "lock_wait", "request_timeout", "model_wait_timeout", "smoke", "smoke_url", "smoke_internal_url",
     "smoke_deadline", "smoke_cold", "force_uninstall", "kubeconfig", "kube_context", "rollout_wave", "cluster_name",
     "smoke_via", "smoke_proxy", "proxy_node_address", "gpu_preflight", "ha_replicas", "image_mirror",
-    "image_pull_secrets", "knative_bundle_files", "envoy_image", "unreachable_registries",
+    "image_pull_secrets", "knative_bundle_files", "envoy_image", "unreachable_registries", "allow_insecure",
 )
 
 
@@ -300,12 +300,12 @@ def from_data(data: Any) -> InstallSettings:
         kourier_service_type=_choice("kourier_service_type", get("kourier_service_type") or "LoadBalancer",
                                      SERVICE_TYPES),
         proxy_service_type=_choice("proxy_service_type", get("proxy_service_type") or "NodePort", SERVICE_TYPES),
-        proxy_image=_optional_str("proxy_image", get("proxy_image")) or "nginx:1.27.3-alpine",
+        proxy_image=image("proxy_image", get("proxy_image")) or "nginx:1.27.3-alpine",
         wait_timeout=timeout,
         ha_replicas=_replicas(get("ha_replicas")),
         image_mirror=_registry("image_mirror", get("image_mirror")),
         image_pull_secrets=_names("image_pull_secrets", get("image_pull_secrets")),
-        envoy_image=_optional_str("envoy_image", get("envoy_image")),
+        envoy_image=image("envoy_image", get("envoy_image")),
         unreachable_registries=tuple(_registry("unreachable_registries[]", r) or ""
                                      for r in _list("unreachable_registries", get("unreachable_registries"))),
         bundle_files=_bundle_files(get("knative_bundle_files")),
@@ -391,6 +391,17 @@ def bundle_folder(value: Any, version: str) -> str | None:
     if folder.replace("{version}", "").count("{") or folder.replace("{version}", "").count("}"):
         raise SettingsError(f"knative_bundle_dir: {folder!r} is not allowed; the only placeholder is {{version}}")
     return folder.replace("{version}", version)
+
+
+def image(name: str, value: Any) -> str | None:
+    """An image reference (the distribution reference grammar); unset is None. A value that is not one (a newline,
+    YAML, a second document) is refused here, before it could reach an object."""
+    if value is None or value == "":
+        return None
+    why = imageref.problem(value)
+    if why:
+        raise SettingsError(f"{name}: {shown(value)} is not allowed ({why}); use {imageref.ALLOWED}")
+    return value
 
 
 def _optional_str(name: str, value: Any) -> str | None:

@@ -20,7 +20,7 @@ import yaml
 from knfleet.desired import plan, settings
 from knfleet.errors import InputError
 from knfleet.fleet import inventory as inv
-from knfleet.kube.client import Cluster, KubeError
+from knfleet.kube.client import Cluster, CredentialError, KubeError
 from knfleet.run.connector import target_of
 
 
@@ -30,10 +30,12 @@ class Diagnosis:
     ok: bool = False
     checks: list[str] = field(default_factory=list)  # what passed, in order
     problem: str = ""  # the first thing that stops a run, and what to do
+    warnings: list[str] = field(default_factory=list)  # unsafe but allowed: insecure-skip-tls-verify, http://
 
     def line(self, width: int) -> str:
         head = f"{self.cluster:<{width}}  {'ok  ' if self.ok else 'FAIL'}  "
-        return head + ("; ".join(self.checks) if self.ok else self.problem)
+        return head + ("; ".join(self.checks) if self.ok else self.problem) + "".join(
+            f"\n{'':<{width}}  WARN  {w}" for w in self.warnings)
 
 
 def _kubeconfig_problem(name: str, data: dict[str, Any]) -> tuple[str | None, list[str]]:
@@ -82,8 +84,12 @@ def diagnose(c: inv.Cluster) -> Diagnosis:
     cluster = Cluster(target_of(c.name, c.data))
     try:
         cluster.connect()
+        d.warnings = [w.split(": ", 1)[-1] for w in cluster.warnings]
         version = cluster.version()
     except InputError as err:
+        d.problem = str(err)
+        return d
+    except CredentialError as err:
         d.problem = str(err)
         return d
     except KubeError as err:

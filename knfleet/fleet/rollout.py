@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from knfleet import fsio
 from knfleet.fleet import inventory as inv
 from knfleet.report import outcome, outputs
 from knfleet.report.outcome import ClusterOutcome
@@ -169,10 +170,7 @@ def rollout(inventory: str, bake: float = 0, max_failed: int = 0, state_file: st
         failures += len(wave_failed)
         saved["waves"][str(wave)] = {"status": "failed" if wave_failed else "passed",
                                      "clusters": {c.name: results[c.name].as_dict() for c in members}}
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = state_path.with_name(state_path.name + ".tmp")  # a rollout killed while writing leaves the old state
-        tmp.write_text(json.dumps(saved, indent=2))
-        tmp.replace(state_path)
+        fsio.write_atomic(state_path, json.dumps(saved, indent=2))  # killed while writing: the old state stays
         say(f"{label}: {'FAILED: ' + ', '.join(wave_failed) if wave_failed else 'passed'} "
             f"({time.monotonic() - t0:.1f}s)")
         if failures > max_failed:

@@ -10,6 +10,9 @@ has a timeout; every failure is a typed error that names the cluster, the reques
 from __future__ import annotations
 
 import json
+import logging
+import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -60,6 +63,17 @@ class Unreachable(KubeError):
 
 class WebhookUnavailable(KubeError):
     """The apiserver could not call an admission webhook (it is not running or not reachable yet)."""
+
+
+class CredentialError(KubeError):
+    """The kubeconfig's exec credential plugin failed: nothing is sent to that cluster (anonymously or otherwise).
+    The message names the plugin's command and exit code, never its output (which may hold a credential)."""
+
+    def __init__(self, cluster: str, message: str) -> None:
+        super().__init__(cluster, "credentials", 0, "CredentialPluginFailed", message)
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def retry_delay(method: str, status: int, retry_after: str | None, attempt: int) -> float | None:
@@ -129,12 +143,66 @@ def ref(obj: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Target:
-    """How to reach one cluster: its kubeconfig and optionally a context."""
+    """How to reach one cluster: its kubeconfig and optionally a context. `allow_insecure` (host data): a plain
+    http:// API server may be sent the kubeconfig's credential."""
 
     name: str
     kubeconfig: str
     context: str | None = None
     request_timeout: float = 30.0
+    allow_insecure: bool = False
+
+
+# --- the exec credential plugin's failures, as the kubernetes package reports them ----------------------------------
+# The kubernetes package runs a kubeconfig's `exec` plugin while loading it; when the plugin fails it only logs
+# `exec: process returned <code>. <the plugin's stderr>` (through the root logger) and goes on without a credential,
+# so requests went out anonymous and the plugin's stderr (which may hold a token) reached the log. knfleet's filter
+# takes those records: while a cluster connects, the failure is kept for `connect` to raise as a CredentialError;
+# at any other time (a token refreshed mid-run) the record is logged without the plugin's output.
+_EXEC_SOURCE = os.path.join("kubernetes", "config", "kube_config.py")
+_EXEC_CODE = re.compile(r"exec: process returned (-?\d+)")
+_capture = threading.local()
+
+
+def _exec_failure_text(message: str) -> str:
+    m = _EXEC_CODE.match(message)
+    if m:
+        return f"exit code {m[1]}"
+    if message.startswith("exec:"):
+        return message.split(".", 1)[0][:200]  # the library's own words up to the first detail
+    return message.split(":", 1)[0][:200]  # e.g. "[Errno 2] No such file or directory"
+
+
+class _ExecLogFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.pathname.endswith(_EXEC_SOURCE) or record.levelno < logging.ERROR:
+            return True
+        text = _exec_failure_text(record.getMessage())
+        if getattr(_capture, "failures", None) is not None:
+            _capture.failures.append(text)
+            return False
+        record.msg, record.args = (f"kubeconfig exec credential plugin failed ({text}); its output is not shown: "
+                                   "it may hold a credential"), ()
+        return True
+
+
+_FILTER = _ExecLogFilter()
+
+
+def _exec_plugin(kubeconfig: str, context: str | None) -> tuple[str, str] | None:
+    """(user, command) of the exec credential plugin the kubeconfig's context uses, if any."""
+    import yaml
+
+    try:
+        with open(kubeconfig, encoding="utf-8") as fh:
+            doc = yaml.safe_load(fh) or {}
+        contexts = {c.get("name"): c.get("context") or {} for c in doc.get("contexts") or []}
+        user = contexts[context or doc.get("current-context")].get("user")
+        found = {u.get("name"): u.get("user") or {} for u in doc.get("users") or []}.get(user) or {}
+        command = (found.get("exec") or {}).get("command")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError):
+        return None
+    return (str(user), str(command)) if command else None
 
 
 class Cluster:
@@ -150,16 +218,26 @@ class Cluster:
         self._discovery: dict[tuple[str, str], Resource] | None = None
         self._lists: dict[tuple[str, str, str | None, str | None], list[dict[str, Any]]] = {}
         self._listed_at: dict[tuple[str, str, str | None, str | None], float] = {}
+        self._credential_error: CredentialError | None = None
+        self.warnings: list[str] = []  # what connect() found unsafe but allowed (insecure-skip-tls-verify, ...)
 
     # --- connection -------------------------------------------------------------------------------------
     def connect(self) -> None:
-        """Load the kubeconfig (contexts, exec plugins, TLS). Raises InputError for a kubeconfig it cannot use."""
+        """Load the kubeconfig (contexts, exec plugins, TLS). Raises InputError for a kubeconfig it cannot use or
+        that would send a credential over plain http:// (unless the host data allows it), CredentialError when its
+        exec credential plugin fails. `warnings` says what is unsafe but allowed (insecure-skip-tls-verify)."""
         if self._api is not None:
             return
+        if self._credential_error is not None:
+            raise self._credential_error
         from kubernetes import config as kconfig  # the import is costly: only when a cluster is used
         from kubernetes.config.config_exception import ConfigException
         from yaml import YAMLError
 
+        root = logging.getLogger()
+        if _FILTER not in root.filters:
+            root.addFilter(_FILTER)
+        _capture.failures = []
         try:
             api = kconfig.new_client_from_config(config_file=self.target.kubeconfig, context=self.target.context,
                                                  persist_config=False)
@@ -167,6 +245,17 @@ class Cluster:
             raise InputError(f"{self.name}: cannot use kubeconfig {self.target.kubeconfig}"
                              + (f" (context {self.target.context})" if self.target.context else "")
                              + f": {err}") from None
+        finally:
+            failures, _capture.failures = _capture.failures, None
+        if failures:
+            user, command = _exec_plugin(self.target.kubeconfig, self.target.context) or ("?", "?")
+            self._credential_error = CredentialError(
+                self.name, f"the credential plugin {command!r} of user {user!r} in {self.target.kubeconfig} failed "
+                           f"({failures[0]}); nothing was sent to the cluster. Its output is not shown (it may hold a "
+                           f"credential): run {command!r} by hand to see why (an expired login, a profile, PATH)")
+            api.close()
+            raise self._credential_error
+        self._check_transport(api.configuration)
         api.configuration.connection_pool_maxsize = WORKERS
         api.rest_client.pool_manager.connection_pool_kw["maxsize"] = WORKERS
         # urllib3's own retries stay for connections (its default of 3) but not for answers: those are
@@ -174,6 +263,26 @@ class Cluster:
         # as the server says, and only for some methods).
         api.rest_client.pool_manager.connection_pool_kw["retries"] = Retry(3, respect_retry_after_header=False)
         self._api = api
+
+    def _check_transport(self, cfg: Any) -> None:
+        """Refuse to send a credential over plain http:// (unless host data `allow_insecure` says so); note a TLS
+        connection whose server certificate is not checked (insecure-skip-tls-verify)."""
+        host = str(cfg.host or "")
+        credential = bool(cfg.api_key) or bool(cfg.cert_file) or bool(cfg.username) or bool(cfg.password)
+        where = f"{self.name}: kubeconfig {self.target.kubeconfig}"
+        self.warnings = []
+        if host.lower().startswith("http://") and credential:
+            if not self.target.allow_insecure:
+                raise InputError(f"{where}: the API server {host} is plain http:// and the kubeconfig has a "
+                                 "credential, which would go over the network readable by anyone on the path; "
+                                 "nothing was sent. Use https://, or set host data allow_insecure: true for a "
+                                 "server you trust this way")
+            self.warnings.append(f"{where}: the API server {host} is plain http:// and its credential is sent in "
+                                 "clear text (host data allow_insecure: true)")
+        if host.lower().startswith("https://") and cfg.verify_ssl is False:
+            self.warnings.append(f"{where}: insecure-skip-tls-verify is set: the API server's certificate is not "
+                                 "checked, so anyone on the path can pose as it and receive the credential; set "
+                                 "certificate-authority-data instead")
 
     def port_forward(self, namespace: str, pod: str, port: int) -> Any:
         """A local listener forwarding to a pod's port through the API server (knfleet.kube.portforward)."""

@@ -19,7 +19,8 @@ from typing import Any
 
 import jinja2
 
-from knfleet.report import metrics, outcome
+from knfleet import fsio
+from knfleet.report import metrics, outcome, validate
 from knfleet.run.smoke import path_of
 
 # outcome -> colour (background of a cluster's cell); the legend shows them
@@ -36,8 +37,7 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 PHASES = metrics.PHASES
 
 
-class ReportError(Exception):
-    """A file that is not a knfleet report."""
+ReportError = validate.ReportError  # a file that is not a (well-formed) knfleet report
 
 
 @dataclass
@@ -77,18 +77,19 @@ class Chart:
 
 
 def load(path: str) -> dict[str, Any]:
+    """A saved report, read and checked against the schema (knfleet.report.validate): a file that is not one is
+    refused naming the file and the field, before anything renders it."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_bytes())
     except OSError as err:
         raise ReportError(f"{path}: cannot read it: {err.strerror or err}") from None
-    except ValueError as err:
-        raise ReportError(f"{path}: not JSON: {err}") from None
+    except (ValueError, RecursionError) as err:
+        raise ReportError(f"{path}: not JSON: {str(err)[:200]}") from None
     if not isinstance(data, dict) or data.get("schema") != outcome.SCHEMA:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
         raise ReportError(f"{path}: schema {found!r} is not a knfleet report; expected {outcome.SCHEMA!r} "
                           "(written by KNFLEET_REPORT, knfleet rollout --report or knfleet status --json)")
-    if not isinstance(data.get("clusters"), dict):
-        raise ReportError(f"{path}: clusters: missing or not an object")
+    validate.check(path, data)
     return data
 
 
@@ -96,9 +97,25 @@ def normalized(data: dict[str, Any]) -> dict[str, Any]:
     """A report with every field the page reads (reports of other kinds or older knfleets lack some)."""
     base = {"kind": "", "knfleet": "", "finished": None, "status": None, "action": None, "dry_run": False,
             "inventory": None, "duration_s": None, "exit_code": None, "halted_at_wave": None}
-    clusters = {name: {**dataclasses.asdict(outcome.ClusterOutcome(name, "")), **o}
-                for name, o in (data.get("clusters") or {}).items()}
+    clusters = {name: _cluster(name, o) for name, o in (data.get("clusters") or {}).items()}
     return {**base, **data, "clusters": clusters}
+
+
+STEP_DEFAULTS = {"title": "", "status": "", "seconds": 0.0, "objects": [], "note": ""}
+SMOKE_DEFAULTS = {"service": "", "ok": True, "status": None, "latency_s": None, "cold_start_s": None, "attempts": 0,
+                  "error": None, "skipped": None, "via": None}
+SERVICE_DEFAULTS = {"service": "", "ready": False, "reason": ""}
+
+
+def _cluster(name: str, o: dict[str, Any]) -> dict[str, Any]:
+    """A cluster's entry with every field the page reads, in its steps and smoke results too (a checked report
+    may lack the fields an older knfleet did not write)."""
+    out = {**dataclasses.asdict(outcome.ClusterOutcome(name, "")), **o}
+    out["steps"] = [{**STEP_DEFAULTS, **s} for s in out.get("steps") or []]
+    out["services"] = [{**SERVICE_DEFAULTS, **s} for s in out.get("services") or []]
+    for key, _ in PHASES:
+        out[key] = [{**SMOKE_DEFAULTS, **s} for s in out.get(key) or []]
+    return out
 
 
 def when(ts: float | None) -> str:
@@ -283,8 +300,4 @@ def render(reports: list[dict[str, Any]]) -> str:
 
 def write(path: str, reports: list[dict[str, Any]]) -> None:
     """The page, written atomically (a temporary file beside it, then a rename)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(render(reports), encoding="utf-8")
-    tmp.replace(p)
+    fsio.write_atomic(path, render(reports))

@@ -12,12 +12,12 @@ go on from the values of the file being replaced; a cluster a rollout did not to
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from knfleet import fsio
 from knfleet.report import outcome
 from knfleet.run.smoke import path_of
 
@@ -177,8 +177,10 @@ def render(fams: list[Family]) -> str:
 def parse_previous(text: str) -> dict[tuple[str, Labels], float]:
     """The samples of a file this module wrote (to carry counters and last-run timestamps on)."""
     out: dict[tuple[str, Labels], float] = {}
-    for line in text.splitlines():
-        m = _SAMPLE.match(line)
+    # "\n" only: the exposition format ends lines with it, and a label value may hold "\r", U+2028 or other
+    # characters str.splitlines() would also break at (the counters would then start again from nothing)
+    for line in text.split("\n"):
+        m = _SAMPLE.fullmatch(line)
         if not m:
             continue
         labels = tuple(sorted((k, _unescape_label(v)) for k, v in _LABEL.findall(m.group(2) or "")))
@@ -194,20 +196,11 @@ def text(data: dict[str, Any], previous_text: str = "") -> str:
 
 
 def write(path: str, data: dict[str, Any]) -> None:
-    """Write the metrics of a report to `path` atomically (a temporary file beside it, then a rename)."""
+    """Write the metrics of a report to `path` atomically (a temporary file beside it, created exclusively under a
+    random name without a .prom suffix, which the collector ignores; then a rename)."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     try:
-        previous = p.read_text()
+        previous = p.read_bytes().decode("utf-8")
     except (FileNotFoundError, UnicodeDecodeError):
         previous = ""
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")  # no .prom suffix: the collector ignores it
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text(data, previous))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
+    fsio.write_atomic(p, text(data, previous), mode=0o644)

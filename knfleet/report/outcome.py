@@ -173,11 +173,9 @@ def report(kind: str, results: dict[str, ClusterOutcome], **extra: Any) -> dict[
 
 
 def write(path: str, data: dict[str, Any]) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(p)
+    from knfleet import fsio  # a temporary file created exclusively, then a rename
+
+    fsio.write_atomic(path, json.dumps(data, indent=2))
 
 
 def read(path: str) -> dict[str, ClusterOutcome]:

@@ -16,6 +16,7 @@ from typing import Any
 from pyinfra.api.exceptions import InventoryError
 from pyinfra.connectors.local import LocalConnector
 
+from knfleet.desired import settings
 from knfleet.errors import InputError, shown
 from knfleet.kube.client import Cluster, Target
 from knfleet.report.outcome import ClusterRun
@@ -37,7 +38,11 @@ def target_of(name: str, data: Any) -> Target:
     timeout = data.get("request_timeout") or 30
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
         raise InputError(f"{name}: host data 'request_timeout' = {shown(timeout)} is not allowed; use seconds > 0")
-    return Target(name, os.path.expanduser(kubeconfig), context or None, float(timeout))
+    try:
+        insecure = settings.boolean("allow_insecure", data.get("allow_insecure"), False)
+    except InputError as err:
+        raise InputError(f"{name}: host data {err}") from None
+    return Target(name, os.path.expanduser(kubeconfig), context or None, float(timeout), insecure)
 
 
 class KubeConnector(LocalConnector):

@@ -16,6 +16,7 @@ from pyinfra.api.state import BaseStateCallback, StateStage
 
 from knfleet.desired import plan
 from knfleet.errors import InputError
+from knfleet.kube.client import CredentialError
 from knfleet.report import outcome, outputs
 
 
@@ -38,14 +39,25 @@ def prepare(host: Any) -> tuple[plan.Desired, list[plan.Step]]:
 
 
 def check_target(host: Any) -> None:
-    """The host's kubeconfig exists and loads (context, credentials): bad input otherwise, found before any cluster
-    is changed. Nothing is sent to the cluster here."""
+    """The host's kubeconfig exists and loads (context, credentials), and sends no credential over plain http://:
+    bad input otherwise, found before any cluster is changed. A failing credential plugin fails that cluster only
+    (its preflight names the plugin). Nothing is sent to the cluster here; what is unsafe but allowed
+    (insecure-skip-tls-verify) is a warning."""
     conn = host.connector
     if getattr(conn, "input_error", None):
         raise InputError(conn.input_error)
     cluster = getattr(conn, "cluster", None)
-    if cluster is not None:
+    if cluster is None:
+        return
+    try:
         cluster.connect()
+    except CredentialError:
+        return  # that cluster's preflight fails with it; the others go on
+    record = getattr(conn, "record", None)
+    for w in cluster.warnings:
+        print(f"knfleet: warning: {w}", file=sys.stderr, flush=True)
+        if record is not None and w not in record.warnings:
+            record.warnings.append(w)
 
 
 def by_task(steps: list[plan.Step]) -> list[tuple[str, list[plan.Step]]]:

@@ -21,7 +21,7 @@ from pyinfra.api import FunctionCommand, operation
 from knfleet.desired import plan as p
 from knfleet.errors import KnfleetError, LockedError, NotReadyError, StuckError
 from knfleet.kube import diff, readiness, webhook
-from knfleet.kube.client import Cluster, KubeError, WebhookUnavailable, poll, ref
+from knfleet.kube.client import Cluster, CredentialError, KubeError, WebhookUnavailable, poll, ref
 from knfleet.report.outcome import ClusterRun
 from knfleet.run import lock, smoke
 
@@ -122,6 +122,9 @@ def preflight(step: p.Preflight):
     cluster = _cluster()
     try:
         version = cluster.version()
+    except CredentialError as err:  # the kubeconfig's credential plugin failed: nothing was sent
+        yield fail("preflight", str(err))
+        return
     except KubeError as err:
         yield fail("preflight", f"API server not reachable with {cluster.target.kubeconfig}: {err}")
         return

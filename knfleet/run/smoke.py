@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -85,9 +87,25 @@ def host_of(host: Host) -> str:
     return host() if callable(host) else host
 
 
+def loopback(url: str) -> bool:
+    """Whether `url` names this machine (127.0.0.0/8, ::1, localhost): a port-forward's listener."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def over_http(base_url: str, host: Host, model: str, session: requests.Session | None = None) -> Send:
-    """The runbook's request sent from this machine to `base_url` (a port-forward, smoke_url, a load balancer)."""
+    """The runbook's request sent from this machine to `base_url` (a port-forward, smoke_url, a load balancer).
+    A loopback address (the port-forward's listener) is never reached through a proxy: HTTP_PROXY/HTTPS_PROXY/
+    ALL_PROXY in the environment would send the request (and the service's answer) to the proxy, which cannot reach
+    this machine's loopback anyway."""
     http = session or requests.Session()
+    if loopback(base_url):
+        http.trust_env = False  # no proxy from the environment (nor .netrc credentials) for this machine's own ports
     url = base_url.rstrip("/") + "/v1/chat/completions"
 
     def send(timeout: float) -> tuple[int, str]:
