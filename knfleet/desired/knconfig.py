@@ -180,17 +180,19 @@ def autoscaler(data: dict[str, str]) -> list[ConfigProblem]:
         frac /= 100.0
     rules: list[tuple[bool, str, str]] = [
         (cfg["scale-to-zero-grace-period"] <= 0, "scale-to-zero-grace-period", "must be positive"),
-        (cfg["scale-down-delay"] < 0, "scale-down-delay", "cannot be negative"),
+        (cfg["scale-down-delay"] < 0, "scale-down-delay", "cannot be negative; use a duration >= 0s"),
         (cfg["scale-down-delay"] % SECOND != 0, "scale-down-delay",
          "must be specified with at most second precision (whole seconds)"),
-        (cfg["scale-to-zero-pod-retention-period"] < 0, "scale-to-zero-pod-retention-period", "cannot be negative"),
+        (cfg["scale-to-zero-pod-retention-period"] < 0, "scale-to-zero-pod-retention-period",
+         "cannot be negative; use a duration >= 0s"),
         (cfg["target-burst-capacity"] < 0 and cfg["target-burst-capacity"] != -1, "target-burst-capacity",
          "must be either non-negative or -1 (for unlimited)"),
         (frac <= 0 or frac > 1, "container-concurrency-target-percentage",
-         "is outside of the valid range (0, 100] (a value in (0, 1] is read as a fraction)"),
+         "is outside of the valid range (0, 100]; use a percentage in (0, 100] (one in (0, 1] is read as a fraction)"),
         (0 < frac <= 1 and frac * cfg["container-concurrency-target-default"] < TARGET_MIN,
          "container-concurrency-target-default",
-         f"with container-concurrency-target-percentage yields a target concurrency below {TARGET_MIN}"),
+         f"with container-concurrency-target-percentage yields a target concurrency below {TARGET_MIN}; use values "
+         f"whose product is at least {TARGET_MIN}"),
         (cfg["requests-per-second-target-default"] < TARGET_MIN, "requests-per-second-target-default",
          f"must be at least {TARGET_MIN}"),
         (cfg["activator-capacity"] < 1, "activator-capacity", "must be at least 1"),
@@ -281,7 +283,7 @@ def deployment(data: dict[str, str]) -> list[ConfigProblem]:
     deadline = v.get("progress-deadline", v.get("progressDeadline", 600 * SECOND))
     digest = v.get("digest-resolution-timeout", v.get("digestResolutionTimeout", 10 * SECOND))
     if not image:
-        c.error("queue-sidecar-image", "cannot be empty or unset")
+        c.error("queue-sidecar-image", "cannot be empty or unset; use the queue-proxy image")
     if deadline <= 0:
         c.error("progress-deadline", "cannot be a non-positive duration; allowed: whole seconds above 0, e.g. 600s")
     elif deadline % SECOND != 0:
@@ -302,7 +304,8 @@ def _runtime_classes(c: _Checker, raw: str) -> None:
     try:
         parsed = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as err:
-        c.error(key, f"cannot be parsed, please check the format: {str(err).splitlines()[0]}")
+        c.error(key, f"cannot be parsed, please check the format: {str(err).splitlines()[0]}; use YAML "
+                     "`<class>: {selector: {label: value}}`")
         return
     if parsed is None:
         return

@@ -45,6 +45,10 @@ LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader when PyYA
 
 
 CACHE_FORMAT = "knfleet-parse-cache/2"
+# The entries' folder beside the bundle cache. Not `parsed`, where earlier knfleets kept unchecked entries (a JSON
+# list per file): those are never read, and knfleets of that age, which may share the cache, never meet an entry of
+# this format.
+CACHE_DIR = "parse-cache"
 
 
 def _cache_key(folder: Path) -> bytes | None:
@@ -111,7 +115,7 @@ def _parsed_json(text: str) -> str:
     parsed again and rewritten."""
     data = text.encode()
     digest = hashlib.sha256(data).hexdigest()
-    folder = _bundle.default_cache() / "parsed"
+    folder = _bundle.default_cache() / CACHE_DIR
     key = _cache_key(folder) if fsio.private_dir(folder) else None
     if key is not None:
         found = _cached(folder, key, digest)

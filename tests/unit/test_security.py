@@ -103,7 +103,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A cache folder of the test's own (KNFLEET_CACHE), and no parse remembered in this process."""
     monkeypatch.setenv("KNFLEET_CACHE", str(tmp_path / "cache"))
     render._parsed_json.cache_clear()
-    yield tmp_path / "cache" / "bundles" / "parsed"
+    yield tmp_path / "cache" / "bundles" / render.CACHE_DIR
     render._parsed_json.cache_clear()
 
 
@@ -127,6 +127,11 @@ def test_a_planted_parse_cache_entry_is_not_believed(cache):
     """On main a file at <cache>/parsed/<sha256 of kourier.yaml>.json was used as found: after the bundle passed its
     checksum, the Kourier stage became a ClusterRoleBinding to cluster-admin."""
     good = kourier_stage()
+    render._parsed_json.cache_clear()
+    old = kourier_entry(cache.parent / "parsed")  # where main kept (and trusted) its entries
+    old.parent.mkdir(parents=True, exist_ok=True)
+    old.write_text(json.dumps(PLANTED))
+    assert kourier_stage() == good
     render._parsed_json.cache_clear()
     entry = kourier_entry(cache)
     entry.parent.mkdir(parents=True, exist_ok=True)
