@@ -12,11 +12,12 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from knfleet.desired import gostrconv
+from knfleet.desired import gostrconv, imageref, ownership
 from knfleet.errors import InputError, shown
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED = f"{MANAGED_BY}=knfleet"
+OWNER = ownership.OWNER
 GPU = "nvidia.com/gpu"
 GPU_TOLERATION = {"key": GPU, "operator": "Exists", "effect": "NoSchedule"}
 AUTOSCALING_KEYS = {
@@ -62,6 +63,7 @@ class Model:
     progress_deadline: str | None = None
     autoscaling: dict[str, Any] = field(default_factory=lambda: {"initial_scale": 1})
     smoke: str | bool | None = None  # always | when-warm | never (true = default, false = never); None: default
+    adopt: bool = False  # take over an existing Knative Service of this name that knfleet did not create
 
     @property
     def ref(self) -> str:
@@ -126,7 +128,8 @@ def _str_dict(v: Any) -> bool:
 SCALARS: dict[str, tuple[Any, str]] = {
     "name": (_is_str, "use a DNS label: lowercase letters, digits and '-' (at most 63)"),
     "namespace": (_is_str, "use a DNS label: lowercase letters, digits and '-' (at most 63)"),
-    "image": (_is_str, "use an image reference such as vllm/vllm-openai@sha256:…"),
+    "image": (imageref.is_reference, "use an image reference such as vllm/vllm-openai@sha256:… (lowercase path, no "
+                                     "spaces or newlines)"),
     "model": (_is_str, "use the model to load, e.g. Qwen/Qwen2.5-7B-Instruct"),
     "served_model_name": (_is_str, "use the name clients ask for, e.g. qwen7b"),
     "args": (lambda v: isinstance(v, (list, tuple)) and all(isinstance(a, str) for a in v),
@@ -153,6 +156,8 @@ SCALARS: dict[str, tuple[Any, str]] = {
     "shm_size": (lambda v: v is None or _is_str(v), "use a size such as \"8Gi\""),
     "progress_deadline": (lambda v: v is None or _is_str(v), "use a Go duration such as \"1800s\""),
     "autoscaling": (lambda v: isinstance(v, dict), f"use a mapping with keys {', '.join(AUTOSCALING_KEYS)}"),
+    "adopt": (lambda v: isinstance(v, bool), "use true (take over an existing Knative Service of this name that "
+                                             "knfleet did not create) or false"),
     "smoke": (lambda v: v is None or isinstance(v, bool) or v in SMOKE_POLICIES,
               "use always, when-warm or never (true: the default, when-warm for a service that can scale to zero; "
               "false: never)"),
@@ -208,6 +213,10 @@ def from_data(items: Any, where: str = "group data models") -> list[Model]:
         for key in ("name", "namespace"):
             if not NAME.match(getattr(m, key)) or len(getattr(m, key)) > 63:
                 raise _err(label, key, getattr(m, key), "use a DNS label: lowercase letters, digits and '-'")
+        if ownership.reserved_namespace(m.namespace):
+            raise _err(label, "namespace", m.namespace, f"use a namespace of your own: {ownership.reserved_text()} "
+                                                        "belong to Kubernetes and Knative (an uninstall deletes the "
+                                                        "last three)")
         _check_names(label, m)
         for name in m.env:
             if SECRETISH.search(name):
@@ -287,8 +296,9 @@ def _annotations(m: Model) -> dict[str, str]:
     return ann
 
 
-def render_service(m: Model) -> dict[str, Any]:
-    """The Knative Service of a model, in the runbook's shape."""
+def render_service(m: Model, owner: str | None = None) -> dict[str, Any]:
+    """The Knative Service of a model, in the runbook's shape; labelled with its owner (knfleet.dev/owner) when
+    given."""
     args = ["--model", m.model, "--served-model-name", m.served_model_name, "--port", str(m.port), *m.args]
     resources: dict[str, dict[str, str]] = {"limits": {}, "requests": {}}
     if m.gpus:
@@ -329,6 +339,8 @@ def render_service(m: Model) -> dict[str, Any]:
     if m.runtime_class_name:
         spec["runtimeClassName"] = m.runtime_class_name
     labels = {MANAGED_BY: "knfleet", "knfleet.dev/model": m.name}
+    if owner:
+        labels[OWNER] = owner
     if m.cluster_local:
         labels["networking.knative.dev/visibility"] = "cluster-local"
     return {
@@ -339,9 +351,16 @@ def render_service(m: Model) -> dict[str, Any]:
     }
 
 
-def render_manifest(models: list[Model]) -> list[dict[str, Any]]:
-    """Namespaces first, then the services: one server-side apply for all of a cluster's models."""
-    namespaces = sorted({m.namespace for m in models})
-    docs: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace",
-                                   "metadata": {"name": ns, "labels": {MANAGED_BY: "knfleet"}}} for ns in namespaces]
-    return docs + [render_service(m) for m in models]
+def render_manifest(models: list[Model], owner: str | None = None) -> list[dict[str, Any]]:
+    """The services, for one server-side apply of all of a cluster's models (their namespaces are not applied: a
+    missing one is created, an existing one used as it is: knfleet.run's ownership step)."""
+    return [render_service(m, owner) for m in models]
+
+
+def namespaces(models: list[Model]) -> tuple[str, ...]:
+    return tuple(sorted({m.namespace for m in models}))
+
+
+def namespace_object(name: str) -> dict[str, Any]:
+    """A model namespace knfleet creates when it is missing (created, never applied over an existing one)."""
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {MANAGED_BY: "knfleet"}}}

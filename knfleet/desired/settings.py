@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from knfleet.desired import bundle, gostrconv, imageref, knconfig
+from knfleet.desired import bundle, gostrconv, imageref, knconfig, ownership
 from knfleet.errors import InputError, shown
 
 SERVICE_TYPES = ("LoadBalancer", "NodePort", "ClusterIP")
@@ -50,6 +50,7 @@ DATA_KEYS = (
     "smoke_deadline", "smoke_cold", "force_uninstall", "kubeconfig", "kube_context", "rollout_wave", "cluster_name",
     "smoke_via", "smoke_proxy", "proxy_node_address", "gpu_preflight", "ha_replicas", "image_mirror",
     "image_pull_secrets", "knative_bundle_files", "envoy_image", "unreachable_registries", "allow_insecure",
+    "owner", "uninstall_foreign",
 )
 
 
@@ -107,6 +108,7 @@ class InstallSettings:
     envoy_image: str | None = None  # pins kourier.yaml's floating Envoy tag
     unreachable_registries: tuple[str, ...] = ()  # what `knfleet lint` and the run report images still pointing at
     bundle_files: tuple[tuple[str, str, str], ...] = ()  # (release file, vendor file name, sha256)
+    owner: str = ownership.DEFAULT_OWNER  # the knfleet.dev/owner label of the model services (one per inventory)
     run: RunSettings = field(default_factory=lambda: RunSettings())
 
     def owned_config(self) -> dict[str, dict[str, str]]:
@@ -153,6 +155,7 @@ class RunSettings:
     smoke_proxy: bool = True  # also through the proxy's external address (load balancer / node port), if any
     proxy_node_address: str | None = None  # a node address to reach the proxy's NodePort at
     force_uninstall: bool = False
+    uninstall_foreign: str = "refuse"  # refuse | delete: objects knfleet did not create in the release namespaces
     gpu_preflight: str = "refuse"  # refuse | warn | off: the GPU capacity preflight (knfleet.desired.capacity)
 
 
@@ -225,6 +228,8 @@ def run_settings(get: Any) -> RunSettings:
         smoke_proxy=boolean("smoke_proxy", get("smoke_proxy"), True),
         proxy_node_address=address("proxy_node_address", get("proxy_node_address")),
         force_uninstall=boolean("force_uninstall", get("force_uninstall"), False),
+        uninstall_foreign=_choice("uninstall_foreign", get("uninstall_foreign") or "refuse",
+                                  ownership.UNINSTALL_FOREIGN),
         gpu_preflight=_choice("gpu_preflight", get("gpu_preflight") or "refuse", ("refuse", "warn", "off")),
     )
 
@@ -309,6 +314,7 @@ def from_data(data: Any) -> InstallSettings:
         unreachable_registries=tuple(_registry("unreachable_registries[]", r) or ""
                                      for r in _list("unreachable_registries", get("unreachable_registries"))),
         bundle_files=_bundle_files(get("knative_bundle_files")),
+        owner=owner(get("owner")),
         run=run_settings(get),
     )
     errors = [str(p) for p in knative_problems(cfg.configmaps()) if p.severity == "error"]
@@ -391,6 +397,17 @@ def bundle_folder(value: Any, version: str) -> str | None:
     if folder.replace("{version}", "").count("{") or folder.replace("{version}", "").count("}"):
         raise SettingsError(f"knative_bundle_dir: {folder!r} is not allowed; the only placeholder is {{version}}")
     return folder.replace("{version}", version)
+
+
+def owner(value: Any) -> str:
+    """The owner label's value (a Kubernetes label value); unset is `default`."""
+    if value is None or value == "":
+        return ownership.DEFAULT_OWNER
+    if not isinstance(value, str) or len(value) > 63 or not ownership.LABEL_VALUE.match(value):
+        raise SettingsError(f"owner: {shown(value)} is not allowed; use a label value naming this inventory or group "
+                            "(at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or "
+                            "digit), such as team-a")
+    return value
 
 
 def image(name: str, value: Any) -> str | None:

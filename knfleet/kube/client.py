@@ -220,6 +220,15 @@ class Cluster:
         self._listed_at: dict[tuple[str, str, str | None, str | None], float] = {}
         self._credential_error: CredentialError | None = None
         self.warnings: list[str] = []  # what connect() found unsafe but allowed (insecure-skip-tls-verify, ...)
+        # Consulted before every write and every look of a wait (knfleet.run.lock.Renewer.check): raises when the
+        # run no longer holds the cluster's lock, so a run that lost it stops before its next write.
+        self.guard: Callable[[str], None] | None = None
+
+    def check_guard(self, what: str) -> None:
+        """Raise (the guard's LockLost) when this run may no longer change the cluster."""
+        guard = self.guard
+        if guard is not None:
+            guard(what)
 
     # --- connection -------------------------------------------------------------------------------------
     def connect(self) -> None:
@@ -309,13 +318,16 @@ class Cluster:
     # --- requests ---------------------------------------------------------------------------------------
     def request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None,
                 content_type: str | None = None, timeout: float | None = None, accept: str = "application/json",
-                what: str | None = None) -> Any:
-        """One API request; the decoded JSON answer. Raises a KubeError naming the request."""
+                what: str | None = None, guarded: bool = True) -> Any:
+        """One API request; the decoded JSON answer. Raises a KubeError naming the request. A write (any method but
+        GET) first asks the guard (the lock: `guarded=False` is for the lock's own requests)."""
+        label = what or f"{method} {path}"
+        if guarded and method.upper() != "GET":
+            self.check_guard(label)
         self.connect()
         headers = {"Accept": accept}
         if content_type:
             headers["Content-Type"] = content_type
-        label = what or f"{method} {path}"
         t = timeout or self.target.request_timeout
         with self._lock:
             self.requests += 1
@@ -481,22 +493,24 @@ class Cluster:
             self.invalidate()
         return out
 
-    def create(self, obj: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+    def create(self, obj: dict[str, Any], dry_run: bool = False, guarded: bool = True) -> dict[str, Any]:
         res = self.resource(obj["apiVersion"], obj["kind"])
         ns = obj["metadata"].get("namespace") if res.namespaced else None
         out = self.request("POST", res.path(ns), body=obj, content_type="application/json",
                            query={"fieldManager": FIELD_MANAGER, "dryRun": "All" if dry_run else None},
-                           what=f"create {ref(obj)}" + (" (dry run)" if dry_run else ""))
+                           what=f"create {ref(obj)}" + (" (dry run)" if dry_run else ""), guarded=guarded)
         if not dry_run:
             self.invalidate()
         return out
 
-    def replace(self, obj: dict[str, Any], invalidate: bool = True) -> dict[str, Any]:
+    def replace(self, obj: dict[str, Any], invalidate: bool = True, guarded: bool = True) -> dict[str, Any]:
+        """Update an object (PUT). Its metadata.resourceVersion and metadata.uid, when set, are preconditions: the
+        API server refuses (Conflict) when the stored object is another version or another object."""
         res = self.resource(obj["apiVersion"], obj["kind"])
         meta = obj["metadata"]
         out = self.request("PUT", res.path(meta.get("namespace") if res.namespaced else None, meta["name"]), body=obj,
                            content_type="application/json", query={"fieldManager": FIELD_MANAGER},
-                           what=f"replace {ref(obj)}")
+                           what=f"replace {ref(obj)}", guarded=guarded)
         if invalidate:
             self.invalidate()
         return out
@@ -511,13 +525,19 @@ class Cluster:
         return out
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
-               propagation: str = "Background") -> bool:
-        """Delete one object; False when it was already gone."""
+               propagation: str = "Background", uid: str | None = None, resource_version: str | None = None,
+               guarded: bool = True) -> bool:
+        """Delete one object; False when it was already gone. `uid` / `resource_version` are preconditions: the API
+        server refuses (Conflict) to delete another object of that name, or another version of it."""
         res = self.resource(api_version, kind)
+        body: dict[str, Any] = {"propagationPolicy": propagation}
+        preconditions = {k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v}
+        if preconditions:
+            body["preconditions"] = preconditions
         try:
             self.request("DELETE", res.path(namespace if res.namespaced else None, name),
-                         body={"propagationPolicy": propagation}, content_type="application/json",
-                         what=f"delete {kind} {namespace + '/' if namespace else ''}{name}")
+                         body=body, content_type="application/json",
+                         what=f"delete {kind} {namespace + '/' if namespace else ''}{name}", guarded=guarded)
         except NotFound:
             return False
         finally:
@@ -561,13 +581,15 @@ def _short(err: Exception) -> str:
 def poll(check: Callable[[], tuple[bool, str]], timeout: float, interval: float = 1.0,
          cluster: Cluster | None = None) -> str:
     """Call check() until it returns (True, why); on timeout raise NotReadyError with its last explanation.
-    The cluster's cached lists are dropped before each look, so each poll sees fresh state."""
+    The cluster's cached lists are dropped before each look, so each poll sees fresh state; before each look the
+    cluster's guard is asked (a run that lost its lock stops waiting)."""
     from knfleet.errors import NotReadyError
 
     deadline = time.monotonic() + timeout
     why = "not checked"
     while True:
         if cluster is not None:
+            cluster.check_guard("a wait")  # a run that lost the cluster's lock stops waiting at once
             cluster.invalidate()
         try:
             ok, why = check()
