@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 from urllib3.util.retry import Retry
 
-from knfleet.errors import ClusterError, InputError
+from knfleet.errors import ClusterError, InputError, Reason
 
 FIELD_MANAGER = "knfleet"
 DISCOVERY_ACCEPT = ("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
@@ -35,6 +35,8 @@ TRANSIENT = frozenset({429, 500, 502, 503, 504})
 
 class KubeError(ClusterError):
     """A request to a cluster failed. `status` is the HTTP status (0: no answer)."""
+
+    code = Reason.API_ERROR
 
     def __init__(self, cluster: str, what: str, status: int, reason: str, message: str) -> None:
         self.cluster, self.what, self.status, self.reason, self.message = cluster, what, status, reason, message
@@ -60,14 +62,20 @@ class Invalid(KubeError):
 class Unreachable(KubeError):
     """No answer: connection refused, TLS failure, timeout."""
 
+    code = Reason.UNREACHABLE
+
 
 class WebhookUnavailable(KubeError):
     """The apiserver could not call an admission webhook (it is not running or not reachable yet)."""
+
+    code = Reason.WEBHOOK_NOT_READY
 
 
 class CredentialError(KubeError):
     """The kubeconfig's exec credential plugin failed: nothing is sent to that cluster (anonymously or otherwise).
     The message names the plugin's command and exit code, never its output (which may hold a credential)."""
+
+    code = Reason.PREFLIGHT_FAILED
 
     def __init__(self, cluster: str, message: str) -> None:
         super().__init__(cluster, "credentials", 0, "CredentialPluginFailed", message)
@@ -457,7 +465,7 @@ class Cluster:
             for k in todo:
                 self.list(*k)
             return
-        self._parallel([lambda k=k: self.list(*k) for k in todo])
+        self.parallel([lambda k=k: self.list(*k) for k in todo])
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         res = self.resource(api_version, kind)
@@ -545,7 +553,7 @@ class Cluster:
         return True
 
     # --- helpers ------------------------------------------------------------------------------------------
-    def _parallel(self, calls: list[Callable[[], Any]]) -> list[Any]:
+    def parallel(self, calls: list[Callable[[], Any]]) -> list[Any]:
         """Run calls on the shared connection pool; results (or the KubeError raised) in order."""
         def guard(fn: Callable[[], Any]) -> Any:
             try:
@@ -563,7 +571,7 @@ class Cluster:
         rest = [o for o in objs if o["kind"] not in ("Namespace", "CustomResourceDefinition")]
         results: dict[int, dict[str, Any] | KubeError] = {}
         for group in (first, rest):
-            done = self._parallel([lambda o=o: self.apply(o, dry_run) for o in group])
+            done = self.parallel([lambda o=o: self.apply(o, dry_run) for o in group])
             for o, r in zip(group, done, strict=True):
                 results[id(o)] = r
         return [results[id(o)] for o in objs]

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from knfleet.errors import LockedError
+from knfleet.errors import LockedError, Reason
 from knfleet.kube.client import Cluster, Conflict, KubeError
 
 NAMESPACE, NAME = "kube-system", "knfleet-lock"
@@ -49,6 +49,8 @@ RENEW_DEADLINE = 2 / 3  # of the lease duration: a holder that could not renew f
 class LockLost(KubeError, LockedError):
     """This run no longer holds the cluster's lock: it stops before its next write (a KubeError, so every caller that
     handles a failed request fails the cluster with it)."""
+
+    code = Reason.LOCK_LOST
 
     def __init__(self, cluster: str, why: str, what: str) -> None:
         super().__init__(cluster, what, 0, "LockLost",
