@@ -38,5 +38,6 @@ proxy_image = "nginx:1.27.3-alpine"
 # How long each readiness wait may take (seconds).
 wait_timeout = 300
 
-# Model services (Knative Services) for every cluster; group files (group_data/<group>.py) set their own.
-models = []
+# Model services (Knative Services): group files (group_data/<group>.py) set `models`. Not set here on purpose:
+# a run whose data has no `models` prunes nothing, while `models = []` removes every model service of its owner
+# (`owner`, default "default"; give each inventory sharing a cluster its own).

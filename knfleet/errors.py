@@ -26,6 +26,7 @@ class Reason(str, Enum):
     ROLLOUT_CHECK_FAILED = "RolloutCheckFailed"  # a new model version failed its checks and was rolled back
     ROLLOUT_FAILED = "RolloutFailed"  # a rollout could not go on (not a check: a revision, a conflict)
     GUARD_REFUSED = "GuardRefused"  # an uninstall would destroy objects knfleet did not make
+    OWNERSHIP_REFUSED = "OwnershipRefused"  # a model service exists that knfleet did not create (no adopt: true)
     STUCK = "Stuck"  # objects left behind by finalizers
     FAILED = "Failed"  # anything else
 

@@ -45,9 +45,10 @@ def name_of(obj: dict[str, Any]) -> str:
 
 
 def managers(obj: dict[str, Any]) -> list[str]:
-    """The field managers of an object (its managedFields), each once, in order."""
+    """The field managers of an object's own fields (its managedFields, each once, in order), leaving out those
+    that only wrote a subresource (a controller writing `status`)."""
     return list(dict.fromkeys(str(m.get("manager") or "?") for m in (obj.get("metadata") or {}).get("managedFields")
-                              or [] if isinstance(m, dict)))
+                              or [] if isinstance(m, dict) and not m.get("subresource")))
 
 
 def applied_by_knfleet(obj: dict[str, Any]) -> bool:
@@ -106,11 +107,12 @@ def prunable(live: Iterable[dict[str, Any]], keep: Iterable[str], owner: str
 
 
 # --- uninstall: what else lives in the release namespaces ---------------------------------------------------------
-# Kinds the cluster and Knative make there by themselves (events, leader-election leases, endpoints of Services, …)
+# Kinds the cluster and Knative make there by themselves, without an owner reference (events, leader-election
+# leases, the endpoints of Services); pods, replica sets … carry one and are told apart by it
 MADE_BY_THE_CLUSTER = frozenset({
     ("", "Event"), ("events.k8s.io", "Event"), ("coordination.k8s.io", "Lease"), ("", "Endpoints"),
-    ("discovery.k8s.io", "EndpointSlice"), ("", "Pod"), ("apps", "ReplicaSet"), ("apps", "ControllerRevision"),
-    ("authorization.k8s.io", "LocalSubjectAccessReview"), ("metrics.k8s.io", "PodMetrics"),
+    ("discovery.k8s.io", "EndpointSlice"), ("authorization.k8s.io", "LocalSubjectAccessReview"),
+    ("metrics.k8s.io", "PodMetrics"),
 })
 # Objects every namespace gets from Kubernetes' controllers
 MADE_IN_EVERY_NAMESPACE = frozenset({("", "ConfigMap", "kube-root-ca.crt"), ("", "ServiceAccount", "default")})

@@ -14,7 +14,19 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from knfleet.desired import bundle, capacity, ha, lint, mirror, models, progressive, render, settings, upgrade
+from knfleet.desired import (
+    bundle,
+    capacity,
+    ha,
+    lint,
+    mirror,
+    models,
+    ownership,
+    progressive,
+    render,
+    settings,
+    upgrade,
+)
 from knfleet.errors import InputError
 
 MANAGED = models.MANAGED
@@ -90,6 +102,8 @@ def install_rights(d: Desired) -> tuple[Right, ...]:
     rights |= _rights_on(release, ("list", "delete"))
     rights |= {Right("list", "", "nodes"), Right("list", "apiextensions.k8s.io", "customresourcedefinitions"),
                Right("list", "serving.knative.dev", "services"), Right("delete", "serving.knative.dev", "services")}
+    if d.models:  # a missing model namespace is created (an existing one only read)
+        rights |= {Right("create", "", "namespaces"), Right("get", "", "namespaces")}
     run = d.settings.run
     if d.models and run.smoke:
         rights |= {Right("get", g, r, m.namespace) for m in d.models
@@ -272,11 +286,30 @@ class Gate:
 
 @dataclass(frozen=True)
 class Prune:
+    """Delete this owner's model services that group data no longer has (only those knfleet's field manager
+    applied). Planned only when group data has `models`; `remove_all` when it is an empty list."""
+
     selector: str
     keep: tuple[str, ...]
     timeout: int
+    owner: str = ownership.DEFAULT_OWNER
+    remove_all: bool = False
     task: str = "services"
     title: str = "Delete model services removed from group data"
+
+
+@dataclass(frozen=True)
+class Own:
+    """Before the model services are applied: refuse to take over a Knative Service knfleet did not create (or
+    another owner's), naming it and its manager, unless its model says `adopt: true`; create the model namespaces
+    that are missing (an existing namespace is used as it is, never relabelled)."""
+
+    owner: str
+    services: tuple[str, ...]
+    adopt: tuple[str, ...]
+    namespaces: tuple[str, ...]
+    task: str = "services"
+    title: str = "Model services: namespaces, and no service knfleet does not own"
 
 
 @dataclass(frozen=True)
@@ -345,6 +378,8 @@ class Rollback:
 class Guard:
     selector: str
     force: bool
+    foreign: str = "refuse"  # uninstall_foreign: refuse | delete (objects knfleet did not create in NAMESPACES)
+    release: tuple[dict[str, Any], ...] = ()  # what the uninstall deletes (its own objects in those namespaces)
     task: str = "uninstall"
     title: str = "No Knative object knfleet did not make would be lost"
 
@@ -374,7 +409,7 @@ class Removed:
     title: str = "Nothing of Knative remains"
 
 
-Step = Preflight | Capacity | Lock | Version | Apply | Gate | Obsolete | PostInstall | Prune | Smoke | Rollout \
+Step = Preflight | Capacity | Lock | Version | Apply | Gate | Obsolete | PostInstall | Prune | Own | Smoke | Rollout \
     | Rollback | Guard | DeleteServices | Delete | Removed
 
 
@@ -388,6 +423,7 @@ class Desired:
     stages: tuple[render.Stage, ...]
     warnings: tuple[str, ...] = field(default_factory=tuple)
     jobs: tuple[dict[str, Any], ...] = ()  # serving-post-install-jobs.yaml's Jobs (created on upgrades)
+    models_given: bool = True  # group data has `models` (absent: no prune at all; [] removes every service)
 
     @property
     def action(self) -> str:
@@ -434,6 +470,7 @@ def desired(host_name: str, data: Any, bundle_loader: Any = bundle.load) -> Desi
     wrong."""
     cfg = settings.from_data(data)
     found = models.from_data(data.get("models"))
+    given = data.get("models") is not None
     cfg = with_model_features(cfg, found)
     b = bundle_loader(cfg.knative_version, cfg.bundle_dir, cfg.optional_files, None, cfg.bundle_files) \
         if cfg.bundle_files else bundle_loader(cfg.knative_version, cfg.bundle_dir, cfg.optional_files)
@@ -442,7 +479,7 @@ def desired(host_name: str, data: Any, bundle_loader: Any = bundle.load) -> Desi
         warnings = check_config(cfg, b) + check_models(host_name, cfg, found)
         stages = render.install_stages(b, cfg)
         if found:
-            stages.append(render.Stage("services", tuple(models.render_manifest(found))))
+            stages.append(render.Stage("services", tuple(models.render_manifest(found, cfg.owner))))
         if upgrade.JOBS_FILE in b.files:
             jobs = tuple(render.images(j, cfg) for j in
                          upgrade.post_install_jobs(render.load_docs(b.text(upgrade.JOBS_FILE))))
@@ -451,7 +488,7 @@ def desired(host_name: str, data: Any, bundle_loader: Any = bundle.load) -> Desi
     else:
         warnings = []
         stages = render.uninstall_stages(b, cfg)
-    d = Desired(cfg, b, tuple(found), tuple(stages), tuple(warnings), jobs)
+    d = Desired(cfg, b, tuple(found), tuple(stages), tuple(warnings), jobs, given)
     if cfg.action == "install" and cfg.run.rollback:
         rollback_model(d)
     for name in cfg.run.rollout_retry:
@@ -583,11 +620,15 @@ def install(d: Desired) -> list[Step]:
     ]
     refs = tuple(m.ref for m in d.models)
     plain = tuple(m.ref for m in d.models if not m.rollout.progressive)
-    if d.models:  # the namespaces and the services a new version replaces at once; the progressive ones roll out
+    if d.models:  # knfleet's own only; then the services a new version replaces at once (progressive ones roll out)
+        steps.append(Own(cfg.owner, refs, tuple(m.ref for m in d.models if m.adopt), models.namespaces(
+            list(d.models))))
         task, title = STAGE_TITLES["services"]
         steps.append(Apply("services", tuple(o for o in stage["services"].objects if not progressive_service(d, o)),
                            task, title, webhook_retry=float(t)))
-    steps.append(Prune(MANAGED, refs, model_wait(d)))
+    if d.models_given:  # no `models` in group data: nothing is pruned (an empty list removes every service)
+        steps.append(Prune(f"{MANAGED},{ownership.OWNER}={cfg.owner}", refs, model_wait(d), cfg.owner,
+                           remove_all=not d.models))
     if plain:
         steps.append(Gate(ServicesReady(plain), model_wait(d), "services",
                           "Model services Ready (observedGeneration, latest revision)"))
@@ -662,7 +703,9 @@ def uninstall(d: Desired) -> list[Step]:
     steps: list[Step] = [
         Preflight(uninstall_rights(d)),
         Lock(d.settings.run.lock_ttl, d.settings.run.lock_wait),
-        Guard(MANAGED, force),
+        Guard(MANAGED, force, d.settings.run.uninstall_foreign,
+              tuple(o for s in d.stages for o in s.objects if (o.get("metadata") or {}).get("namespace")
+                    in NAMESPACES)),
         DeleteServices(MANAGED, force, t, title=(
             "Delete every Knative Service, DomainMapping, Route, Configuration (force_uninstall)" if force
             else DeleteServices.title)),

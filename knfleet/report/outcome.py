@@ -42,6 +42,7 @@ class ClusterOutcome:
     drift: list[str] = field(default_factory=list)
     services: list[dict[str, Any]] = field(default_factory=list)
     rollouts: list[dict[str, Any]] = field(default_factory=list)  # progressive model rollouts: steps, figures, outcome
+    notes: list[str] = field(default_factory=list)  # said in the closing lines (e.g. models = []: every service gone)
     knative_version: str | None = None
     reachable: bool | None = None
     duration_s: float | None = None
@@ -111,6 +112,7 @@ def outcomes(state: Any, dry: bool = False) -> dict[str, ClusterOutcome]:
         out[name] = ClusterOutcome(
             cluster=name, host=host.name, status=status, errors=errors, failures=failures,
             rollouts=list(record.rollouts) if record else [],
+            notes=list(record.notes) if record else [],
             warnings=list(record.warnings) if record else [],
             changed_operations=changed, would_change=would, failed_operations=failed,
             steps=[asdict(s) for s in record.steps] if record else [],
@@ -140,7 +142,7 @@ def line(o: ClusterOutcome, action: str) -> list[str]:
         text = [f"knfleet: {o.cluster}: dry run ({action}): no change needed"]
     else:
         text = [f"knfleet: {o.cluster}: {action} done, no change (already converged)"]
-    return text + [f"    {line}" for r in o.rollouts for line in rollout_lines(r)] \
+    return text + [f"    {n}" for n in o.notes] + [f"    {line}" for r in o.rollouts for line in rollout_lines(r)] \
         + [f"    smoke {describe(s)}" for s in o.smoke]
 
 

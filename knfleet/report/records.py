@@ -104,6 +104,7 @@ class ClusterRun:
     failures: list[Failure] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     rollouts: list[dict[str, Any]] = field(default_factory=list)  # progressive model rollouts (desired.progressive)
+    notes: list[str] = field(default_factory=list)  # what the closing lines must say besides the outcome
     locked_by: str | None = None
     started: float = field(default_factory=time.time)
     api_requests: int = 0  # requests the run made to this cluster's API (knfleet.kube.client counts them)

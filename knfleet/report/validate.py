@@ -68,7 +68,8 @@ CLUSTER: dict[str, tuple[Check, bool]] = {
     "cluster": (_string, False), "status": (_string, False), "host": (_string, False), "wave": (_integer, True),
     "reason": (_string, False), "errors": (_strings, False), "warnings": (_strings, False),
     "changed_operations": (_strings, False), "would_change": (_strings, False), "failed_operations": (_strings, False),
-    "drift": (_strings, False), "knative_version": (_string, True), "reachable": (_boolean, True),
+    "drift": (_strings, False), "notes": (_strings, False), "knative_version": (_string, True),
+    "reachable": (_boolean, True),
     "duration_s": (_number, True), "api_requests": (_integer, True),
 }
 STEP: dict[str, tuple[Check, bool]] = {

@@ -23,7 +23,7 @@ OPERATIONS: dict[type, Callable[..., Any]] = {
     p.Preflight: preflight.preflight, p.Capacity: preflight.gpu_capacity, p.Lock: preflight.take_lock,
     p.Version: upgrading.version_check, p.Obsolete: upgrading.obsolete, p.PostInstall: upgrading.post_install,
     p.Apply: applying.apply, p.Gate: applying.gate,
-    p.Prune: services.prune, p.Smoke: services.smoke_test,
+    p.Prune: services.prune, p.Own: services.own, p.Smoke: services.smoke_test,
     p.Rollout: progressive.rollout, p.Rollback: progressive.roll_back,
     p.Guard: uninstall.guard, p.DeleteServices: uninstall.delete_services, p.Delete: uninstall.delete,
     p.Removed: uninstall.removed,

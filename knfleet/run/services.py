@@ -11,41 +11,93 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api import operation
 
+from knfleet.desired import models, ownership
 from knfleet.desired import plan as p
 from knfleet.errors import KnfleetError, Reason
 from knfleet.kube import readiness, wait
-from knfleet.kube.client import Cluster, KubeError
+from knfleet.kube.client import Cluster, Conflict, KubeError
 from knfleet.run import smoke, upgrading
 from knfleet.run.context import cluster as current_cluster
-from knfleet.run.context import command, executing, fail, record, say, unchanged
+from knfleet.run.context import command, executing, fail, record, say, unchanged, warn
 
 KSVC = ("serving.knative.dev/v1", "Service")
 
 
 def delete_services(cluster: Cluster, services: list[dict[str, Any]], timeout: int) -> list[str]:
-    """Delete these Knative Services and wait until each is gone."""
+    """Delete these Knative Services, each with its uid as a precondition (the object that was checked, not one
+    made again under its name meanwhile), and wait until each is gone."""
     for o in services:
-        cluster.delete(*KSVC, o["metadata"]["name"], o["metadata"]["namespace"])
+        cluster.delete(*KSVC, o["metadata"]["name"], o["metadata"]["namespace"], uid=o["metadata"].get("uid"))
     wait.until_gone(cluster, services, timeout)
     return [f"Service/{readiness.name_of(o)} (deleted)" for o in services]
 
 
 @operation()
 def prune(step: p.Prune):
-    """Delete the Knative Services knfleet deployed (its label) that group data no longer has. Services knfleet
-    does not manage are never touched."""
+    """Delete this owner's Knative Services (its labels) that group data no longer has, each only when knfleet's
+    field manager applied it. Services of other owners (inventories), or that merely carry knfleet's labels, are
+    never touched. Planned only when group data has `models`; an empty list removes every service of the owner,
+    and the closing lines say so."""
     t0 = time.monotonic()
     cluster = current_cluster()
     if not cluster.has(*KSVC):
         unchanged(step.title, "no Knative Service CRD", t0)
         return
-    managed = cluster.list(*KSVC, selector=step.selector)
-    gone = sorted((o for o in managed if readiness.name_of(o) not in step.keep), key=readiness.name_of)
+    gone, left = ownership.prunable(cluster.list(*KSVC, selector=step.selector), step.keep, step.owner)
+    for why in left:
+        warn(f"warning: not deleted: {why}")
     if not gone:
         unchanged(step.title, "no removed model service to delete", t0)
         return
-    say(f"removed from group data: {', '.join(readiness.name_of(o) for o in gone)}")
+    names = ", ".join(readiness.name_of(o) for o in gone)
+    if step.remove_all:
+        note = (f"models is an empty list: removing every model service of owner {step.owner!r} "
+                f"({len(gone)}): {names}")
+        say(note)
+        if executing():
+            record().notes.append(note)
+    else:
+        say(f"removed from group data: {names}")
     yield command(step.title, delete_services, cluster, gone, step.timeout)
+
+
+def create_namespaces(cluster: Cluster, names: list[str]) -> list[str]:
+    """Create the missing model namespaces (one made meanwhile by someone else is left as it is)."""
+    made = []
+    for name in names:
+        try:
+            cluster.create(models.namespace_object(name))
+            made.append(f"Namespace/{name} (created)")
+        except Conflict:
+            pass
+    return made
+
+
+@operation()
+def own(step: p.Own):
+    """Before the model services' forced apply: a Knative Service of a model's name that knfleet did not create
+    (or another owner's) is refused, naming it and its field managers, unless the model says `adopt: true`; the
+    missing model namespaces are created (an existing one is used as it is: no label of knfleet's is applied
+    onto it)."""
+    t0 = time.monotonic()
+    cluster = current_cluster()
+    try:
+        live = {readiness.name_of(o): o for o in cluster.list(*KSVC)} if cluster.has(*KSVC) else {}
+        missing = [ns for ns in step.namespaces if cluster.get("v1", "Namespace", ns) is None]
+    except KubeError as err:
+        yield fail(step.title, f"cannot read the model services and namespaces: {err}", err.code)
+        return
+    refused = ownership.takeover_problems(step.services, live, step.owner, step.adopt)
+    if refused:
+        yield fail(step.title, "; ".join(refused) + "; nothing was changed", Reason.OWNERSHIP_REFUSED)
+        return
+    adopted = [r for r in step.adopt if r in live and not ownership.applied_by_knfleet(live[r])]
+    for r in adopted:
+        warn(f"warning: adopting Knative Service {r} (adopt: true): knfleet's apply takes it over")
+    if not missing:
+        unchanged(step.title, f"{len(step.services)} service(s) knfleet's to apply; namespaces present", t0)
+        return
+    yield command(step.title, create_namespaces, cluster, missing)
 
 
 def revision_at_zero(cluster: Cluster, ns: str, revision: str | None) -> bool:

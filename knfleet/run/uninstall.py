@@ -11,6 +11,7 @@ from typing import Any
 
 from pyinfra.api import operation
 
+from knfleet.desired import ownership
 from knfleet.desired import plan as p
 from knfleet.errors import NotReadyError, Reason, StuckError
 from knfleet.kube import readiness, wait, webhook
@@ -54,23 +55,59 @@ def user_objects(cluster: Cluster) -> list[dict[str, Any]]:
     return [o for k in kinds for o in cluster.list(*k)]
 
 
+def in_release_namespaces(cluster: Cluster) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every object in the release namespaces (each namespaced kind the API server lists, all at once), and the
+    kinds that could not be listed (a forbidden list: what it holds cannot be known)."""
+    present = {o["metadata"]["name"] for o in cluster.list("v1", "Namespace")} & set(p.NAMESPACES)
+    kinds: dict[tuple[str, str], Any] = {}
+    for res in cluster.discovery().values():
+        if res.namespaced and (res.group, res.kind) not in ownership.MADE_BY_THE_CLUSTER:
+            kinds.setdefault((res.group, res.kind), res)
+    keys = [(res.api_version, res.kind, ns, None) for res in kinds.values() for ns in sorted(present)]
+    cluster.list_many(keys)  # concurrently; a list that failed is asked again below, for its error
+    found, unknown = [], []
+    for key in keys:
+        try:
+            found += cluster.list(*key)
+        except KubeError as err:
+            if err.status in (403, 401):
+                unknown.append(f"{key[1]} ({key[0]}) in {key[2]}: {err.message[:120]}")
+            # 404/405: a kind that cannot be listed (reviews, bindings)
+    return found, unknown
+
+
 @operation()
 def guard(step: p.Guard):
     """Refuse to go on when Knative objects knfleet did not make exist (Services, DomainMappings, Routes and
-    Configurations made directly): deleting the CRDs would delete them too. `force_uninstall=true` overrides."""
+    Configurations made directly): deleting the CRDs would delete them too. `force_uninstall=true` overrides.
+    Then the release namespaces, which the uninstall deletes with all they hold: objects there that neither the
+    release nor the cluster's controllers made are listed and the uninstall stops, unless
+    `uninstall_foreign=delete` says to delete them with their namespace."""
     t0 = time.monotonic()
     cluster = current_cluster()
-    if not cluster.has(*KSVC):
-        unchanged(step.title, "no Knative Service CRD", t0)
+    try:
+        foreign = foreign_objects(user_objects(cluster), step.selector) if cluster.has(*KSVC) else []
+        objects, unknown = in_release_namespaces(cluster)
+    except KubeError as err:
+        yield fail("uninstall guard", f"cannot read what the uninstall would delete: {err}", err.code)
         return
-    foreign = foreign_objects(user_objects(cluster), step.selector)
-    if not foreign or step.force:
-        unchanged(step.title, "no Knative object outside knfleet's" if not foreign else
-                  f"force_uninstall: {len(foreign)} Knative object(s) not made by knfleet will be deleted", t0)
+    if foreign and not step.force:
+        yield fail("uninstall guard", f"Knative objects not made by knfleet exist ({', '.join(foreign)}); deleting "
+                                      "Knative would delete them. Remove them first or run with "
+                                      "--data force_uninstall=true", Reason.GUARD_REFUSED)
         return
-    yield fail("uninstall guard", f"Knative objects not made by knfleet exist ({', '.join(foreign)}); deleting "
-                                  "Knative would delete them. Remove them first or run with "
-                                  "--data force_uninstall=true", Reason.GUARD_REFUSED)
+    others = ownership.foreign_objects(objects, step.release) + [f"unknown: cannot list {u}" for u in unknown]
+    if others and step.foreign != "delete":
+        yield fail("uninstall guard", f"the release namespaces hold {len(others)} object(s) knfleet did not create, "
+                                      f"which deleting the namespaces would delete: {'; '.join(others)}. Move or "
+                                      "remove them first, or run with --data uninstall_foreign=delete to delete them "
+                                      "too; nothing was changed", Reason.GUARD_REFUSED)
+        return
+    said = [f"force_uninstall: {len(foreign)} Knative object(s) not made by knfleet will be deleted"] if foreign \
+        else ["no Knative object outside knfleet's"]
+    said.append(f"uninstall_foreign=delete: {len(others)} object(s) knfleet did not create in the release namespaces "
+                f"will be deleted ({'; '.join(others)})" if others else "nothing else in the release namespaces")
+    unchanged(step.title, "; ".join(said), t0)
 
 
 def left_named(items: list[dict[str, Any]], cluster: Cluster | None = None) -> list[str]:

@@ -89,6 +89,12 @@ BAD = [
     ("knative_autoscalar={}", "did you mean 'knative_autoscaler'"),
     ("wait_timeout=-1", "wait_timeout: -1 is not allowed"),
     ("knative_domain=Ünïcode.example", "knative_domain: 'Ünïcode.example' is not allowed"),
+    # issue 23: a value that would become objects, a system namespace, the new keys
+    ("proxy_image=nginx:1.27.3-alpine\n---\nkind: ClusterRoleBinding", "proxy_image: 'nginx:1.27.3-alpine\\n---"),
+    ("models=" + json.dumps([{"namespace": "kube-system"}]), "namespace = 'kube-system' is not allowed"),
+    ("models=" + json.dumps([{"adopt": "yes"}]), "adopt = 'yes' is not allowed"),
+    ("owner=Team A", "owner: 'Team A' is not allowed"),
+    ("uninstall_foreign=sure", "uninstall_foreign: 'sure' is not allowed"),
 ]
 
 
@@ -184,6 +190,7 @@ def test_secrets_never_appear_in_any_artefact(installed, tmp_path):
 NO_LOCK = [str(REPO / ".venv" / "bin" / "python"), "-c",
            "import sys; from pyinfra_cli.main import main; import knfleet.run.lock as lock; "
            "lock.acquire = lambda *a, **k: 'lock disabled by the test'; lock.Renewer.renew = lambda self: None; "
+           "lock.Renewer.check = lambda self, what='': None; "
            "sys.argv[0] = 'pyinfra'; sys.exit(main())"]
 # Each run writes values of its own in three stages far apart (config, kourier, proxy), so every write it makes
 # can be told from the other run's: config-domain's domain, kourier's and the proxy's Service types.

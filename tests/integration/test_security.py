@@ -14,9 +14,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import threading
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,12 +21,14 @@ from typing import Any
 import pytest
 import yaml
 
+from knfleet.cli import module_values
 from knfleet.errors import LockedError
 from knfleet.kube import readiness
 from knfleet.kube.client import Cluster, Conflict, Target
 from knfleet.run import lock
 from localcluster.cluster import Spec
 from tests.conftest import REPO, knative_release_folder
+from tests.integration.test_faults import inventory, run, snapshot
 from tests.kube import Kube, eventually
 
 pytestmark = pytest.mark.integration
@@ -224,3 +223,198 @@ def test_the_api_server_enforces_the_preconditions_of_lease_writes(kube):
                        guarded=False)
     assert lease_holder(cluster) == "a@ci"
     assert lock.release(cluster, "a@ci") and lease_holder(cluster) is None
+
+
+# --- the installed cluster: a run in group `local` (group_data/local.py's two model services) ----------------------
+@pytest.fixture(scope="module")
+def installed(kube, tmp_path_factory) -> tuple[Path, Kube]:
+    no_lease(kube)
+    inv = inventory(tmp_path_factory.mktemp("inv") / "inv.py", kube)
+    first = run(inv)
+    assert first.returncode == 0, first.stderr[-3000:]
+    return inv, kube
+
+
+def ksvcs(kube: Kube) -> dict[str, dict[str, Any]]:
+    return {f"{o['metadata']['namespace']}/{o['metadata']['name']}": o for o in kube.json("get", "ksvc", "-A")["items"]}
+
+
+OWN = {"knative-qwen7b/knative-qwen7b-svc", "knative-qwen7b/qwen7b-scale-to-zero"}  # group_data/local.py's
+
+
+def other_inventory(path: Path, kube: Kube, group: str = "other", **data: Any) -> Path:
+    """The same cluster in a group without group data of its own: the cluster settings of group `local` (so that
+    the two inventories agree on them) as host data, and no `models` unless given."""
+    settings = {k: v for k, v in module_values(REPO / "group_data" / "local.py").items() if k != "models"}
+    host = {"kubeconfig": str(kube.kubeconfig), "knative_bundle_dir": str(knative_release_folder()),
+            "model_wait_timeout": 180, **settings, **data}
+    path.write_text(f"{group} = {[(f'@kube/{kube.name}', host)]!r}\n")
+    return path
+
+
+def test_group_data_without_models_prunes_nothing(installed, tmp_path):
+    """On main a run whose data has no `models` pruned every Knative Service labelled managed-by=knfleet, in every
+    namespace: here the two services another inventory (group `local`) deployed."""
+    _, kube = installed
+    assert OWN <= set(ksvcs(kube))
+    out = run(other_inventory(tmp_path / "other.py", kube))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert OWN <= set(ksvcs(kube)), out.stderr[-3000:]
+    assert "Delete model services removed from group data" not in out.stdout + out.stderr
+
+
+def test_an_empty_models_list_removes_only_this_owners_services_and_the_closing_line_says_so(installed, tmp_path):
+    """On main `models = []` deleted every service labelled managed-by=knfleet, another owner's too."""
+    inv, kube = installed
+    team_b = other_inventory(tmp_path / "team_b.py", kube, owner="team-b", smoke=False,
+                             models=[{"name": "b-svc", "namespace": "team-b", "gpus": 0}])
+    out = run(team_b)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert ksvcs(kube)["team-b/b-svc"]["metadata"]["labels"]["knfleet.dev/owner"] == "team-b"
+    out = run(inv, "--data", "models=[]")
+    assert out.returncode == 0, out.stderr[-3000:]
+    left = set(ksvcs(kube))
+    assert "team-b/b-svc" in left and not OWN & left, left
+    assert "models is an empty list: removing every model service of owner 'default' (2)" in out.stderr, \
+        out.stderr[-3000:]
+    # team-b empties its own list: its service goes, and the local group's come back with a run of theirs
+    assert run(team_b, "--data", "models=[]").returncode == 0
+    assert run(inv).returncode == 0
+    assert set(ksvcs(kube)) == OWN
+
+
+HAND_MADE = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-h, labels: {team: h}}
+---
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: hand, namespace: team-h}
+spec:
+  template:
+    spec:
+      containers: [{image: example.com/hand-made:1}]
+"""
+
+
+def test_a_knative_service_knfleet_did_not_create_is_not_taken_over_unless_adopted(installed):
+    """On main the forced server-side apply took a hand-made service of a model's name over (and a later prune could
+    delete it); the model's existing namespace got knfleet's labels applied."""
+    inv, kube = installed
+    kube.apply(HAND_MADE)
+    before = kube.json("get", "ksvc", "hand", "-n", "team-h")
+    model = {"name": "hand", "namespace": "team-h", "gpus": 0}
+    models = json.dumps([{}, {"name": "qwen7b-scale-to-zero", "autoscaling": {"min_scale": 0}}, model])
+    out = run(inv, "--data", f"models={models}", "--data", "smoke=false")
+    assert out.returncode != 0, out.stderr[-3000:]
+    assert ("Knative Service team-h/hand exists and knfleet did not create it (managed by kubectl-client-side-apply"
+            in out.stderr), out.stderr[-3000:]
+    assert "adopt: true" in out.stderr
+    after = kube.json("get", "ksvc", "hand", "-n", "team-h", "--show-managed-fields")
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]  # (Knative writes its status)
+    assert after["spec"]["template"]["spec"]["containers"][0]["image"] == "example.com/hand-made:1"
+    assert "knfleet" not in [m["manager"] for m in after["metadata"]["managedFields"]]
+    adopt = json.dumps([{}, {"name": "qwen7b-scale-to-zero", "autoscaling": {"min_scale": 0}},
+                        {**model, "adopt": True}])
+    out = run(inv, "--data", f"models={adopt}", "--data", "smoke=false")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "adopting Knative Service team-h/hand" in out.stderr
+    taken = kube.json("get", "ksvc", "hand", "-n", "team-h", "--show-managed-fields")
+    assert taken["metadata"]["labels"]["knfleet.dev/owner"] == "default"
+    assert "knfleet" in [m["manager"] for m in taken["metadata"]["managedFields"]]
+    ns = kube.json("get", "namespace", "team-h", "--show-managed-fields")["metadata"]
+    assert ns["labels"].get("app.kubernetes.io/managed-by") != "knfleet" and ns["labels"]["team"] == "h"
+    assert "knfleet" not in [m["manager"] for m in ns.get("managedFields") or []]
+    assert run(inv).returncode == 0  # back to group data's models: the adopted service is knfleet's, and pruned
+    assert set(ksvcs(kube)) == OWN
+    kube.run("delete", "namespace", "team-h", "--timeout=120s")
+
+
+def test_a_failing_credential_plugin_fails_its_cluster_only_and_an_unchecked_certificate_is_a_warning(
+        installed, tmp_path):
+    """On main the plugin's failure was only logged, with its stderr (here a token), and the requests went out
+    anonymous; insecure-skip-tls-verify was used without a word."""
+    _, kube = installed
+    cfg = yaml.safe_load(kube.kubeconfig.read_text())
+    skip = json.loads(json.dumps(cfg))
+    skip["clusters"][0]["cluster"].pop("certificate-authority-data")
+    skip["clusters"][0]["cluster"]["insecure-skip-tls-verify"] = True
+    (tmp_path / "skip.kubeconfig").write_text(yaml.safe_dump(skip))
+    plugin = tmp_path / "get-token"
+    plugin.write_text("#!/bin/sh\necho 'session expired; old token eyJhbGciOi-PLUGIN-SECRET' >&2\nexit 3\n")
+    plugin.chmod(0o755)
+    sso = json.loads(json.dumps(cfg))
+    sso["users"] = [{"name": sso["users"][0]["name"], "user": {"exec": {
+        "apiVersion": "client.authentication.k8s.io/v1", "command": str(plugin), "interactiveMode": "Never"}}}]
+    (tmp_path / "sso.kubeconfig").write_text(yaml.safe_dump(sso))
+    bundle = str(knative_release_folder())
+    hosts = [("@kube/skip-verify", {"kubeconfig": str(tmp_path / "skip.kubeconfig"), "knative_bundle_dir": bundle}),
+             ("@kube/sso", {"kubeconfig": str(tmp_path / "sso.kubeconfig"), "knative_bundle_dir": bundle})]
+    inv = tmp_path / "two.py"
+    inv.write_text(f"local = {hosts!r}\n")
+    report = tmp_path / "run.json"
+    out = run(inv, env={"KNFLEET_REPORT": str(report)})
+    text = out.stdout + out.stderr
+    assert "PLUGIN-SECRET" not in text and "PLUGIN-SECRET" not in report.read_text()
+    assert f"knfleet: sso: FAILED (install) - preflight: the credential plugin {str(plugin)!r}" in text, text[-3000:]
+    assert "(exit code 3)" in text
+    assert "knfleet: skip-verify: install done" in text, text[-3000:]
+    rep = json.loads(report.read_text())["clusters"]
+    assert any("insecure-skip-tls-verify is set" in w for w in rep["skip-verify"]["warnings"]), rep["skip-verify"]
+    assert "insecure-skip-tls-verify is set" in out.stderr
+
+
+# --- 3d. a run that loses its lease while it waits ----------------------------------------------------------------
+def test_a_run_that_loses_its_lease_while_it_waits_stops_at_once(installed):
+    """Knative's webhook is held, so the run waits at the knative-serving gate; meanwhile another holder takes the
+    Lease. On main the run went on waiting until the gate gave up (its wait_timeout) and only the next operation
+    noticed; now the wait stops at its next look and the run fails naming the lost lock, writing nothing more."""
+    inv, kube = installed
+    cluster = client(kube)
+    kube.cluster.set_faults({"knative-serving/webhook": "hold"})
+    try:
+        eventually(lambda: not readiness.deployment_available(
+            kube.json("get", "deployment", "webhook", "-n", "knative-serving")), 60, what="the webhook unavailable")
+        proc = run(inv, "--data", "lock_ttl=6", "--data", "wait_timeout=60", popen=True)
+        holder = eventually(lambda: (h := lease_holder(cluster)) and f"/pid-{proc.pid}/" in h and h, 120,
+                            what="the run holding the lock")
+        cur = cluster.get(*lock.LEASE, lock.NAME, lock.NAMESPACE)
+        cur["spec"]["holderIdentity"] = "thief@ci"
+        cluster.replace(cur, guarded=False)
+        before = snapshot(kube)
+        out, err = proc.communicate(timeout=600)
+        after = snapshot(kube)
+        assert kube.json("get", "deployment", "webhook", "-n", "knative-serving")["status"].get(
+            "availableReplicas") in (None, 0), "the webhook came back: the test proves nothing"
+    finally:
+        kube.cluster.set_faults({})
+    assert proc.returncode != 0, err[-3000:]
+    closing = next(x for x in err.splitlines() if x.startswith(f"knfleet: {kube.name}: "))
+    assert "lost the cluster's lock" in closing and "not ready after" not in closing, closing
+    assert holder in err or "thief@ci" in err
+    assert lease_holder(cluster) == "thief@ci"  # its release did not delete the thief's lease
+    assert after == before  # nothing written after the lease was lost
+    no_lease(kube)
+    eventually(lambda: readiness.deployment_available(
+        kube.json("get", "deployment", "webhook", "-n", "knative-serving")), 120, what="the webhook back")
+
+
+# --- 4d. uninstall and what else lives in the release namespaces (last: it removes the installation) ---------------
+def test_uninstall_stops_at_objects_it_did_not_create_in_the_release_namespaces(installed):
+    """On main an uninstall deleted the release namespaces with whatever else users had put in them."""
+    inv, kube = installed
+    kube.run("create", "configmap", "user-data", "-n", "knative-serving", "--from-literal=keep=me")
+    kube.run("create", "secret", "generic", "team-tls", "-n", "knative-nginx", "--from-literal=key=k")
+    out = run(inv, "--data", "action=uninstall")
+    assert out.returncode != 0, out.stderr[-3000:]
+    assert "the release namespaces hold 2 object(s) knfleet did not create" in out.stderr, out.stderr[-3000:]
+    assert "ConfigMap knative-serving/user-data (managed by kubectl-create)" in out.stderr
+    assert "Secret knative-nginx/team-tls (managed by kubectl-create)" in out.stderr
+    assert "uninstall_foreign=delete" in out.stderr
+    assert kube.exists("configmap", "user-data", "-n", "knative-serving")
+    assert kube.exists("ksvc", "knative-qwen7b-svc", "-n", "knative-qwen7b")  # nothing deleted
+    out = run(inv, "--data", "action=uninstall", "--data", "uninstall_foreign=delete")
+    assert out.returncode == 0, out.stderr[-3000:]
+    for ns in ("knative-serving", "kourier-system", "knative-nginx"):
+        assert not kube.exists("namespace", ns)

@@ -79,6 +79,9 @@ CONFIG_KEYS = {"knative_autoscaler": ksettings.AUTOSCALER_KEYS, "knative_default
                "knative_deployment": ksettings.DEPLOYMENT_KEYS, "knative_features": ksettings.FEATURES_KEYS,
                "knative_network": ksettings.NETWORK_KEYS}
 MUST_REFUSE = "!must-refuse"  # a marker among the names: this example is invalid whatever else it holds
+# values that would add objects or fields if pasted into YAML text (issue 23), and other non-references
+INJECTIONS = ["nginx:1.27.3-alpine\n---\nkind: ClusterRoleBinding\nmetadata: {name: pwn}",
+              "nginx:1.27.3-alpine\n        securityContext: {privileged: true}", "nginx:1 # x", "nginx 1", "NGINX:"]
 MODEL_KEYS = tuple(f.name for f in models.fields(models.Model))
 
 
@@ -121,7 +124,7 @@ def bad_model(draw: Any, names: list[str]) -> dict[str, Any]:
             m["env"] = {draw(st.sampled_from(["HF_TOKEN", "api_key", "MY_PASSWORD"])): draw(st.text(max_size=10))}
             names.append("env")
     # Last, so nothing above can repair it: something Kubernetes (or knfleet's rules) always refuses.
-    refuse = draw(st.integers(0, 6))
+    refuse = draw(st.integers(0, 7))
     if refuse == 1:
         m[draw(st.sampled_from(["name", "namespace"]))] = draw(BAD_NAMES)
     elif refuse == 2:
@@ -135,6 +138,9 @@ def bad_model(draw: Any, names: list[str]) -> dict[str, Any]:
     elif refuse in (5, 6):
         m[draw(st.sampled_from(["cpu", "memory", "shm_size"]))] = draw(st.sampled_from(
             ["nan", "-1", "0", "8 Gi", "32GB", "一", "1.2.3"]))
+    elif refuse == 7:  # a namespace of Kubernetes or Knative (issue 23)
+        m["namespace"] = draw(st.sampled_from(["kube-system", "kube-public", "default", "knative-serving",
+                                               "kourier-system", "knative-nginx"]))
     if refuse:
         names += ["name", "namespace", "env", "secret_env", "node_selector", "cpu", "memory", "shm_size",
                   MUST_REFUSE]
@@ -147,7 +153,7 @@ def bad_data(draw: Any) -> tuple[dict[str, Any], list[str]]:
     data = dict(BASE)
     names: list[str] = []
     for _ in range(draw(st.integers(1, 3))):
-        kind = draw(st.integers(0, 6))
+        kind = draw(st.integers(0, 7))
         key = draw(st.sampled_from([k for k in ksettings.DATA_KEYS if k not in ("kubeconfig", "kube_context",
                                                                                    "rollout_wave", "cluster_name")]))
         if kind == 0:  # wrong type or value of a known key
@@ -183,6 +189,10 @@ def bad_data(draw: Any) -> tuple[dict[str, Any], list[str]]:
                 names.remove(MUST_REFUSE)
             data["models"] = [{"name": f"m-{i}"} for i in range(draw(st.integers(200, 800)))] + [draw(junk)]
             names.append("models")
+        elif kind == 7:  # a value that would add objects or fields if it were pasted into YAML (issue 23)
+            key = draw(st.sampled_from(["proxy_image", "envoy_image"]))
+            data[key] = draw(st.sampled_from(INJECTIONS))
+            names += [key, MUST_REFUSE]
         else:  # out-of-range numbers
             data[draw(st.sampled_from(["wait_timeout", "lock_ttl", "lock_wait", "smoke_deadline",
                                        "model_wait_timeout", "request_timeout"]))] = draw(

@@ -33,7 +33,7 @@ def test_install_plan_reads_like_the_flow():
         "Gate:DeploymentsAvailable", "Gate:WebhookServing", "Apply:kourier", "Gate:DeploymentsAvailable",
         "Apply:proxy", "Gate:DeploymentsAvailable", "Gate:DeploymentsAvailable", "Gate:PodsReady",
         "Obsolete:NoneType", "PostInstall:NoneType",
-        "Apply:services", "Prune:NoneType", "Gate:ServicesReady", "Smoke:NoneType"]
+        "Own:NoneType", "Apply:services", "Prune:NoneType", "Gate:ServicesReady", "Smoke:NoneType"]
     assert steps[4].before_upgrade == "1.17.0" and steps[-1].before_upgrade is None
     assert steps[1].mode == "refuse" and steps[1].needs[0].gpus == 2  # 1 GPU x (initial scale 1 + a rollout pod)
     config = next(s for s in steps if isinstance(s, plan.Apply) and s.stage == "config")
@@ -44,9 +44,16 @@ def test_install_plan_reads_like_the_flow():
                                               "services", "smoke"]
 
 
-def test_without_models_the_plan_still_prunes_and_smoke_can_be_off():
-    steps = plan.plan(desired())
-    assert isinstance(steps[-1], plan.Prune) and steps[-1].keep == ()
+def test_without_models_nothing_is_pruned_an_empty_list_prunes_all_and_smoke_can_be_off():
+    """Issue 23: on main group data without `models` pruned every service labelled managed-by=knfleet, including
+    another inventory's; now only an explicit list prunes, and only the owner's services."""
+    assert not any(isinstance(s, (plan.Prune, plan.Own)) for s in plan.plan(desired()))
+    steps = plan.plan(desired({"models": []}))
+    assert isinstance(steps[-1], plan.Prune) and steps[-1].keep == () and steps[-1].remove_all
+    assert steps[-1].selector == "app.kubernetes.io/managed-by=knfleet,knfleet.dev/owner=default"
+    some = plan.plan(desired({"models": [{}], "owner": "team-a"}))
+    prune = next(s for s in some if isinstance(s, plan.Prune))
+    assert prune.owner == "team-a" and prune.selector.endswith(",knfleet.dev/owner=team-a") and not prune.remove_all
     off = plan.plan(desired({"models": [{}], "smoke": "no"}))
     assert not any(isinstance(s, plan.Smoke) for s in off)
 
@@ -63,7 +70,8 @@ def test_uninstall_plan_and_force():
 def test_models_are_rendered_once_and_shared_with_lint_and_smoke():
     d = desired({"models": [{}, {"name": "b", "visibility": "cluster-local"}], "knative_domain": "example.com"})
     services = next(s for s in d.stages if s.name == "services")
-    assert [o["kind"] for o in services.objects] == ["Namespace", "Service", "Service"]
+    assert [o["kind"] for o in services.objects] == ["Service", "Service"]  # namespaces: created, not applied
+    assert {o["metadata"]["labels"]["knfleet.dev/owner"] for o in services.objects} == {"default"}
     smoke = next(s for s in plan.plan(d) if isinstance(s, plan.Smoke))
     assert [(t.ref, t.host) for t in smoke.services] == [
         ("knative-qwen7b/knative-qwen7b-svc", "knative-qwen7b-svc.knative-qwen7b.example.com"),

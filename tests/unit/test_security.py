@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from knfleet.desired import imageref, plan, render, settings
+from knfleet.desired import plan, render, settings
 from knfleet.errors import InputError
 from tests.unit.bundle_fixture import fixture_bundle
 
@@ -87,6 +87,8 @@ def test_render_refuses_a_value_that_bypassed_the_settings_check():
     "registry.corp.example:5000/knative/knative-releases/knative.dev/serving/cmd/controller@sha256:" + "0" * 64,
     "docker.io/envoyproxy/envoy:v1.31.2@sha256:" + "f" * 64, "a__b/c.d-e--f:T_a.g-1"])
 def test_image_references_of_the_distribution_grammar_are_accepted(ref):
+    from knfleet.desired import imageref
+
     assert imageref.is_reference(ref), ref
 
 
@@ -94,6 +96,8 @@ def test_image_references_of_the_distribution_grammar_are_accepted(ref):
     "", " nginx", "nginx ", "nginx:", "nginx:-tag", "Nginx/UPPER", "a/B", "nginx@sha256:abc", "a//b", "a/-b",
     "nginx\n", "nginx:1\n---\nkind: X", "x" * 256, "a:" + "t" * 129, "ngïnx", 7, None, ["nginx"]])
 def test_values_that_are_not_image_references_are_refused(ref):
+    from knfleet.desired import imageref
+
     assert not imageref.is_reference(ref), ref
 
 
@@ -103,7 +107,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A cache folder of the test's own (KNFLEET_CACHE), and no parse remembered in this process."""
     monkeypatch.setenv("KNFLEET_CACHE", str(tmp_path / "cache"))
     render._parsed_json.cache_clear()
-    yield tmp_path / "cache" / "bundles" / render.CACHE_DIR
+    yield tmp_path / "cache" / "bundles" / getattr(render, "CACHE_DIR", "parsed")  # (main: parsed/, unchecked)
     render._parsed_json.cache_clear()
 
 
@@ -585,3 +589,99 @@ def test_smoke_requests_to_a_loopback_port_forward_use_no_proxy(monkeypatch):
     finally:
         service.close()
         proxy.close()
+
+
+# --- 4. ownership: the pure rules ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("namespace", ["kube-system", "kube-public", "kube-node-lease", "default", "knative-serving",
+                                       "kourier-system", "knative-nginx"])
+def test_a_model_in_a_namespace_of_kubernetes_or_knative_is_refused(namespace):
+    """On main a model's namespace could be kube-system or knative-serving: knfleet then force-applied that
+    Namespace with its labels (and an uninstall deletes the release namespaces with all they hold)."""
+    with pytest.raises(InputError) as err:
+        desired({"models": [{"name": "m", "namespace": namespace}]})
+    text = str(err.value)
+    assert f"namespace = '{namespace}' is not allowed" in text and "kube-*" in text, text
+
+
+def test_model_services_carry_the_owner_label_and_namespaces_are_not_applied():
+    d = desired({"models": [{"name": "a", "namespace": "team-a"}], "owner": "inventory-a"})
+    services = next(s for s in d.stages if s.name == "services")
+    assert [o["kind"] for o in services.objects] == ["Service"]  # main applied Namespace team-a with its labels
+    assert services.objects[0]["metadata"]["labels"]["knfleet.dev/owner"] == "inventory-a"
+    own = next(s for s in plan.plan(d) if isinstance(s, plan.Own))
+    assert own.namespaces == ("team-a",) and own.owner == "inventory-a" and own.adopt == ()
+    assert plan.Right("create", "", "namespaces") in plan.install_rights(d)
+    adopting = next(s for s in plan.plan(desired({"models": [{"name": "a", "adopt": True}]}))
+                    if isinstance(s, plan.Own))
+    assert adopting.adopt == ("knative-qwen7b/a",)
+
+
+@pytest.mark.parametrize(("data", "needle"), [
+    ({"owner": "Team A"}, "owner: 'Team A' is not allowed"), ({"owner": "x" * 64}, "owner: 'xxxxxxxx"),
+    ({"owner": 7}, "owner: 7 is not allowed"),
+    ({"uninstall_foreign": "yes"}, "uninstall_foreign: 'yes' is not allowed"),
+    ({"models": [{"adopt": "yes"}]}, "adopt = 'yes' is not allowed"),
+    ({"models": [{"image": "vllm/vllm-openai:v0.6.3\n---\nkind: X"}]}, "image = 'vllm/vllm-openai:v0.6.3\\n"),
+])
+def test_the_new_data_keys_are_checked(data, needle):
+    with pytest.raises(InputError) as err:
+        desired(data)
+    assert needle in str(err.value), str(err.value)
+
+
+def managed(manager: str, operation: str = "Apply") -> list[dict[str, Any]]:
+    return [{"manager": manager, "operation": operation, "apiVersion": "serving.knative.dev/v1"}]
+
+
+def ksvc(ref: str, owner: str | None = None, fields: list[dict[str, Any]] | None = None, **meta: Any) -> dict:
+    ns, name = ref.split("/")
+    labels = {"app.kubernetes.io/managed-by": "knfleet", **({"knfleet.dev/owner": owner} if owner else {})}
+    return {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": ns, "labels": labels, "uid": f"uid-{name}",
+                         "managedFields": fields if fields is not None else managed("knfleet"), **meta}}
+
+
+def test_the_forced_apply_never_takes_over_a_service_knfleet_did_not_create():
+    from knfleet.desired import ownership
+
+    live = {"a/hand": ksvc("a/hand", fields=managed("kubectl-client-side-apply", "Update")),
+            "a/theirs": ksvc("a/theirs", "team-b"), "a/legacy": ksvc("a/legacy"), "a/mine": ksvc("a/mine", "team-a")}
+    problems = ownership.takeover_problems(["a/hand", "a/theirs", "a/legacy", "a/mine", "a/new"], live, "team-a")
+    assert len(problems) == 2
+    assert "Knative Service a/hand exists and knfleet did not create it (managed by kubectl-client-side-apply)" \
+        in problems[0] and "adopt: true" in problems[0]
+    assert "a/theirs belongs to knfleet owner 'team-b'" in problems[1]
+    assert ownership.takeover_problems(["a/hand", "a/theirs"], live, "team-a", adopt=["a/hand", "a/theirs"]) == []
+
+
+def test_prune_deletes_only_the_owners_services_that_knfleet_applied():
+    from knfleet.desired import ownership
+
+    live = [ksvc("a/gone", "team-a"), ksvc("a/kept", "team-a"), ksvc("a/other", "team-b"),
+            ksvc("a/copied", "team-a", fields=managed("helm", "Update")),
+            ksvc("a/leaving", "team-a", deletionTimestamp="2026-01-01T00:00:00Z")]
+    delete, left = ownership.prunable(live, ["a/kept"], "team-a")
+    assert [ownership.name_of(o) for o in delete] == ["a/gone"]
+    assert left == ["a/copied (carries owner 'team-a' but is managed by helm, not knfleet)"]
+
+
+def test_uninstall_names_what_it_did_not_create_in_the_release_namespaces():
+    from knfleet.desired import ownership
+
+    def obj(api: str, kind: str, ns: str, name: str, fields: list | None = None, **extra: Any) -> dict:
+        return {"apiVersion": api, "kind": kind, "metadata": {"name": name, "namespace": ns,
+                                                              "managedFields": fields or [], **extra}}
+    release = [obj("v1", "ConfigMap", "knative-serving", "config-domain")]
+    found = [
+        obj("v1", "ConfigMap", "knative-serving", "config-domain", managed("knfleet")),  # the release's
+        obj("v1", "ConfigMap", "knative-serving", "kube-root-ca.crt", managed("kube-controller-manager", "Update")),
+        obj("v1", "Secret", "knative-serving", "webhook-certs", managed("webhook", "Update")),  # Knative made it
+        obj("apps/v1", "ReplicaSet", "kourier-system", "x-1", managed("kube-controller-manager", "Update")),
+        obj("v1", "Secret", "knative-nginx", "tls", managed("kubectl-create", "Update")),  # a user's
+        obj("v1", "PersistentVolumeClaim", "knative-serving", "data", managed("kubectl-client-side-apply", "Update")),
+        obj("v1", "ConfigMap", "kourier-system", "made-for", managed("someone", "Update"),
+            ownerReferences=[{"kind": "Deployment", "name": "x"}]),
+    ]
+    assert ownership.foreign_objects(found, release) == [
+        "PersistentVolumeClaim knative-serving/data (managed by kubectl-client-side-apply)",
+        "Secret knative-nginx/tls (managed by kubectl-create)"]
