@@ -2,6 +2,7 @@
 
     knfleet lint [--cluster-config FILE] [--strict] [--json] PATH...   (YAML, group data or inventory files)
     knfleet rollout INVENTORY [--bake S] [--max-failed-clusters N] [--resume] [--report FILE]
+    knfleet rollback INVENTORY SERVICE [--limit CLUSTER]... [--report FILE]
     knfleet status INVENTORY [--json]
     knfleet doctor INVENTORY [--json]
     knfleet report JSON... [-o FILE.html]
@@ -200,6 +201,13 @@ def cmd_rollout(a: argparse.Namespace) -> int:
                            report_html=a.report_html)
 
 
+def cmd_rollback(a: argparse.Namespace) -> int:
+    cooperative()
+    from knfleet.fleet import rollout
+
+    return rollout.rollback(a.inventory, a.service, a.limit, a.data, a.report)
+
+
 def cmd_report(a: argparse.Namespace) -> int:
     from knfleet.report import html
 
@@ -270,6 +278,14 @@ def parser() -> argparse.ArgumentParser:
                    help="wake model services at zero to smoke-test them and report their cold start")
     r.add_argument("--data", action="append", default=[], metavar="KEY=VALUE", help="passed to pyinfra --data")
     r.set_defaults(func=cmd_rollout)
+    rb = sub.add_parser("rollback", help="put a progressively rolled-out model service back on its previous version")
+    kind(rb.add_argument("inventory"), "inventory")
+    rb.add_argument("service", help="the model service: its name or namespace/name")
+    rb.add_argument("--limit", action="append", default=[], metavar="CLUSTER",
+                    help="only these clusters (default: every cluster of the inventory)")
+    kind(rb.add_argument("--report", metavar="FILE", help="write the JSON report here"), "json")
+    rb.add_argument("--data", action="append", default=[], metavar="KEY=VALUE", help="passed to pyinfra --data")
+    rb.set_defaults(func=cmd_rollback)
     st = sub.add_parser("status", help="per cluster: reachable, version, drift, model services (changes nothing)")
     kind(st.add_argument("inventory"), "inventory")
     st.add_argument("--json", action="store_true")

@@ -299,7 +299,7 @@ def test_completion_script(tmp_path, shell):
     script.write_text(run.stdout)
     if shell == "zsh":
         assert run.stdout.startswith("#compdef knfleet") and "bashcompinit" in run.stdout
-    assert set(complete(script, "")) == {"lint", "rollout", "status", "doctor", "report", "completion", "--help",
+    assert set(complete(script, "")) == {"lint", "rollout", "rollback", "status", "doctor", "report", "completion", "--help",
                                          "--version"}
     assert complete(script, "ro") == ["rollout"]
     assert sorted(complete(script, "rollout", "--re")) == ["--report", "--report-html", "--resume"]
