@@ -299,9 +299,10 @@ def test_completion_script(tmp_path, shell):
     script.write_text(run.stdout)
     if shell == "zsh":
         assert run.stdout.startswith("#compdef knfleet") and "bashcompinit" in run.stdout
-    assert set(complete(script, "")) == {"lint", "rollout", "rollback", "status", "doctor", "report", "completion", "--help",
-                                         "--version"}
-    assert complete(script, "ro") == ["rollout"]
+    assert set(complete(script, "")) == {"lint", "rollout", "rollback", "status", "doctor", "report", "completion",
+                                         "--help", "--version"}
+    assert sorted(complete(script, "ro")) == ["rollback", "rollout"]
+    assert complete(script, "rollo") == ["rollout"]
     assert sorted(complete(script, "rollout", "--re")) == ["--report", "--report-html", "--resume"]
     assert complete(script, "completion", "") == ["bash", "zsh"]
     assert sorted(complete(script, "rollout", "inventories/")) == ["inventories/example.py", "inventories/local.py"]
