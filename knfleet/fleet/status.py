@@ -38,7 +38,9 @@ def cluster_status(c: inv.Cluster) -> ClusterOutcome:
                              f"{d.settings.knative_version}")
         records = diff.Records.load(cluster)
         for stage in d.stages:
-            out.drift += [f"{stage.name}: {x}" for x in diff.drift(cluster, stage.objects, records, learn=False)]
+            found = diff.drift(cluster, stage.objects, records, learn=False)
+            out.drift += [f"{stage.name}: {x}" for x in found]
+            out.changes += diff.describe(stage.name, found)[1]  # field by field, with the last writers
         refs = tuple(m.ref for m in d.models)
         found = {readiness.name_of(o): o for o in cluster.list(*readiness.KSVC)} \
             if refs and cluster.has(*readiness.KSVC) else {}

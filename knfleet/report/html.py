@@ -232,6 +232,24 @@ def cells(data: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def field_changes(o: dict[str, Any]) -> list[dict[str, Any]]:
+    """A cluster's changed objects (the report's `changes`), each with one row per field: the readable path, the
+    live and desired values as the text output shows them (hidden ones as `(changed)`), and the last writer."""
+    from knfleet.kube import fielddiff
+
+    out = []
+    for obj in o.get("changes") or []:
+        rows = []
+        for op in obj.get("patch") or []:
+            text = fielddiff.op_text(op)
+            field_name = op.get("field") or op.get("path", "")
+            rows.append({"field": field_name, "change": text[len(field_name) + 2:], "op": op.get("op", ""),
+                         "writer": fielddiff.writer_text(op.get("manager"), op.get("time"))})
+        out.append({"object": obj.get("object", ""), "stage": obj.get("stage", ""), "why": obj.get("why", ""),
+                    "rows": rows})
+    return out
+
+
 def details(data: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for name, o in sorted((data.get("clusters") or {}).items(), key=lambda kv: (kv[1].get("wave") or 0, kv[0])):
@@ -242,6 +260,7 @@ def details(data: dict[str, Any]) -> list[dict[str, Any]]:
             "changed": metrics.changed_objects(o),
             "steps": [{**s, "pct": round(100 * float(s.get("seconds") or 0) / longest, 1)} for s in steps],
             "smoke": [(phase, s) for key, phase in PHASES for s in o.get(key) or []],
+            "field_changes": field_changes(o),
         })
     return out
 

@@ -44,6 +44,11 @@ class ClusterRun:
     started: float = field(default_factory=time.time)
     api_requests: int = 0  # requests the run made to this cluster's API (knfleet.kube.client counts them)
     knative_version: str | None = None  # the Serving version found on the cluster ("1.17.0 -> 1.17.2": upgrading)
+    changes: list[dict[str, Any]] = field(default_factory=list)  # objects that differ, field by field (fielddiff)
+
+    def keep_changes(self, stage: str, objects: list[dict[str, Any]]) -> None:
+        """A stage's field-level changes (the operation may look twice: before and when executing; the last wins)."""
+        self.changes = [c for c in self.changes if c.get("stage") != stage] + objects
 
     def step(self, title: str, status: str, started: float, objects: list[str] | None = None,
              note: str = "") -> None:
@@ -71,6 +76,7 @@ class ClusterOutcome:
     smoke: list[dict[str, Any]] = field(default_factory=list)
     smoke_after_bake: list[dict[str, Any]] = field(default_factory=list)
     drift: list[str] = field(default_factory=list)
+    changes: list[dict[str, Any]] = field(default_factory=list)  # per object: {object, stage, why, patch: [RFC 6902]}
     services: list[dict[str, Any]] = field(default_factory=list)
     knative_version: str | None = None
     reachable: bool | None = None
@@ -136,6 +142,7 @@ def outcomes(state: Any, dry: bool = False) -> dict[str, ClusterOutcome]:
             smoke=[r.as_dict() for r in record.smoke] if record else [],
             duration_s=round(time.time() - record.started, 2) if record else None,
             api_requests=record.api_requests if record else None,
+            changes=list(record.changes) if record else [],
             # what the cluster runs: after a converged run the version it was brought to, else what was found
             knative_version=_version_after(record.knative_version, status) if record else None,
         )

@@ -218,6 +218,10 @@ def apply(step: p.Apply):
     shown = [str(d) for d in drifted]
     logger.info(f"{host.print_prefix}{step.stage}: {len(shown)} object(s) differ: " + ", ".join(shown[:8])
                 + (" …" if len(shown) > 8 else ""))
+    text, objects = diff.describe(step.stage, drifted)  # each changed field and its last writer (--dry shows them)
+    for line in text:
+        logger.info(f"{host.print_prefix}  {line}")
+    _record().keep_changes(step.stage, objects)
     wanted = {d.ref for d in drifted}
     yield command(step.title, _apply_objects, cluster, records, step,
                   [o for o in step.objects if ref(o) in wanted])

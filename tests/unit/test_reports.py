@@ -299,14 +299,16 @@ def test_completion_script(tmp_path, shell):
     script.write_text(run.stdout)
     if shell == "zsh":
         assert run.stdout.startswith("#compdef knfleet") and "bashcompinit" in run.stdout
-    assert set(complete(script, "")) == {"lint", "rollout", "status", "doctor", "report", "completion", "--help",
-                                         "--version"}
+    assert set(complete(script, "")) == {"lint", "rollout", "status", "diff", "doctor", "report", "completion",
+                                         "--help", "--version"}
     assert complete(script, "ro") == ["rollout"]
     assert sorted(complete(script, "rollout", "--re")) == ["--report", "--report-html", "--resume"]
     assert complete(script, "completion", "") == ["bash", "zsh"]
     assert sorted(complete(script, "rollout", "inventories/")) == ["inventories/example.py", "inventories/local.py"]
     inv = complete(script, "status", "")
     assert "inventories/local.py" in inv and "inventories/example.py" in inv and "README.md" not in inv
+    assert sorted(complete(script, "diff", "inventories/")) == ["inventories/example.py", "inventories/local.py"]
+    assert sorted(complete(script, "diff", "--re")) == ["--report", "--report-html"]
     assert "--bake" in complete(script, "rollout", "inventories/local.py", "--")
     assert complete(script, "rollout", "--bake", "") == []  # a number: nothing to offer
     (tmp_path / "r1.json").write_text("{}")
