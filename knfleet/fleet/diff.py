@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from knfleet.desired import plan, settings
-from knfleet.errors import InputError
+from knfleet.errors import InputError, Reason
 from knfleet.fleet import inventory as inv
 from knfleet.kube import diff, fielddiff, readiness
 from knfleet.kube.client import Cluster, KubeError
@@ -67,11 +67,14 @@ def compare(name: str, steps: list[plan.Step], cluster: Cluster) -> ClusterOutco
             else:
                 continue
             out.drift += [f"{stage}: {x}" for x in found]
-            out.errors += [f"{stage}: {x.ref} {x.why}" for x in found if x.error]
+            for x in (x for x in found if x.error):
+                out.errors.append(f"{stage}: {x.ref} {x.why}")
+                out.failures.append({"step": stage, "reason": Reason.API_ERROR.value, "message": f"{x.ref} {x.why}"})
             out.changes += diff.describe(stage, found)[1]
     except KubeError as err:
         out.errors = [f"API server not reachable or refused a request: {err}" if not out.reachable
                       else f"cannot compare with the cluster: {err}"]
+        out.failures = [{"step": "diff", "reason": err.code.value, "message": out.errors[0]}]
         out.status = outcome.UNREACHABLE if not out.reachable else outcome.FAILED
         return out
     finally:

@@ -91,7 +91,7 @@ def diagnose(c: inv.Cluster) -> Diagnosis:
         cluster.close()
         return d
     try:
-        from knfleet.run.operations import MIN_KUBERNETES, missing_rights, parse_version  # the preflight's own
+        from knfleet.run.preflight import MIN_KUBERNETES, missing_rights, parse_version  # the preflight's own
 
         if parse_version(version) < MIN_KUBERNETES:
             d.problem = f"Kubernetes {version} is too old: Knative Serving 1.17 needs >= v1.30.0"

@@ -52,13 +52,15 @@ def run_wave(inventory_file: str, deploy_file: str, hosts: list[str], data: dict
     from pyinfra_cli.inventory import make_inventory
     from pyinfra_cli.util import load_deploy_file
 
+    from knfleet.run import deploy
+
     state = State(check_for_changes=False)
     state.cwd = os.getcwd()
-    state.knfleet_rollout = True  # the wave's run writes no report files (KNFLEET_REPORT…): the rollout does
     ctx_state.set(state)
     inventory = make_inventory(inventory_file, override_data=data, cwd=os.getcwd(),
                                group_data_directories=inv.group_data_directories())
     state.init(inventory, Config(), initial_limit=[inventory.get_host(h) for h in hosts])
+    deploy.report_of(state, write_files=False)  # no report files (KNFLEET_REPORT…) per wave: the rollout writes them
     state.add_callback_handler(_progress(label))
     try:
         state.set_stage(StateStage.Connect)
@@ -215,7 +217,7 @@ def gpu_preflight(clusters: list[inv.Cluster]) -> list[str]:
     from knfleet.errors import InputError
     from knfleet.kube.client import Cluster, KubeError
     from knfleet.run.connector import target_of
-    from knfleet.run.upgrading import gpu_shortfall
+    from knfleet.run.preflight import gpu_shortfall
 
     refused = []
     for c in clusters:

@@ -147,7 +147,7 @@ def drift(cluster: Cluster, objects: tuple[dict[str, Any], ...], records: Record
         elif not records.matches(o, live):
             slow.append((o, live, "differs"))
     if slow:
-        results = cluster._parallel([lambda o=o: cluster.apply(o, dry_run=True) for o, _, _ in slow])
+        results = cluster.parallel([lambda o=o: cluster.apply(o, dry_run=True) for o, _, _ in slow])
         for (o, live, why), dry in zip(slow, results, strict=True):
             if isinstance(dry, NotFound):
                 found.append(Drift(ref(o), "missing"))

@@ -20,7 +20,7 @@ from typing import Any
 import jinja2
 
 from knfleet.report import metrics, outcome
-from knfleet.run.smoke import path_of
+from knfleet.report.records import path_of
 
 # outcome -> colour (background of a cluster's cell); the legend shows them
 COLOURS = {
@@ -192,7 +192,7 @@ def _result(s: dict[str, Any]) -> str:
 
 
 def _tooltip(cluster: str, s: dict[str, Any], phase: str) -> str:
-    from knfleet.run.smoke import describe
+    from knfleet.report.records import describe
 
     return f"{cluster} · {describe(s)}" + (" (after the bake)" if phase == "after_bake" else "")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from knfleet.report import outcome
-from knfleet.run.smoke import path_of
+from knfleet.report.records import path_of
 
 PREFIX = "knfleet_"
 # every status a cluster of a run or rollout report can have: an enum-style gauge has a series for each

@@ -198,6 +198,9 @@ def test_a_cluster_that_does_not_answer_exits_3_and_the_others_are_still_compare
         run = knfleet("diff", str(both))
         assert run.returncode == 3, run.stdout + run.stderr
         assert "knfleet diff: gone: API server not reachable" in run.stderr
+        report = json.loads(knfleet("diff", str(both), "--json").stdout)
+        assert [f["reason"] for f in report["clusters"]["gone"]["failures"]] == ["Unreachable"]
+        assert report["clusters"]["gone"]["status"] == "unreachable" and report["exit_code"] == 3
         assert [x.split(":")[0] for x in field_lines(run.stdout)] == [WINDOW_FIELD]  # the other one still compared
     finally:
         kube.run("-n", "knative-serving", "patch", "configmap", "config-autoscaler", "-p",

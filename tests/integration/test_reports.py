@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from knfleet.report import html, metrics, outcome
-from knfleet.run.smoke import path_of
+from knfleet.report.records import path_of
 from localcluster import browser
 from localcluster.cluster import Spec
 from tests.integration.test_deploy import pyinfra

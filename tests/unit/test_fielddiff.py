@@ -274,7 +274,7 @@ def test_a_refused_dry_run_fails_the_run_but_diff_keeps_going():
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "n"}, "data": {"a": "1"}}
     refused = Invalid("c1", "apply ConfigMap/n/c (dry run)", 422, "Invalid", "data.a: Duplicate value")
     cluster = StubCluster([{**_live(cm), "data": {"a": "2"}}], dry=refused)
-    cluster.apply = lambda obj, dry_run=False: refused  # _parallel hands errors back as values
+    cluster.apply = lambda obj, dry_run=False: refused  # parallel() hands errors back as values
     with pytest.raises(Invalid):
         diff.drift(cluster, (cm,), diff.Records())
     [d] = diff.drift(cluster, (cm,), diff.Records(), keep_going=True)

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from knfleet import cli
 from knfleet.report import html, metrics, outcome
-from knfleet.run.smoke import SmokeResult, skipped
+from knfleet.report.records import SmokeResult, skipped
 from tests.conftest import REPO
 
 C = outcome.ClusterOutcome
