@@ -24,7 +24,7 @@ from knfleet.report.outcome import ClusterOutcome
 from knfleet.run.connector import target_of
 
 NO_CHANGE, CHANGES, BAD_INPUT, CLUSTER_ERROR = 0, 1, 2, 3
-MOST_MISSING = 6  # a stage with more missing objects than this is one line ("not installed")
+STATUS = {NO_CHANGE: "in-sync", CHANGES: "changes", CLUSTER_ERROR: "cannot-compare"}  # the report's status
 
 
 class BadInput(InputError):
@@ -95,11 +95,7 @@ def text(o: ClusterOutcome) -> list[str]:
     for c in o.changes:
         by_stage.setdefault(c["stage"], []).append(c)
     for stage, objects in by_stage.items():
-        if len(objects) > MOST_MISSING and all(c["why"] == "missing" for c in objects):
-            out.append(f"  {stage}: not installed ({len(objects)} objects missing)")
-            continue
-        for c in objects:
-            out += [f"  {line}" for line in fielddiff.object_lines(c)]
+        out += [f"  {line}" for line in fielddiff.stage_lines(stage, objects)]
     return out
 
 
@@ -122,7 +118,7 @@ def run(inventory: str, as_json: bool = False, report: str | None = None, report
     for c in clusters:
         results[c.name].host, results[c.name].wave = c.host, c.wave
     code = exit_code(results)
-    data = outcome.report("diff", results, inventory=inventory, exit_code=code)
+    data = outcome.report("diff", results, inventory=inventory, exit_code=code, status=STATUS[code])
     if as_json:
         print(json.dumps(data, indent=2))
     else:

@@ -477,5 +477,18 @@ def object_lines(obj: dict[str, Any]) -> list[str]:
         [f"    {text.ljust(col)}  {who}" for text, who in rows]
 
 
+MOST_MISSING = 6  # a stage with more objects than this, all missing, is one line ("not installed")
+
+
+def stage_lines(stage: str, objects: list[dict[str, Any]]) -> list[str]:
+    """A stage's objects of the report as readable lines; a stage missing entirely is one line."""
+    if len(objects) > MOST_MISSING and all(o["why"] == "missing" for o in objects):
+        return [f"{stage}: not installed ({len(objects)} objects missing)"]
+    return [line for o in objects for line in object_lines(o)]
+
+
 def lines(diffs: list[ObjectDiff]) -> list[str]:
-    return [line for d in diffs for line in object_lines(d.as_dict())]
+    by_stage: dict[str, list[dict[str, Any]]] = {}
+    for d in diffs:
+        by_stage.setdefault(d.stage, []).append(d.as_dict())
+    return [line for stage, objects in by_stage.items() for line in stage_lines(stage, objects)]

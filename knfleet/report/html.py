@@ -269,6 +269,12 @@ def trend_chart(reports: list[dict[str, Any]]) -> Chart:
     return chart
 
 
+def looked_only(data: dict[str, Any]) -> bool:
+    """A report of a look that changed nothing (`knfleet diff`, `knfleet status`, a `--dry` run): its `changes` are
+    what would change."""
+    return data.get("kind") in ("diff", "status") or bool(data.get("dry_run"))
+
+
 def cells(data: dict[str, Any]) -> list[dict[str, Any]]:
     """The grid's rows: one per wave (a plain run's clusters share one row), each with its clusters' cells."""
     rows: dict[Any, list[dict[str, Any]]] = {}
@@ -278,6 +284,7 @@ def cells(data: dict[str, Any]) -> list[dict[str, Any]]:
             "name": name, "status": status, "colour": COLOURS.get(status, OTHER_COLOUR),
             "bad": status in outcome.BAD or smoke_failed(o), "reason": reason(o),
             "smoke_failed": smoke_failed(o), "changed": len(metrics.changed_objects(o)),
+            "differ": len(o.get("changes") or []) if looked_only(data) else 0,
             "smoke": [(s["service"], _result(s)) for s in o.get("smoke") or []],
         })
     out = []

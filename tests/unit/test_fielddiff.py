@@ -299,6 +299,10 @@ def test_a_stage_missing_entirely_is_one_line():
     o = outcome.ClusterOutcome("a", outcome.DRIFT, reachable=True, changes=[
         {"object": f"CustomResourceDefinition/{i}", "stage": "crds", "why": "missing", "patch": []} for i in range(12)])
     assert fleet_diff.text(o) == ["a: 12 object(s) would change", "  crds: not installed (12 objects missing)"]
+    missing = [diff.Drift(f"CustomResourceDefinition/{i}", "missing") for i in range(12)]
+    assert diff.describe("crds", missing)[0] == ["crds: not installed (12 objects missing)"]  # --dry says it so too
+    assert diff.describe("crds", missing[:2])[0] == ["CustomResourceDefinition/0 (crds): missing",
+                                                     "CustomResourceDefinition/1 (crds): missing"]
 
 
 def test_bad_input_exits_2_before_any_cluster_is_contacted(tmp_path, capsys):
@@ -318,7 +322,9 @@ def test_the_html_page_shows_each_cluster_s_changes_in_collapsible_sections():
               "manager": "kubectl-edit", "time": T1}
     o = outcome.ClusterOutcome("local-1", outcome.DRIFT, reachable=True,
                                changes=[change_report([op]), {**change_report([hidden]), "object": "Service/ns/svc"}])
-    page = html.render([outcome.report("diff", {"local-1": o})])
+    page = html.render([outcome.report("diff", {"local-1": o}, status="changes")])
+    assert 'class="status-badge o-drift"' in page and ">changes</span>" in page
+    assert "2 object(s) differ" in page  # the cluster's cell: a look, nothing changed
     assert '<details class="changes" data-cluster="local-1" open>' in page
     assert page.count('<details class="object-diff"') == 2
     assert "<td>&#34;90s&#34; -&gt; &#34;60s&#34;</td>" in page and "kubectl-patch 2026-12-01T09:14Z" in page
