@@ -149,7 +149,24 @@ def normalized(data: dict[str, Any]) -> dict[str, Any]:
             "inventory": None, "duration_s": None, "exit_code": None, "halted_at_wave": None}
     clusters = {name: {**dataclasses.asdict(outcome.ClusterOutcome(name, "")), **o}
                 for name, o in (data.get("clusters") or {}).items()}
+    for o in clusters.values():
+        o["rollouts"] = [rollout_fields(r) for r in o.get("rollouts") or []]
     return {**base, **data, "clusters": clusters}
+
+
+FIGURES = {"requests": 0, "errors": 0, "p95_s": None, "ttft_p95_s": None}
+
+
+def rollout_fields(r: dict[str, Any]) -> dict[str, Any]:
+    """A progressive rollout with every field the page reads (one cut short by a failure lacks its outcome)."""
+    steps = [{"percent": 0, "ok": False, "check": "", **st, "stable": {**FIGURES, **(st.get("stable") or {})},
+              "candidate": {**FIGURES, **(st.get("candidate") or {})}} for st in r.get("steps") or []]
+    return {"service": "", "outcome": None, "candidate": "", "stable": "", "surge": False, "resumed_at": None,
+            "reason": "", **r, "steps": steps}
+
+
+def fmt_s(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f} s"
 
 
 def when(ts: float | None) -> str:
@@ -363,7 +380,7 @@ def render(reports: list[dict[str, Any]]) -> str:
         r=latest, finished=when(latest.get("finished")), rows=cells(latest), clusters=details(latest),
         chart=smoke_chart(latest), trend=trend_chart(ordered) if len(ordered) > 1 else None,
         history=history(ordered) if len(ordered) > 1 else None, colours=COLOURS, count=len(ordered),
-        label_px=LABEL_PX)
+        label_px=LABEL_PX, fmt_s=fmt_s)
 
 
 def write(path: str, reports: list[dict[str, Any]]) -> None:
