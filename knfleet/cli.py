@@ -4,6 +4,7 @@
     knfleet rollout INVENTORY [--bake S] [--max-failed-clusters N] [--resume] [--report FILE]
     knfleet rollback INVENTORY SERVICE [--limit CLUSTER]... [--report FILE]
     knfleet status INVENTORY [--json]
+    knfleet diff INVENTORY [--json] [--report FILE] [--report-html FILE]
     knfleet doctor INVENTORY [--json]
     knfleet report JSON... [-o FILE.html]
     knfleet completion bash|zsh
@@ -247,6 +248,13 @@ def cmd_status(a: argparse.Namespace) -> int:
     return status.status(a.inventory, a.json)
 
 
+def cmd_diff(a: argparse.Namespace) -> int:
+    cooperative()
+    from knfleet.fleet import diff
+
+    return diff.run(a.inventory, a.json, a.report, a.report_html)
+
+
 def parser() -> argparse.ArgumentParser:
     """knfleet's command line (also what `knfleet completion` is made from)."""
     kind = completion.kind
@@ -290,6 +298,13 @@ def parser() -> argparse.ArgumentParser:
     kind(st.add_argument("inventory"), "inventory")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
+    df = sub.add_parser("diff", help="per cluster, changing nothing: each field a run would change and who changed it "
+                                     "last (exit 0 none, 1 changes, 2 bad input, 3 cluster errors)")
+    kind(df.add_argument("inventory"), "inventory")
+    df.add_argument("--json", action="store_true", help="the JSON report on standard output")
+    kind(df.add_argument("--report", metavar="FILE", help="write the JSON report here"), "json")
+    kind(df.add_argument("--report-html", metavar="FILE", help="write the HTML report here"), "html")
+    df.set_defaults(func=cmd_diff)
     dr = sub.add_parser("doctor", help="per cluster, changing nothing: kubeconfig, context, credential plugin, "
                                        "API server, version, rights, release files")
     kind(dr.add_argument("inventory"), "inventory")
