@@ -1,6 +1,6 @@
 """What happened on each cluster, as values: the outcome built from the record a run keeps per cluster
 (knfleet.report.records) and pyinfra's state after the run, the closing lines, and the one JSON schema shared
-by the run report (`KNFLEET_REPORT`), the rollout report and `knfleet status --json` (see the README).
+by the run report (`KNFLEET_REPORT`), the rollout report and `knfleet status --json` (docs/run.md).
 """
 
 from __future__ import annotations
