@@ -54,6 +54,16 @@ class Prompt:
 
 
 @dataclass(frozen=True)
+class PromCheck:
+    """A real-traffic check: a PromQL template ({namespace}, {revision}, {service}, {window}) evaluated for each
+    version, and how much worse the new one may be: a ratio (latencies) or an increase (rates)."""
+
+    query: str
+    max_ratio: float | None = None
+    max_increase: float | None = None
+
+
+@dataclass(frozen=True)
 class Checks:
     requests: int = 20  # per step and per version, at least
     max_latency_ratio: float = 1.2  # candidate p95 <= ratio x stable p95 (+ latency_slack)
@@ -61,7 +71,7 @@ class Checks:
     max_error_rate_increase: float = 0.01  # candidate error rate <= stable's + this
     latency_slack_s: float = 0.05  # differences below this never fail a latency check (a few ms of noise)
     prompts: tuple[Prompt, ...] = ()
-    prometheus: dict[str, str] = field(default_factory=dict)  # check name -> PromQL template ({revision}, …)
+    prometheus: dict[str, PromCheck] = field(default_factory=dict)  # check name -> its query and threshold
     prometheus_window: str = "1m"
 
     @property
@@ -164,28 +174,52 @@ def _checks(where: str, raw: Any) -> Checks:
     if "prompts" in raw:
         kw["prompts"] = _prompts(where, raw["prompts"])
     if "prometheus" in raw:
-        prom = raw["prometheus"]
-        if prom is True:
-            prom = dict(PROMETHEUS_DEFAULTS)
-        if not isinstance(prom, dict) or not all(isinstance(k, str) and isinstance(v, str) and v.strip()
-                                                 for k, v in prom.items()):
-            raise _err(where, "checks.prometheus", prom, "use true (the default queries: "
-                       f"{', '.join(PROMETHEUS_DEFAULTS)}) or a mapping of check name to a PromQL template with "
-                       "{namespace}, {revision}, {service} and {window}")
-        for name, query in prom.items():
-            try:
-                query.format(namespace="n", revision="r", service="s", window="1m")
-            except (KeyError, IndexError, ValueError) as err:
-                raise _err(where, f"checks.prometheus.{name}", query, "use a PromQL template whose only "
-                           f"placeholders are {{namespace}}, {{revision}}, {{service}}, {{window}} (braces of "
-                           f"PromQL itself doubled: {{{{ }}}}); {type(err).__name__}: {err}") from None
-        kw["prometheus"] = dict(prom)
+        kw["prometheus"] = _prometheus(where, raw["prometheus"], kw)
     if "prometheus_window" in raw:
         w = raw["prometheus_window"]
         if not isinstance(w, str) or not re.fullmatch(r"[0-9]+(ms|s|m|h)", w):
             raise _err(where, "checks.prometheus_window", w, 'use a PromQL range such as "1m" or "30s"')
         kw["prometheus_window"] = w
     return Checks(**kw)
+
+
+def _prometheus(where: str, prom: Any, kw: dict[str, Any]) -> dict[str, PromCheck]:
+    """`checks.prometheus`: true (the default queries), or check name -> a PromQL template, or -> {query,
+    max_ratio | max_increase}. A check whose name starts with "error" compares by increase (default
+    max_error_rate_increase), the others by ratio (default max_ttft_ratio, else max_latency_ratio)."""
+    allowed = ("use true (the default queries: " + ", ".join(PROMETHEUS_DEFAULTS) + ") or a mapping of check name "
+               "to a PromQL template with {namespace}, {revision}, {service} and {window}, or to {query: <template>, "
+               "max_ratio: <number >= 1>} / {query: <template>, max_increase: <0..1>}")
+    if prom is True:
+        prom = dict(PROMETHEUS_DEFAULTS)
+    if not isinstance(prom, dict) or not prom:
+        raise _err(where, "checks.prometheus", prom, allowed)
+    ratio = kw.get("max_ttft_ratio") or kw.get("max_latency_ratio") or Checks.max_latency_ratio
+    increase = kw.get("max_error_rate_increase", Checks.max_error_rate_increase)
+    out = {}
+    for name, spec in prom.items():
+        key = f"checks.prometheus.{name}"
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise _err(where, "checks.prometheus", name, "name each check with lowercase letters, digits and _")
+        if isinstance(spec, str):
+            spec = {"query": spec}
+        if not isinstance(spec, dict) or not isinstance(spec.get("query"), str) or not spec["query"].strip() \
+                or set(spec) - {"query", "max_ratio", "max_increase"} or {"max_ratio", "max_increase"} <= set(spec):
+            raise _err(where, key, spec, allowed)
+        try:
+            spec["query"].format(namespace="n", revision="r", service="s", window="1m")
+        except (KeyError, IndexError, ValueError) as err:
+            raise _err(where, f"{key}.query", spec["query"], "use a PromQL template whose only placeholders are "
+                       "{namespace}, {revision}, {service}, {window} (PromQL's own braces doubled: {{ }}); "
+                       f"{type(err).__name__}: {err}") from None
+        if "max_ratio" in spec and (not _number(spec["max_ratio"]) or spec["max_ratio"] < 1):
+            raise _err(where, f"{key}.max_ratio", spec["max_ratio"], "use a number >= 1")
+        if "max_increase" in spec and (not _number(spec["max_increase"]) or not 0 <= spec["max_increase"] <= 1):
+            raise _err(where, f"{key}.max_increase", spec["max_increase"], "use a fraction from 0 to 1")
+        by_increase = "max_increase" in spec or ("max_ratio" not in spec and name.startswith("error"))
+        out[name] = PromCheck(spec["query"], None if by_increase else float(spec.get("max_ratio", ratio)),
+                              float(spec.get("max_increase", increase)) if by_increase else None)
+    return out
 
 
 def from_data(where: str, raw: Any, autoscaling: dict[str, Any] | None = None) -> Rollout:
@@ -345,6 +379,52 @@ def now() -> float:
     return round(time.time(), 3)
 
 
+# --- what a live Service says ---------------------------------------------------------------------------------------
+def versions(live: dict[str, Any]) -> tuple[str, str, str]:
+    """(stable, previous, candidate) revisions of a live Service: its tags; a Service deployed without them (the
+    replace strategy before) serves its current revision as stable."""
+    tags = tagged((live.get("spec") or {}).get("traffic") or [])
+    stable = (tags.get("stable") or {}).get("revisionName") or ""
+    if not stable:
+        routed = serving((live.get("status") or {}).get("traffic") or [])
+        stable = max(routed, key=lambda r: routed[r]) if routed else \
+            (live.get("status") or {}).get("latestReadyRevisionName") or ""
+    return stable, (tags.get("previous") or {}).get("revisionName") or "", \
+        (tags.get("candidate") or {}).get("revisionName") or ""
+
+
+def with_traffic(service: dict[str, Any], entries: list[dict[str, Any]], st: State) -> dict[str, Any]:
+    """The whole Service as knfleet applies it: the rendered one, its traffic and the rollout's state."""
+    meta = dict(service["metadata"])
+    meta["annotations"] = {**(meta.get("annotations") or {}), STATE_ANNOTATION: st.encode()}
+    return {**service, "metadata": meta, "spec": {**service["spec"], "traffic": entries}}
+
+
+def steady(service: dict[str, Any], live: dict[str, Any]) -> dict[str, Any] | None:
+    """The object a converged run applies for a Service whose stable revision is the desired one: its tags as they
+    are (a candidate tag left by a rollback is dropped), its state as it is. None when a rollout is under way."""
+    name = template_name(service)
+    stable, previous, _ = versions(live)
+    st = state_of(live)
+    if stable != name or st is None or st.phase not in (PROMOTED, FIRST, ROLLED_BACK):
+        return None
+    return with_traffic(as_stored(service, live), traffic(stable, None, 0, previous), st)
+
+
+def pending(service: dict[str, Any], live: dict[str, Any] | None) -> str:
+    """What a run would do to a progressively rolled-out Service that is not steady, in words."""
+    want = template_name(service)
+    if live is None:
+        return f"first version {want} to deploy"
+    st, stable = state_of(live), versions(live)[0]
+    if st is not None and st.phase == PROGRESSING and st.candidate == want:
+        percent = (tagged((live.get("spec") or {}).get("traffic") or []).get("candidate") or {}).get("percent", 0)
+        return f"rollout of {want} under way: {percent} % of traffic; stable {stable}"
+    if st is not None and st.phase == ROLLED_BACK and st.candidate == want:
+        return f"{want} was rolled back ({st.reason}); stable {stable}"
+    return f"new version {want} to roll out progressively; stable {stable or 'none'}"
+
+
 # --- checks' figures and verdict -------------------------------------------------------------------------------------
 @dataclass
 class Sample:
@@ -434,16 +514,16 @@ def verdict(checks: Checks, stable: Figures, candidate: Figures) -> Verdict:
         if new is not None and old is not None and new > ratio * old + checks.latency_slack_s:
             what = "p95" if name == "latency" else "time to first token p95"
             return Verdict(False, name, f"{what} {new:.3f} s > {ratio:g} x {old:.3f} s; {figs}")
-    for name in sorted(checks.prometheus):
+    for name, check in sorted(checks.prometheus.items()):
         new_v, old_v = candidate.prometheus.get(name), stable.prometheus.get(name)
         if new_v is None or old_v is None:
             continue  # no sample in the window yet: said in the figures, not a failure
-        if name.startswith("error") and new_v > old_v + checks.max_error_rate_increase + 1e-9:
-            return Verdict(False, f"prometheus:{name}", f"{name} {new_v:.3g} > {old_v:.3g} + "
-                                                        f"{checks.max_error_rate_increase:g}; {figs}")
-        if not name.startswith("error") and new_v > checks.ttft_ratio * old_v + checks.latency_slack_s:
-            return Verdict(False, f"prometheus:{name}", f"{name} {new_v:.3g} > {checks.ttft_ratio:g} x "
-                                                        f"{old_v:.3g}; {figs}")
+        if check.max_increase is not None and new_v > old_v + check.max_increase + 1e-9:
+            return Verdict(False, f"prometheus:{name}", f"{name} {new_v:.3g} > {old_v:.3g} + {check.max_increase:g}"
+                                                        f" (Prometheus); {figs}")
+        if check.max_ratio is not None and new_v > check.max_ratio * old_v + checks.latency_slack_s:
+            return Verdict(False, f"prometheus:{name}", f"{name} {new_v:.3g} > {check.max_ratio:g} x {old_v:.3g} "
+                                                        f"(Prometheus); {figs}")
     return Verdict(True, "", figs)
 
 

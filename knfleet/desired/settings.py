@@ -17,7 +17,7 @@ from knfleet.errors import InputError, shown
 SERVICE_TYPES = ("LoadBalancer", "NodePort", "ClusterIP")
 ACTIONS = ("install", "uninstall")
 # The ConfigMap keys group data may set (knfleet owns exactly these; Knative's parsing of each is checked by
-# knfleet.knconfig). Go templates and selectors knfleet cannot check exactly are left out on purpose.
+# knfleet.desired.knconfig). Go templates and selectors knfleet cannot check exactly are left out on purpose.
 AUTOSCALER_KEYS = tuple(k for k, _ in knconfig.AUTOSCALER_PARSE)
 DEFAULTS_KEYS = (
     "revision-timeout-seconds", "max-revision-timeout-seconds", "revision-response-start-timeout-seconds",

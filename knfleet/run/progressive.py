@@ -47,38 +47,6 @@ class RolledBack(KnfleetError):
     code = Reason.ROLLOUT_CHECK_FAILED
 
 
-# --- what the Service says -------------------------------------------------------------------------------------------
-def versions(live: dict[str, Any]) -> tuple[str, str, str]:
-    """(stable, previous, candidate) revisions of a live Service: its tags; a Service deployed without them (the
-    replace strategy before) serves its current revision as stable."""
-    tags = pr.tagged((live.get("spec") or {}).get("traffic") or [])
-    stable = (tags.get("stable") or {}).get("revisionName") or ""
-    if not stable:
-        routed = pr.serving((live.get("status") or {}).get("traffic") or [])
-        stable = max(routed, key=lambda r: routed[r]) if routed else \
-            (live.get("status") or {}).get("latestReadyRevisionName") or ""
-    return stable, (tags.get("previous") or {}).get("revisionName") or "", \
-        (tags.get("candidate") or {}).get("revisionName") or ""
-
-
-def with_traffic(service: dict[str, Any], entries: list[dict[str, Any]], st: pr.State) -> dict[str, Any]:
-    """The whole Service as knfleet applies it: the rendered one, its traffic and the rollout's state."""
-    meta = dict(service["metadata"])
-    meta["annotations"] = {**(meta.get("annotations") or {}), pr.STATE_ANNOTATION: st.encode()}
-    return {**service, "metadata": meta, "spec": {**service["spec"], "traffic": entries}}
-
-
-def steady(service: dict[str, Any], live: dict[str, Any]) -> dict[str, Any] | None:
-    """The object a converged run applies for a Service whose stable revision is the desired one: its tags as they
-    are (a candidate tag left by a rollback is dropped), its state as it is. None when a rollout is under way."""
-    name = pr.template_name(service)
-    stable, previous, _ = versions(live)
-    st = pr.state_of(live)
-    if stable != name or st is None or st.phase not in (pr.PROMOTED, pr.FIRST, pr.ROLLED_BACK):
-        return None
-    return with_traffic(pr.as_stored(service, live), pr.traffic(stable, None, 0, previous), st)
-
-
 # --- the operation ---------------------------------------------------------------------------------------------------
 @operation()
 def rollout(step: p.Rollout):
@@ -95,7 +63,7 @@ def rollout(step: p.Rollout):
         return
     want = pr.template_name(step.service)
     if live is not None:
-        same = steady(step.service, live)
+        same = pr.steady(step.service, live)
         st = pr.state_of(live)
         if same is not None:
             try:
@@ -114,7 +82,7 @@ def rollout(step: p.Rollout):
                                    f"a new version, or roll this one out again with --data rollout_retry={name}",
                        Reason.ROLLOUT_CHECK_FAILED)
             return
-    stable = versions(live)[0] if live else ""
+    stable = pr.versions(live)[0] if live else ""
     say(f"{step.ref}: " + (f"first version {want}" if not live else f"rolling out {want} beside {stable or '?'} "
                             f"({', '.join(f'{x} %' for x in step.settings.steps)})"))
     yield command(step.title, lambda: Roller(cluster, step).run())
@@ -134,7 +102,7 @@ def roll_back(step: p.Rollback):
     cluster = current_cluster()
     ns, name = step.ref.split("/", 1)
     live = cluster.get(*KSVC, name, ns) if cluster.has(*KSVC) else None
-    previous = versions(live)[1] if live else ""
+    previous = pr.versions(live)[1] if live else ""
     if not previous:
         yield fail(step.title, f"{step.ref}: no previous version to roll back to (tag `previous` is set when a "
                                "progressive rollout promotes a new version)", Reason.ROLLOUT_FAILED)
@@ -161,7 +129,7 @@ class Roller:
         return obj
 
     def apply(self, service: dict[str, Any], entries: list[dict[str, Any]], st: pr.State) -> None:
-        obj = with_traffic(pr.as_stored(service, self.cluster.get(*KSVC, self.name, self.ns)), entries, st)
+        obj = pr.with_traffic(pr.as_stored(service, self.cluster.get(*KSVC, self.name, self.ns)), entries, st)
         live = self.cluster.apply(obj)
         notes = state().records()
         notes.remember(obj, live)
@@ -209,7 +177,7 @@ class Roller:
         live = self.cluster.get(*KSVC, self.name, self.ns)
         if live is None:
             return self.first(want)
-        stable, previous, _ = versions(live)
+        stable, previous, _ = pr.versions(live)
         st = pr.state_of(live)
         if st is not None and st.phase == pr.PROGRESSING and st.candidate == want and st.stable == stable:
             say(f"{step.ref}: resuming the rollout of {want} at "
@@ -230,7 +198,8 @@ class Roller:
         except RolledBack:
             raise
         except KnfleetError as err:  # the new version cannot be checked (not Ready, gone, …): back to stable
-            self.back(st, f"{err}".splitlines()[0], Reason.ROLLOUT_FAILED, err)
+            # without its tag: a Route does not move traffic while a revision it names is not Ready
+            self.back(st, f"{err}".splitlines()[0], Reason.ROLLOUT_FAILED, err, keep_tag=False)
             raise  # (back raises)
 
     def first(self, want: str) -> list[str]:
@@ -247,7 +216,9 @@ class Roller:
         step = self.step
         assert isinstance(step, p.Rollout)
         steps = step.settings.steps
-        start = st.step
+        start = st.step  # a step whose checks passed (its figures kept) is not held again
+        if st.steps and st.steps[-1].get("ok") and st.steps[-1].get("percent") == st.percent(steps):
+            start += 1
         self.apply(step.service, pr.traffic(st.stable, st.candidate, st.percent(steps), st.previous), st)
         self.revision_ready(st.candidate, step.wait)
         if st.surge and start < 0:
@@ -268,8 +239,7 @@ class Roller:
             say(line)
             if not verdict.ok:
                 self.back(st, f"{verdict.check} at {percent} %: {verdict.detail}", Reason.ROLLOUT_CHECK_FAILED)
-            # the step's figures are kept with its state: a run killed later resumes at the next step
-            st.step = i + 1 if i + 1 < len(steps) else i
+            # the step's figures are kept with its state: a run killed later goes on with the next step
             self.apply(step.service, pr.traffic(st.stable, st.candidate, percent, st.previous), st)
         return self.promote(st)
 
@@ -288,14 +258,16 @@ class Roller:
             "min-scale dropped")
         return [f"Service/{step.ref} ({st.candidate} promoted, {old} previous)"]
 
-    def back(self, st: pr.State, why: str, code: Reason, cause: Exception | None = None) -> None:
-        """Roll back: the running version at 100 %, the new one at 0 % under its tag, its GPUs released."""
+    def back(self, st: pr.State, why: str, code: Reason, cause: Exception | None = None,
+             keep_tag: bool = True) -> None:
+        """Roll back: the running version at 100 %, the new one at 0 % under its tag (its host stays reachable for
+        a look; not for a revision that never became Ready), its GPUs released."""
         step = self.step
         assert isinstance(step, p.Rollout)
         st.phase, st.reason = pr.ROLLED_BACK, why
         self.report.update(outcome="rolled back", reason=why, reached=st.percent(step.settings.steps))
         try:
-            self.apply(step.service, pr.traffic(st.stable, st.candidate, 0, st.previous), st)
+            self.apply(step.service, pr.traffic(st.stable, st.candidate if keep_tag else None, 0, st.previous), st)
             if st.surge:
                 self.restore_scale(st.stable)
             self.release(st.candidate)
@@ -307,7 +279,7 @@ class Roller:
 
     def back_by_hand(self) -> list[str]:
         live = self.live()
-        stable, previous, _ = versions(live)
+        stable, previous, _ = pr.versions(live)
         st = pr.state_of(live) or pr.State(pr.ROLLED_BACK, stable)
         # the Service as it is (its template: no new revision; its labels: knfleet keeps owning them)
         service = {"apiVersion": KSVC[0], "kind": KSVC[1],
@@ -382,8 +354,8 @@ class Roller:
         assert isinstance(step, p.Rollout) and step.prometheus_url
         revision = (pr.tagged((live.get("spec") or {}).get("traffic") or []).get(tag) or {}).get("revisionName")
         out: dict[str, float | None] = {}
-        for check, template in sorted(step.settings.checks.prometheus.items()):
-            query = template.format(namespace=self.ns, revision=revision, service=self.name,
+        for check, spec in sorted(step.settings.checks.prometheus.items()):
+            query = spec.query.format(namespace=self.ns, revision=revision, service=self.name,
                                     window=step.settings.checks.prometheus_window)
             try:
                 resp = requests.get(step.prometheus_url.rstrip("/") + "/api/v1/query", params={"query": query},
@@ -424,7 +396,7 @@ class Roller:
                             step.tolerations)
         if capacity.shortfalls([one], left):
             raise KnfleetError(f"{step.ref}: no GPUs free for the new version's first pod ({step.gpus_per_pod} GPU(s) "
-                               f"each; {where}); nothing was changed", code=Reason.CAPACITY_SHORTFALL)
+                               f"each; {where}); the service was not changed", code=Reason.CAPACITY_SHORTFALL)
         old = self.ready_pods(stable)
         say(f"{step.ref}: GPUs free for one more pod only ({where}): surge by one (the new version starts with one "
             f"pod, {stable} gives up pods as traffic moves)")
