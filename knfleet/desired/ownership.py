@@ -141,9 +141,9 @@ def foreign_objects(found: Iterable[dict[str, Any]], release: Iterable[dict[str,
             continue
         if (group, kind, meta.get("name")) in MADE_IN_EVERY_NAMESPACE or meta.get("ownerReferences"):
             continue
-        who = [m for m in managers(o) if m != FIELD_MANAGER]
-        if not who and applied_by_knfleet(o) or who and set(who) <= CONTROLLER_MANAGERS:
-            continue
+        who = set(managers(o))
+        if who and who <= CONTROLLER_MANAGERS | {FIELD_MANAGER}:
+            continue  # written only by knfleet (its post-install Jobs too) and the controllers
         if kind == "Secret" and (o.get("type") or "").startswith("kubernetes.io/service-account-token"):
             continue
         out.append(f"{kind} {meta.get('namespace')}/{meta.get('name')} (managed by {_managed_by(o)})")

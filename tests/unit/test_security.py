@@ -676,6 +676,8 @@ def test_uninstall_names_what_it_did_not_create_in_the_release_namespaces():
         obj("v1", "ConfigMap", "knative-serving", "config-domain", managed("knfleet")),  # the release's
         obj("v1", "ConfigMap", "knative-serving", "kube-root-ca.crt", managed("kube-controller-manager", "Update")),
         obj("v1", "Secret", "knative-serving", "webhook-certs", managed("webhook", "Update")),  # Knative made it
+        obj("batch/v1", "Job", "knative-serving", "storage-version-migration-x", managed("knfleet", "Update")),
+        obj("v1", "ConfigMap", "knative-serving", "no-manager-known"),  # who made it cannot be told: named
         obj("apps/v1", "ReplicaSet", "kourier-system", "x-1", managed("kube-controller-manager", "Update")),
         obj("v1", "Secret", "knative-nginx", "tls", managed("kubectl-create", "Update")),  # a user's
         obj("v1", "PersistentVolumeClaim", "knative-serving", "data", managed("kubectl-client-side-apply", "Update")),
@@ -683,5 +685,6 @@ def test_uninstall_names_what_it_did_not_create_in_the_release_namespaces():
             ownerReferences=[{"kind": "Deployment", "name": "x"}]),
     ]
     assert ownership.foreign_objects(found, release) == [
+        "ConfigMap knative-serving/no-manager-known (managed by no field manager)",
         "PersistentVolumeClaim knative-serving/data (managed by kubectl-client-side-apply)",
         "Secret knative-nginx/tls (managed by kubectl-create)"]
