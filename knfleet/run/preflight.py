@@ -10,7 +10,7 @@ from typing import Any
 from pyinfra import host, logger
 from pyinfra.api import operation
 
-from knfleet.desired import capacity
+from knfleet.desired import capacity, models
 from knfleet.desired import plan as p
 from knfleet.errors import LockedError, Reason
 from knfleet.kube.client import Cluster, KubeError
@@ -19,6 +19,7 @@ from knfleet.run.context import cluster as current_cluster
 from knfleet.run.context import executing, fail, state, unchanged, warn
 
 MIN_KUBERNETES = (1, 30)
+KSVC = ("serving.knative.dev/v1", "Service")
 
 
 def parse_version(text: str) -> tuple[int, int]:
@@ -111,6 +112,10 @@ def gpu_shortfall(cluster: Cluster, needs: tuple[capacity.Need, ...]) -> tuple[l
     what is taken), and the report line."""
     nodes = [capacity.node_of(n) for n in cluster.list("v1", "Node")]
     own = {(n.service.split("/", 1)[0], n.service.split("/", 1)[-1]) for n in needs}
+    if cluster.has(*KSVC):  # knfleet's other services: the run prunes them (their GPUs are its to free)
+        key, _, value = models.MANAGED.partition("=")
+        own |= {(o["metadata"].get("namespace"), o["metadata"]["name"]) for o in cluster.list(*KSVC)
+                if (o["metadata"].get("labels") or {}).get(key) == value}
     held = capacity.used(cluster.list("v1", "Pod"), own)
     short = capacity.shortfalls(list(needs), capacity.free(nodes, held))
     return short, capacity.report(cluster.name, list(needs), nodes, short, held)
