@@ -19,13 +19,13 @@ from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, operation
 
 from knfleet.desired import plan as p
+from knfleet.desired import releases
 from knfleet.errors import KnfleetError, LockedError, NotReadyError, StuckError
 from knfleet.kube import diff, readiness, webhook
 from knfleet.kube.client import Cluster, KubeError, WebhookUnavailable, poll, ref
 from knfleet.report.outcome import ClusterRun
 from knfleet.run import lock, smoke
 
-MIN_KUBERNETES = (1, 30)
 KSVC = ("serving.knative.dev/v1", "Service")
 
 
@@ -116,8 +116,8 @@ def missing_rights(cluster: Cluster, rights: tuple[p.Right, ...]) -> list[str]:
 
 @operation()
 def preflight(step: p.Preflight):
-    """Before anything changes: the API answers, Kubernetes >= 1.30 (Knative 1.17's minimum), and the identity
-    has the rights the install needs (one access review each, concurrently)."""
+    """Before anything changes: the API answers, Kubernetes >= the target release's minimum (the plan's step says
+    which), and the identity has the rights the install needs (one access review each, concurrently)."""
     t0 = time.monotonic()
     cluster = _cluster()
     try:
@@ -125,8 +125,9 @@ def preflight(step: p.Preflight):
     except KubeError as err:
         yield fail("preflight", f"API server not reachable with {cluster.target.kubeconfig}: {err}")
         return
-    if parse_version(version) < MIN_KUBERNETES:
-        yield fail("preflight", f"Kubernetes {version} is too old: Knative Serving 1.17 needs >= v1.30.0")
+    too_old = releases.kubernetes_too_old(version, step.min_kubernetes, step.release)  # the release's minimum
+    if too_old:
+        yield fail("preflight", too_old)
         return
     if step.rights:
         try:
