@@ -3,7 +3,9 @@
     knfleet lint [--cluster-config FILE] [--knative-version X.Y.Z] [--strict] [--json] PATH...
                                                                      (YAML, group data or inventory files)
     knfleet rollout INVENTORY [--bake S] [--max-failed-clusters N] [--resume] [--report FILE]
+    knfleet rollback INVENTORY SERVICE [--limit CLUSTER]... [--report FILE]
     knfleet status INVENTORY [--json]
+    knfleet diff INVENTORY [--json] [--report FILE] [--report-html FILE]
     knfleet doctor INVENTORY [--json]
     knfleet report JSON... [-o FILE.html]
     knfleet completion bash|zsh
@@ -206,6 +208,13 @@ def cmd_rollout(a: argparse.Namespace) -> int:
                            report_html=a.report_html)
 
 
+def cmd_rollback(a: argparse.Namespace) -> int:
+    cooperative()
+    from knfleet.fleet import rollout
+
+    return rollout.rollback(a.inventory, a.service, a.limit, a.data, a.report)
+
+
 def cmd_report(a: argparse.Namespace) -> int:
     from knfleet.report import html
 
@@ -245,6 +254,13 @@ def cmd_status(a: argparse.Namespace) -> int:
     return status.status(a.inventory, a.json)
 
 
+def cmd_diff(a: argparse.Namespace) -> int:
+    cooperative()
+    from knfleet.fleet import diff
+
+    return diff.run(a.inventory, a.json, a.report, a.report_html)
+
+
 def parser() -> argparse.ArgumentParser:
     """knfleet's command line (also what `knfleet completion` is made from)."""
     kind = completion.kind
@@ -280,10 +296,25 @@ def parser() -> argparse.ArgumentParser:
                    help="wake model services at zero to smoke-test them and report their cold start")
     r.add_argument("--data", action="append", default=[], metavar="KEY=VALUE", help="passed to pyinfra --data")
     r.set_defaults(func=cmd_rollout)
+    rb = sub.add_parser("rollback", help="put a progressively rolled-out model service back on its previous version")
+    kind(rb.add_argument("inventory"), "inventory")
+    rb.add_argument("service", help="the model service: its name or namespace/name")
+    rb.add_argument("--limit", action="append", default=[], metavar="CLUSTER",
+                    help="only these clusters (default: every cluster of the inventory)")
+    kind(rb.add_argument("--report", metavar="FILE", help="write the JSON report here"), "json")
+    rb.add_argument("--data", action="append", default=[], metavar="KEY=VALUE", help="passed to pyinfra --data")
+    rb.set_defaults(func=cmd_rollback)
     st = sub.add_parser("status", help="per cluster: reachable, version, drift, model services (changes nothing)")
     kind(st.add_argument("inventory"), "inventory")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
+    df = sub.add_parser("diff", help="per cluster, changing nothing: each field a run would change and who changed it "
+                                     "last (exit 0 none, 1 changes, 2 bad input, 3 cluster errors)")
+    kind(df.add_argument("inventory"), "inventory")
+    df.add_argument("--json", action="store_true", help="the JSON report on standard output")
+    kind(df.add_argument("--report", metavar="FILE", help="write the JSON report here"), "json")
+    kind(df.add_argument("--report-html", metavar="FILE", help="write the HTML report here"), "html")
+    df.set_defaults(func=cmd_diff)
     dr = sub.add_parser("doctor", help="per cluster, changing nothing: kubeconfig, context, credential plugin, "
                                        "API server, version, rights, release files")
     kind(dr.add_argument("inventory"), "inventory")

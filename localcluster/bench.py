@@ -3,12 +3,14 @@
     no-op converge (pyinfra -y deploy.py on a converged cluster)  vs  one `kubectl diff --server-side` (the floor)
     no-op converge                                                 vs  Ansible kubernetes.core.k8s, same objects
     no-op converge on 1, 3 and 10 clusters
+    no-op converge with a progressive model (nothing to roll out)   vs  the same models replaced at once
     fresh install to all-Ready                                     vs  the runbook's commands, only needed waits
     deploying 1, 10 and 100 model services                         vs  one batched apply + wait of the same objects
     knfleet lint of 1,000 services
 
-Results: reports/bench.json and a table printed at the end (copied into the README). BENCH_ROUNDS (default 5)
-sets the paired runs per comparison; BENCH_CLUSTERS (default 10) the largest fleet.
+Results: reports/bench.json and a table printed at the end (copied into docs/measurements.md). BENCH_ROUNDS
+(default 5) sets the paired runs per comparison; BENCH_CLUSTERS (default 10) the largest fleet; BENCH_ONLY
+(comma-separated: lint, noop, fleet, progressive, fresh, services) runs only those.
 """
 
 from __future__ import annotations
@@ -135,6 +137,26 @@ class Bench:
                     ("knfleet", lambda: self.run(knfleet)), ("ansible", lambda: self.run(play)), rounds)
         self.run(knfleet)
 
+    def progressive_noop(self, first: LocalCluster, rounds: int) -> None:
+        """The added cost of a converged re-run when a model rolls out progressively and nothing changed (its tags
+        and state read from the list every run makes), against the same models with the default strategy: the
+        same shape on two converged clusters."""
+        from knfleet.fleet import inventory
+
+        os.environ["KNFLEET_LOCAL"] = str(self.root)
+        host = next(h for h in inventory.load("inventories/local.py") if h.name == first.name)
+        plain = list(host.data.get("models") or [])
+        staged = [{**plain[0], "rollout": {"strategy": "progressive", "steps": [100], "bake": "1s",
+                                           "checks": {"requests": 3}}}, *plain[1:]]
+        (other,) = self.start(["p1"])
+        a = self.pyinfra(*self.limit([other]), "--data", "models=" + json.dumps(staged))
+        b = self.pyinfra(*self.limit([first]), "--data", "models=" + json.dumps(plain))
+        self.run(a)  # installs, deploys the first version as stable
+        self.run(b)
+        self.paired("no-op converge with a progressive model vs replace", ("progressive", lambda: self.run(a)),
+                    ("replace", lambda: self.run(b)), rounds)
+        self.stop([other])
+
     def fleet_scaling(self, first: LocalCluster, count: int, rounds: int) -> None:
         more = self.start([f"b{i}" for i in range(2, count + 1)])
         fleet = [first, *more]
@@ -218,18 +240,27 @@ def main() -> int:
     bin_dir = build.build()
     rounds = int(os.environ.get("BENCH_ROUNDS", "5"))
     fleet_size = int(os.environ.get("BENCH_CLUSTERS", "10"))
+    only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(","))) or {
+        "lint", "noop", "fleet", "progressive", "fresh", "services"}
     tmp = Path(tempfile.mkdtemp(prefix="knfleet-bench-"))
     bench = Bench(tmp, bin_dir)
     t0 = time.monotonic()
     try:
-        bench.lint(1000, rounds)
+        if "lint" in only:
+            bench.lint(1000, rounds)
         (first,) = bench.start(["b1"])
         log("installing the first cluster")
         bench.run(bench.pyinfra(*bench.limit([first])))
-        bench.noop_vs_floor_and_ansible(first, rounds)
-        bench.fleet_scaling(first, fleet_size, max(3, rounds // 2 + 1))
-        bench.fresh_install_vs_runbook(max(3, rounds // 2 + 1))
-        bench.services(first, [1, 10, 100])  # last: 100 services leave the cluster busy for a while
+        if "noop" in only:
+            bench.noop_vs_floor_and_ansible(first, rounds)
+        if "progressive" in only:
+            bench.progressive_noop(first, rounds)
+        if "fleet" in only:
+            bench.fleet_scaling(first, fleet_size, max(3, rounds // 2 + 1))
+        if "fresh" in only:
+            bench.fresh_install_vs_runbook(max(3, rounds // 2 + 1))
+        if "services" in only:
+            bench.services(first, [1, 10, 100])  # last: 100 services leave the cluster busy for a while
     finally:
         for c in list(bench.clusters):
             c.remove()

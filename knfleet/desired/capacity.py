@@ -5,8 +5,9 @@ pod for the next revision's rollout (Knative keeps the old revision serving unti
 template change needs a spare GPU). Each pod may only go to a node whose labels match the service's nodeSelector
 and whose NoSchedule/NoExecute taints its tolerations tolerate; pods are placed largest first on the eligible node
 with the most GPUs left (first-fit decreasing). Pods that find no room are the shortfall, reported per service.
-Compared with what the nodes can allocate (not what is free now: the services' own running pods are part of the
-need), so a converged cluster passes as it did before.
+Compared with what is free: what the nodes can allocate minus what other pods hold (the services' own running pods
+are part of the need, so a converged cluster passes as it did before, and a cluster whose GPUs other workloads
+took fails before any change instead of waiting until a timeout).
 """
 
 from __future__ import annotations
@@ -139,9 +140,58 @@ def shortfalls(needs: list[Need], nodes: list[Node]) -> list[Shortfall]:
             for need in needs if need.gpus_per_pod > 0 and placed[need.service] < need.gpus]
 
 
-def report(cluster: str, needs: list[Need], nodes: list[Node], short: list[Shortfall]) -> str:
+def report(cluster: str, needs: list[Need], nodes: list[Node], short: list[Shortfall],
+           held: dict[str, int] | None = None) -> str:
     total = sum(n.gpus for n in needs)
     have = sum(n.gpus for n in nodes)
+    taken = sum((held or {}).values())
     head = (f"{cluster}: model services need {total} GPU(s) (initial/min scale plus one pod each for a rollout); "
-            f"nodes can allocate {have}")
+            f"nodes can allocate {have}" + (f", {taken} held by other pods" if taken else ""))
     return head + ("" if not short else ": " + "; ".join(str(s) for s in short))
+
+
+# --- what is free now: allocatable minus what running pods request ---------------------------------------------------
+def pod_gpus(pod: dict[str, Any]) -> int:
+    """The GPUs a pod holds on its node: the larger of its containers' sum and its largest init container (the
+    scheduler's rule), while it is bound and not finished."""
+    spec, status = pod.get("spec") or {}, pod.get("status") or {}
+    if not spec.get("nodeName") or status.get("phase") in ("Succeeded", "Failed"):
+        return 0
+
+    def gpus(c: dict[str, Any]) -> int:
+        res = c.get("resources") or {}
+        return max(_int((res.get("limits") or {}).get(GPU)), _int((res.get("requests") or {}).get(GPU)))
+    return max(sum(gpus(c) for c in spec.get("containers") or []),
+               max((gpus(c) for c in spec.get("initContainers") or []), default=0))
+
+
+def used(pods: list[dict[str, Any]], leave_out: set[tuple[str, str]] = frozenset()) -> dict[str, int]:
+    """GPUs held per node by the pods, leaving out those Knative runs for these services ((namespace, name):
+    their own pods are part of what they need, not competition)."""
+    out: dict[str, int] = {}
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if (meta.get("namespace"), (meta.get("labels") or {}).get("serving.knative.dev/service")) in leave_out:
+            continue
+        n = pod_gpus(pod)
+        if n:
+            node = pod["spec"]["nodeName"]
+            out[node] = out.get(node, 0) + n
+    return out
+
+
+def free(nodes: list[Node], held: dict[str, int]) -> list[Node]:
+    """The nodes with what they have left: allocatable minus what pods hold."""
+    return [Node(n.name, max(0, n.gpus - held.get(n.name, 0)), n.labels, n.taints) for n in nodes]
+
+
+def free_report(nodes: list[Node], left: list[Node], need: Need) -> str:
+    """Per GPU node the service may use: free of allocatable; the others with why not."""
+    parts = []
+    for n, f in zip(nodes, left, strict=True):
+        if n.gpus <= 0:
+            continue
+        why = why_not(need, n)
+        parts.append(f"{n.name}: {f.gpus} of {n.gpus} free" + (f" (not eligible: {why.split(' (', 1)[-1]}"
+                                                               if why else ""))
+    return "; ".join(parts) or "no GPU node"

@@ -178,7 +178,8 @@ def autoscaler(data: dict[str, str]) -> list[ConfigProblem]:
         (cfg["target-burst-capacity"] < 0 and cfg["target-burst-capacity"] != -1, "target-burst-capacity",
          "must be either non-negative or -1 (for unlimited)"),
         (frac <= 0 or frac > 1, "container-concurrency-target-percentage",
-         "is outside of the valid range (0, 100] (a value in (0, 1] is read as a fraction)"),
+         "is outside of the valid range (0, 100]: use a percent above 0 and at most 100 (a value in (0, 1] is read "
+         "as a fraction)"),
         (0 < frac <= 1 and frac * cfg["container-concurrency-target-default"] < TARGET_MIN,
          "container-concurrency-target-default",
          f"with container-concurrency-target-percentage yields a target concurrency below {TARGET_MIN}"),

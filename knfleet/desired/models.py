@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from knfleet.desired import gostrconv
+from knfleet.desired import gostrconv, progressive
 from knfleet.errors import InputError, shown
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -62,6 +62,7 @@ class Model:
     progress_deadline: str | None = None
     autoscaling: dict[str, Any] = field(default_factory=lambda: {"initial_scale": 1})
     smoke: str | bool | None = None  # always | when-warm | never (true = default, false = never); None: default
+    rollout: progressive.Rollout = progressive.REPLACE  # how a new version reaches traffic (desired.progressive)
 
     @property
     def ref(self) -> str:
@@ -153,6 +154,8 @@ SCALARS: dict[str, tuple[Any, str]] = {
     "shm_size": (lambda v: v is None or _is_str(v), "use a size such as \"8Gi\""),
     "progress_deadline": (lambda v: v is None or _is_str(v), "use a Go duration such as \"1800s\""),
     "autoscaling": (lambda v: isinstance(v, dict), f"use a mapping with keys {', '.join(AUTOSCALING_KEYS)}"),
+    "rollout": (lambda v: v is None or isinstance(v, dict),
+                "use a mapping: {strategy: progressive, steps: [5, 25, 50, 100], bake: 60s, checks: {...}}"),
     "smoke": (lambda v: v is None or isinstance(v, bool) or v in SMOKE_POLICIES,
               "use always, when-warm or never (true: the default, when-warm for a service that can scale to zero; "
               "false: never)"),
@@ -204,11 +207,15 @@ def from_data(items: Any, where: str = "group data models") -> list[Model]:
                 if v is not None and (isinstance(v, bool) or not isinstance(v, (str, int, float))):
                     raise _err(label, f"autoscaling.{k}", v, "use a string or a number")
             kw["autoscaling"] = auto
+        kw["rollout"] = progressive.from_data(label, kw.get("rollout"), kw.get("autoscaling"))
         m = Model(**kw)
         for key in ("name", "namespace"):
             if not NAME.match(getattr(m, key)) or len(getattr(m, key)) > 63:
                 raise _err(label, key, getattr(m, key), "use a DNS label: lowercase letters, digits and '-'")
         _check_names(label, m)
+        if m.rollout.progressive and len(m.name) > progressive.MAX_SERVICE_NAME:
+            raise _err(label, "name", m.name, f"a progressive rollout names each revision <name>-<hash>: use a name of "
+                                              f"at most {progressive.MAX_SERVICE_NAME} characters")
         for name in m.env:
             if SECRETISH.search(name):
                 raise _err(label, f"env.{name}", "<hidden>", "secrets are never inline: use secret_env "
@@ -331,12 +338,14 @@ def render_service(m: Model) -> dict[str, Any]:
     labels = {MANAGED_BY: "knfleet", "knfleet.dev/model": m.name}
     if m.cluster_local:
         labels["networking.knative.dev/visibility"] = "cluster-local"
-    return {
+    ksvc = {
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Service",
         "metadata": {"name": m.name, "namespace": m.namespace, "labels": labels},
         "spec": {"template": {"metadata": {"annotations": _annotations(m)}, "spec": spec}},
     }
+    # a progressive rollout names its revisions (<name>-<hash of the template>); its traffic is the run's
+    return progressive.named(ksvc) if m.rollout.progressive else ksvc
 
 
 def render_manifest(models: list[Model]) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from knfleet.desired import bundle, capacity, ha, lint, mirror, models, releases, render, settings, upgrade
+from knfleet.desired import bundle, capacity, ha, lint, mirror, models, progressive, releases, render, settings, upgrade
 from knfleet.errors import InputError
 
 MANAGED = models.MANAGED
@@ -102,10 +102,23 @@ def install_rights(d: Desired) -> tuple[Right, ...]:
                            Right("create", "", "pods", "kourier-system", "portforward")}
         if run.smoke_proxy and not run.smoke_url:  # the proxy's external address, when it has one
             rights.add(Right("get", "", "services", PROXY_NS))
+    if gpu_needs(d) and run.gpu_preflight != "off":
+        rights.add(Right("list", "", "pods"))  # what other pods hold of the GPUs
+    for m in d.models:
+        if m.rollout.progressive:  # its revisions' scale (surge by one, GPUs released), the GPUs free on the nodes
+            rights |= {Right(v, g, r, m.namespace) for v in ("get", "list", "patch") for g, r in (
+                ("serving.knative.dev", "revisions"), ("autoscaling.internal.knative.dev", "podautoscalers"))}
+            rights |= {Right("get", "serving.knative.dev", "services", m.namespace), Right("list", "", "pods"),
+                       Right("list", "", "nodes"), Right("list", "apps", "deployments", m.namespace)}
+            if not (run.smoke_url and run.smoke_internal_url):
+                rights |= {Right("get", "", "services", "kourier-system"),
+                           Right("create", "", "pods", "kourier-system", "portforward")} \
+                    if run.smoke_via != "exec" else {Right("list", "", "pods", PROXY_NS),
+                                                     Right("create", "", "pods", PROXY_NS, "exec")}
     return tuple(sorted(rights))
 
 
-# --- the Knative objects an uninstall deletes or waits for (knfleet.run.operations) -------------------------------
+# --- the Knative objects an uninstall deletes or waits for (knfleet.run.uninstall) ---------------------------------
 # Made by users: an uninstall deletes knfleet's Services, and the others only with force_uninstall.
 USER_KINDS = (("serving.knative.dev/v1", "Service"), ("serving.knative.dev/v1beta1", "DomainMapping"),
               ("serving.knative.dev/v1", "Route"), ("serving.knative.dev/v1", "Configuration"))
@@ -171,15 +184,7 @@ class ServicesReady:
     refs: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class GpuCapacity:
-    """A check that only warns: a model asking for more GPUs than any node has."""
-
-    services: tuple[tuple[str, int], ...]
-
-
-Check = CrdsEstablished | DeploymentsAvailable | ReplicasReady | WebhookServing | PodsReady | ServicesReady \
-    | GpuCapacity
+Check = CrdsEstablished | DeploymentsAvailable | ReplicasReady | WebhookServing | PodsReady | ServicesReady
 
 
 # --- the steps ---------------------------------------------------------------------------------------------------
@@ -310,6 +315,42 @@ class Smoke:
 
 
 @dataclass(frozen=True)
+class Rollout:
+    """A model service whose new versions roll out progressively (knfleet.desired.progressive): its first version
+    deployed as `stable`; a changed one checked dark, then step by step against the running one, promoted or
+    rolled back; an unchanged one left alone."""
+
+    service: dict[str, Any]  # the rendered Knative Service, its template named <service>-<hash>
+    settings: progressive.Rollout
+    model: str  # the served model name the check requests ask for
+    cluster_local: bool
+    entry: Smoke  # how the checks reach the tag hosts: the smoke test's ways (kourier-internal, exec, URLs)
+    wait: int  # how long a new revision may take to be Ready (its progress deadline and a minute)
+    gpus_per_pod: int = 0
+    node_selector: tuple[tuple[str, str], ...] = ()
+    tolerations: tuple[dict[str, Any], ...] = ()
+    retry: bool = False  # rollout_retry: a version rolled back before may be rolled out again
+    prometheus_url: str | None = None
+    gpu_preflight: str = "refuse"
+    task: str = "services"
+    title: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.service['metadata']['namespace']}/{self.service['metadata']['name']}"
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """Put a progressive model service back on its previous version (tag `previous`) at 100 % (`--data
+    rollback=<service>`, `knfleet rollback`)."""
+
+    ref: str
+    task: str = "services"
+    title: str = ""
+
+
+@dataclass(frozen=True)
 class Guard:
     selector: str
     force: bool
@@ -342,8 +383,8 @@ class Removed:
     title: str = "Nothing of Knative remains"
 
 
-Step = Preflight | Capacity | Lock | Version | Apply | Gate | Obsolete | PostInstall | Prune | Smoke | Guard \
-    | DeleteServices | Delete | Removed
+Step = Preflight | Capacity | Lock | Version | Apply | Gate | Obsolete | PostInstall | Prune | Smoke | Rollout \
+    | Rollback | Guard | DeleteServices | Delete | Removed
 
 
 @dataclass(frozen=True)
@@ -420,7 +461,14 @@ def desired(host_name: str, data: Any, bundle_loader: Any = bundle.load) -> Desi
     else:
         warnings = []
         stages = render.uninstall_stages(b, cfg)
-    return Desired(cfg, b, tuple(found), tuple(stages), tuple(warnings), jobs)
+    d = Desired(cfg, b, tuple(found), tuple(stages), tuple(warnings), jobs)
+    if cfg.action == "install" and cfg.run.rollback:
+        rollback_model(d)
+    for name in cfg.run.rollout_retry:
+        if not any(name in (m.name, m.ref) and m.rollout.progressive for m in found):
+            raise InputError(f"rollout_retry: {name!r} is not allowed; use a model service of this cluster whose "
+                             "rollout strategy is progressive")
+    return d
 
 
 # --- the plans -------------------------------------------------------------------------------------------------------
@@ -544,18 +592,79 @@ def install(d: Desired) -> list[Step]:
         PostInstall(cfg.knative_version, d.jobs, t),
     ]
     refs = tuple(m.ref for m in d.models)
-    if d.models:
-        steps.append(Gate(GpuCapacity(tuple((m.ref, m.gpus) for m in d.models)), t, "services",
-                          "GPU capacity for the model services"))
-        steps.append(apply("services", webhook_retry=float(t)))
+    plain = tuple(m.ref for m in d.models if not m.rollout.progressive)
+    if d.models:  # the namespaces and the services a new version replaces at once; the progressive ones roll out
+        task, title = STAGE_TITLES["services"]
+        steps.append(Apply("services", tuple(o for o in stage["services"].objects if not progressive_service(d, o)),
+                           task, title, webhook_retry=float(t)))
     steps.append(Prune(MANAGED, refs, model_wait(d)))
-    if d.models:
-        steps.append(Gate(ServicesReady(refs), model_wait(d), "services",
+    if plain:
+        steps.append(Gate(ServicesReady(plain), model_wait(d), "services",
                           "Model services Ready (observedGeneration, latest revision)"))
-        if run.smoke and targets:
-            steps.append(Smoke(targets, run.smoke_internal_url, run.smoke_url, run.smoke_deadline, run.smoke_cold,
-                               run.smoke_via, run.smoke_proxy, run.proxy_node_address, d.settings.cluster_domain))
+    steps += rollouts(d)
+    if d.models and run.smoke and targets:
+        steps.append(smoke_step(d, targets))
     return steps
+
+
+def smoke_step(d: Desired, targets: tuple[SmokeTarget, ...]) -> Smoke:
+    run = d.settings.run
+    return Smoke(targets, run.smoke_internal_url, run.smoke_url, run.smoke_deadline, run.smoke_cold, run.smoke_via,
+                 run.smoke_proxy, run.proxy_node_address, d.settings.cluster_domain)
+
+
+def progressive_service(d: Desired, obj: dict[str, Any]) -> bool:
+    meta = obj.get("metadata") or {}
+    return obj.get("kind") == "Service" and any(
+        m.rollout.progressive and m.name == meta.get("name") and m.namespace == meta.get("namespace") for m in d.models)
+
+
+def rollouts(d: Desired) -> list[Step]:
+    """One Rollout step per progressive model service, in group data's order."""
+    run, out = d.settings.run, []
+    services = {readiness_ref(o): o for s in d.stages if s.name == "services" for o in s.objects
+                if o.get("kind") == "Service"}
+    for m in d.models:
+        if not m.rollout.progressive:
+            continue
+        r = m.rollout
+        need = capacity.need_of(services[m.ref])
+        out.append(Rollout(
+            services[m.ref], r, m.served_model_name, m.cluster_local, smoke_step(d, ()), model_wait(d),
+            need.gpus_per_pod, tuple(sorted(need.node_selector.items())), need.tolerations,
+            retry=m.name in run.rollout_retry or m.ref in run.rollout_retry, prometheus_url=run.prometheus_url,
+            gpu_preflight=run.gpu_preflight,
+            title=f"Roll out {m.ref} progressively ({', '.join(f'{p} %' for p in r.steps)}; bake "
+                  f"{r.bake_s:g}s)"))
+    return out
+
+
+def readiness_ref(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace')}/{meta.get('name')}"
+
+
+def rollback(d: Desired) -> list[Step]:
+    """Preflight, lock, the previous version back at 100 %, and its smoke test."""
+    run = d.settings.run
+    target = rollback_model(d)
+    steps: list[Step] = [preflight(install_rights(d), d.settings.knative_version), Lock(run.lock_ttl, run.lock_wait),
+                         Rollback(target.ref, title=f"Roll back {target.ref} to its previous version")]
+    smoke = tuple(s for s in smoke_targets(d) if s.ref == target.ref)
+    if run.smoke and smoke:
+        steps.append(smoke_step(d, smoke))
+    return steps
+
+
+def rollback_model(d: Desired) -> models.Model:
+    """The model service `rollback` names: a progressive one of this cluster's group data (bad input otherwise)."""
+    wanted = d.settings.run.rollback or ""
+    found = [m for m in d.models if wanted in (m.name, m.ref)]
+    if not found or not found[0].rollout.progressive:
+        names = ", ".join(m.ref for m in d.models if m.rollout.progressive) or "none"
+        raise InputError(f"rollback: {wanted!r} is not allowed; use a model service of this cluster whose rollout "
+                         f"strategy is progressive (here: {names})")
+    return found[0]
 
 
 def uninstall(d: Desired) -> list[Step]:
@@ -574,4 +683,6 @@ def uninstall(d: Desired) -> list[Step]:
 
 
 def plan(d: Desired) -> list[Step]:
-    return install(d) if d.action == "install" else uninstall(d)
+    if d.action != "install":
+        return uninstall(d)
+    return rollback(d) if d.settings.run.rollback else install(d)

@@ -17,7 +17,7 @@ from knfleet.errors import InputError, shown
 SERVICE_TYPES = ("LoadBalancer", "NodePort", "ClusterIP")
 ACTIONS = ("install", "uninstall")
 # The ConfigMap keys group data may set (knfleet owns exactly these; Knative's parsing of each is checked by
-# knfleet.knconfig). Go templates and selectors knfleet cannot check exactly are left out on purpose.
+# knfleet.desired.knconfig). Go templates and selectors knfleet cannot check exactly are left out on purpose.
 AUTOSCALER_KEYS = tuple(k for k, _ in knconfig.AUTOSCALER_PARSE)
 DEFAULTS_KEYS = (
     "revision-timeout-seconds", "max-revision-timeout-seconds", "revision-response-start-timeout-seconds",
@@ -50,6 +50,8 @@ DATA_KEYS = (
     "smoke_deadline", "smoke_cold", "force_uninstall", "kubeconfig", "kube_context", "rollout_wave", "cluster_name",
     "smoke_via", "smoke_proxy", "proxy_node_address", "gpu_preflight", "ha_replicas", "image_mirror",
     "image_pull_secrets", "knative_bundle_files", "envoy_image", "unreachable_registries",
+    # progressive model rollouts (knfleet.desired.progressive)
+    "prometheus_url", "rollback", "rollout_retry",
 )
 
 
@@ -154,6 +156,9 @@ class RunSettings:
     proxy_node_address: str | None = None  # a node address to reach the proxy's NodePort at
     force_uninstall: bool = False
     gpu_preflight: str = "refuse"  # refuse | warn | off: the GPU capacity preflight (knfleet.desired.capacity)
+    prometheus_url: str | None = None  # where the rollout's real-traffic checks query (progressive rollouts)
+    rollback: str | None = None  # a model service (name or namespace/name) to put back on its previous version
+    rollout_retry: tuple[str, ...] = ()  # model services whose rolled-back version may be rolled out again
 
 
 TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
@@ -226,7 +231,35 @@ def run_settings(get: Any) -> RunSettings:
         proxy_node_address=address("proxy_node_address", get("proxy_node_address")),
         force_uninstall=boolean("force_uninstall", get("force_uninstall"), False),
         gpu_preflight=_choice("gpu_preflight", get("gpu_preflight") or "refuse", ("refuse", "warn", "off")),
+        prometheus_url=url("prometheus_url", get("prometheus_url")),
+        rollback=_service_name("rollback", get("rollback")),
+        rollout_retry=tuple(n for n in (_service_name("rollout_retry[]", v) for v in _names_or_one(
+            "rollout_retry", get("rollout_retry"))) if n),
     )
+
+
+SERVICE_REF = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _service_name(name: str, value: Any) -> str | None:
+    """A model service named by its name or namespace/name; unset is None."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not SERVICE_REF.match(value):
+        raise SettingsError(f"{name}: {shown(value)} is not allowed; use a model service's name or namespace/name "
+                            "(e.g. qwen or knative-qwen7b/qwen)")
+    return value
+
+
+def _names_or_one(name: str, value: Any) -> tuple[Any, ...]:
+    """A list, or one comma-separated string (as --data gives it)."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    raise SettingsError(f"{name}: {shown(value)} is not allowed; use a list of model service names")
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:

@@ -91,7 +91,7 @@ def diagnose(c: inv.Cluster) -> Diagnosis:
         cluster.close()
         return d
     try:
-        from knfleet.run.operations import missing_rights  # the preflight's own
+        from knfleet.run.preflight import missing_rights  # the preflight's own
 
         try:
             desired = plan.desired(c.host, settings.Data({**c.data, "action": "install"}))

@@ -52,13 +52,15 @@ def run_wave(inventory_file: str, deploy_file: str, hosts: list[str], data: dict
     from pyinfra_cli.inventory import make_inventory
     from pyinfra_cli.util import load_deploy_file
 
+    from knfleet.run import deploy
+
     state = State(check_for_changes=False)
     state.cwd = os.getcwd()
-    state.knfleet_rollout = True  # the wave's run writes no report files (KNFLEET_REPORT…): the rollout does
     ctx_state.set(state)
     inventory = make_inventory(inventory_file, override_data=data, cwd=os.getcwd(),
                                group_data_directories=inv.group_data_directories())
     state.init(inventory, Config(), initial_limit=[inventory.get_host(h) for h in hosts])
+    deploy.report_of(state, write_files=False)  # no report files (KNFLEET_REPORT…) per wave: the rollout writes them
     state.add_callback_handler(_progress(label))
     try:
         state.set_stage(StateStage.Connect)
@@ -208,6 +210,38 @@ def rollout(inventory: str, bake: float = 0, max_failed: int = 0, state_file: st
     return code
 
 
+def rollback(inventory: str, service: str, limit: list[str] | None = None, data: list[str] | None = None,
+             report_file: str | None = None, deploy_file: str = "deploy.py") -> int:
+    """`knfleet rollback INVENTORY SERVICE`: the service's previous version back at 100 % on every cluster (or those
+    of `limit`), all at once (a rollback is the way out of a bad version: no waves). Exit 0 when every cluster
+    rolled back, 1 when some failed, 3 when nothing could start (bad input, no such cluster)."""
+    try:
+        overrides = inv.parse_data([*(data or []), f"rollback={service}"])
+        clusters = inv.load(inventory, overrides)
+    except inv.InventoryError as err:
+        say(f"cannot start: {err}")
+        return EXIT_CANNOT_START
+    chosen = [c for c in clusters if not limit or c.name in limit]
+    unknown = sorted(set(limit or ()) - {c.name for c in clusters})
+    if unknown or not chosen:
+        say(f"cannot start: no cluster {', '.join(unknown) or '(none chosen)'} in {inventory}; clusters: "
+            f"{', '.join(c.name for c in clusters)}")
+        return EXIT_CANNOT_START
+    try:
+        got = run_wave(inventory, deploy_file, [c.host for c in chosen], overrides, f"rollback {service}")
+    except CannotStart as err:
+        say(f"cannot start: {err}")
+        return EXIT_CANNOT_START
+    failed = [c.name for c in chosen if _failed(got.get(c.name))]
+    code = EXIT_SOME_FAILED if failed else EXIT_OK
+    print_table({c.name: got.get(c.name) or ClusterOutcome(c.name, outcome.FAILED, host=c.host) for c in chosen})
+    say(f"rollback of {service}: " + (f"FAILED on {', '.join(failed)}" if failed else "done") + f" (exit {code})")
+    if report_file:
+        outcome.write(report_file, outcome.report("rollback", got, inventory=inventory, service=service,
+                                                  exit_code=code))
+    return code
+
+
 def gpu_preflight(clusters: list[inv.Cluster]) -> list[str]:
     """Before wave 0: each cluster's GPU capacity for its model services (knfleet.desired.capacity), read-only.
     The shortfalls of the clusters whose gpu_preflight is `refuse` (warnings are printed, not returned)."""
@@ -215,7 +249,7 @@ def gpu_preflight(clusters: list[inv.Cluster]) -> list[str]:
     from knfleet.errors import InputError
     from knfleet.kube.client import Cluster, KubeError
     from knfleet.run.connector import target_of
-    from knfleet.run.upgrading import gpu_shortfall
+    from knfleet.run.preflight import gpu_shortfall
 
     refused = []
     for c in clusters:

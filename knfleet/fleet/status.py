@@ -8,6 +8,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 from knfleet.desired import plan, settings, upgrade
+from knfleet.desired import progressive as pr
 from knfleet.errors import InputError
 from knfleet.fleet import inventory as inv
 from knfleet.kube import diff, readiness
@@ -37,11 +38,20 @@ def cluster_status(c: inv.Cluster) -> ClusterOutcome:
             out.drift.append(f"version: Knative Serving {have.describe()} installed, group data asks "
                              f"{d.settings.knative_version}")
         records = diff.Records.load(cluster)
-        for stage in d.stages:
-            out.drift += [f"{stage.name}: {x}" for x in diff.drift(cluster, stage.objects, records, learn=False)]
         refs = tuple(m.ref for m in d.models)
         found = {readiness.name_of(o): o for o in cluster.list(*readiness.KSVC)} \
             if refs and cluster.has(*readiness.KSVC) else {}
+        for stage in d.stages:
+            objects, rolled = [], []
+            for o in stage.objects:
+                if stage.name == "services" and plan.progressive_service(d, o):
+                    rolled.append(o)
+                else:
+                    objects.append(o)
+            drifted = diff.drift(cluster, tuple(objects), records, learn=False)
+            out.drift += [f"{stage.name}: {x}" for x in drifted]
+            out.changes += diff.describe(stage.name, drifted)[1]  # field by field, with the last writers
+            out.drift += [f"{stage.name}: {x}" for o in rolled for x in rollout_drift(cluster, o, found, records)]
         for ref in refs:
             obj = found.get(ref)
             if obj is None:
@@ -49,7 +59,7 @@ def cluster_status(c: inv.Cluster) -> ClusterOutcome:
             else:
                 ok = readiness.service_ready(obj)
                 out.services.append({"service": ref, "ready": ok, "reason": "" if ok else
-                                     readiness.service_problem(obj)})
+                                     readiness.service_problem(obj), **versions_of(obj)})
     except KubeError as err:
         out.errors = [f"API server not reachable or refused a read: {err}"]
         out.status = outcome.UNREACHABLE if not out.reachable else outcome.FAILED
@@ -59,6 +69,28 @@ def cluster_status(c: inv.Cluster) -> ClusterOutcome:
     healthy = not out.drift and all(s["ready"] for s in out.services)
     out.status = outcome.IN_SYNC if healthy else outcome.DRIFT
     return out
+
+
+def rollout_drift(cluster: Cluster, service: dict, found: dict, records: diff.Records) -> list[str]:
+    """A progressively rolled-out Service: in sync when its stable revision is the desired one and the rest of it
+    matches; otherwise what a run would do (roll out, go on with a rollout, or refuse a version rolled back)."""
+    ref = readiness.name_of(service)
+    live = found.get(ref)
+    if live is None:
+        return [f"Service/{ref} (missing)"]
+    same = pr.steady(service, live)
+    if same is not None:
+        return [str(x) for x in diff.drift(cluster, (same,), records, learn=False)]
+    return [f"Service/{ref} ({pr.pending(service, live)})"]
+
+
+def versions_of(live: dict) -> dict:
+    """A Service's tagged revisions and rollout phase, for a progressively rolled-out one ({} for the others)."""
+    st = pr.state_of(live)
+    if st is None:
+        return {}
+    stable, previous, candidate = pr.versions(live)
+    return {"stable": stable, "previous": previous, "candidate": candidate, "rollout": st.phase}
 
 
 def summarize(drift: list[str], most: int = 6) -> list[str]:
@@ -94,5 +126,7 @@ def status(inventory: str, as_json: bool = False) -> int:
             for x in summarize(r.drift):
                 print(f"    drift {x}")
             for s in r.services:
-                print(f"    ksvc {s['service']}: {'Ready' if s['ready'] else 'NOT READY ' + s['reason']}")
+                tagged = "".join(f", {t} {s[t]}" for t in ("stable", "candidate", "previous") if s.get(t))
+                print(f"    ksvc {s['service']}: {'Ready' if s['ready'] else 'NOT READY ' + s['reason']}"
+                      + (f" (rollout {s['rollout']}{tagged})" if s.get("rollout") else ""))
     return 0 if all(r.status == outcome.IN_SYNC for r in results.values()) else 1

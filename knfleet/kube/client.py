@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 from urllib3.util.retry import Retry
 
-from knfleet.errors import ClusterError, InputError
+from knfleet.errors import ClusterError, InputError, Reason
 
 FIELD_MANAGER = "knfleet"
 DISCOVERY_ACCEPT = ("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
@@ -32,6 +32,8 @@ TRANSIENT = frozenset({429, 500, 502, 503, 504})
 
 class KubeError(ClusterError):
     """A request to a cluster failed. `status` is the HTTP status (0: no answer)."""
+
+    code = Reason.API_ERROR
 
     def __init__(self, cluster: str, what: str, status: int, reason: str, message: str) -> None:
         self.cluster, self.what, self.status, self.reason, self.message = cluster, what, status, reason, message
@@ -57,9 +59,13 @@ class Invalid(KubeError):
 class Unreachable(KubeError):
     """No answer: connection refused, TLS failure, timeout."""
 
+    code = Reason.UNREACHABLE
+
 
 class WebhookUnavailable(KubeError):
     """The apiserver could not call an admission webhook (it is not running or not reachable yet)."""
+
+    code = Reason.WEBHOOK_NOT_READY
 
 
 def retry_delay(method: str, status: int, retry_after: str | None, attempt: int) -> float | None:
@@ -336,7 +342,7 @@ class Cluster:
             for k in todo:
                 self.list(*k)
             return
-        self._parallel([lambda k=k: self.list(*k) for k in todo])
+        self.parallel([lambda k=k: self.list(*k) for k in todo])
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         res = self.resource(api_version, kind)
@@ -416,7 +422,7 @@ class Cluster:
         return True
 
     # --- helpers ------------------------------------------------------------------------------------------
-    def _parallel(self, calls: list[Callable[[], Any]]) -> list[Any]:
+    def parallel(self, calls: list[Callable[[], Any]]) -> list[Any]:
         """Run calls on the shared connection pool; results (or the KubeError raised) in order."""
         def guard(fn: Callable[[], Any]) -> Any:
             try:
@@ -434,7 +440,7 @@ class Cluster:
         rest = [o for o in objs if o["kind"] not in ("Namespace", "CustomResourceDefinition")]
         results: dict[int, dict[str, Any] | KubeError] = {}
         for group in (first, rest):
-            done = self._parallel([lambda o=o: self.apply(o, dry_run) for o in group])
+            done = self.parallel([lambda o=o: self.apply(o, dry_run) for o in group])
             for o, r in zip(group, done, strict=True):
                 results[id(o)] = r
         return [results[id(o)] for o in objs]

@@ -226,20 +226,5 @@ def evaluate(cluster: Any, check: Any) -> tuple[bool, str]:
     if isinstance(check, plan.WebhookServing):
         from knfleet.kube import webhook
         return webhook.serving(cluster)
-    if isinstance(check, plan.GpuCapacity):
-        nodes = cluster.list(*NODE)
-        most = max((_int(((n.get("status") or {}).get("allocatable") or {}).get("nvidia.com/gpu")) for n in nodes),
-                   default=0)
-        too_big = [f"{ref} asks for {gpus}" for ref, gpus in check.services if gpus > most]
-        if too_big:
-            return True, (f"warning: more GPUs than any node has (at most {most} per node): " + "; ".join(too_big)
-                          + ": the pod will stay Pending (Unschedulable)")
-        return True, f"largest GPU node: {most} GPU(s)"
     raise TypeError(f"unknown check {check!r}")
 
-
-def _int(value: Any) -> int:
-    try:
-        return int(str(value or 0))
-    except ValueError:
-        return 0

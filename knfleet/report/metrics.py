@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from knfleet.report import outcome
-from knfleet.run.smoke import path_of
+from knfleet.report.records import path_of
 
 PREFIX = "knfleet_"
 # every status a cluster of a run or rollout report can have: an enum-style gauge has a series for each
@@ -93,6 +93,15 @@ def families(data: dict[str, Any], previous: dict[tuple[str, Labels], float] | N
         ("smoke_latency_seconds", "gauge", "The answer time of the service's smoke test request."),
         ("smoke_cold_start_seconds", "gauge", "The answer time of a smoke request that woke the service from zero."),
         ("knative_version_info", "gauge", "The Knative Serving version installed on the cluster; always 1."),
+        ("model_rollout_step_percent", "gauge", "Traffic on the new version of a progressive model rollout at the end "
+                                                "of the last run (100 promoted or first version, 0 rolled back)."),
+        ("model_rollout_steps_passed", "gauge", "Steps (the dark check included) the rollout's new version passed."),
+        ("model_rollout_check_p95_seconds", "gauge", "p95 answer time of the rollout's check requests at its last "
+                                                     "step, per version (stable | candidate)."),
+        ("model_rollout_check_ttft_p95_seconds", "gauge", "p95 time to first token of the check requests at the "
+                                                          "last step, per version."),
+        ("model_rollout_check_error_rate", "gauge", "Share of failed check requests at the last step, per version."),
+        ("model_rollout_check_requests", "gauge", "Check requests sent at the last step, per version."),
         ("cluster_runs_total", "counter", "knfleet runs on the cluster, by outcome."),
         ("cluster_changed_objects_total", "counter", "Objects knfleet changed on the cluster, over all runs."),
     )}
@@ -139,11 +148,30 @@ def families(data: dict[str, Any], previous: dict[tuple[str, Labels], float] | N
                 f["smoke_cold_start_seconds"].add(r.get("cold_start_s"), **where)
         if o.get("knative_version"):
             f["knative_version_info"].add(1, version=o["knative_version"], **c)
+        for r in o.get("rollouts") or []:
+            rollout_samples(f, r, c)
     for labels, v in sorted(counted.items()):
         f["cluster_runs_total"].add(v, **dict(labels))
     for labels, v in sorted(changed_total.items()):
         f["cluster_changed_objects_total"].add(v, **dict(labels))
     return [fam for fam in f.values() if fam.samples]
+
+
+def rollout_samples(f: dict[str, Family], r: dict[str, Any], c: dict[str, str]) -> None:
+    """One progressive rollout's figures: where its traffic ended, the steps passed, the last step's checks."""
+    where = {"service": str(r.get("service", "")), **c}
+    steps = r.get("steps") or []
+    reached = {"promoted": 100, "first version": 100, "rolled back": 0, "rolled back by hand": 0}.get(
+        str(r.get("outcome")), steps[-1]["percent"] if steps else 0)
+    f["model_rollout_step_percent"].add(reached, **where)
+    f["model_rollout_steps_passed"].add(sum(1 for s in steps if s.get("ok")), **where)
+    if steps:
+        for version in ("stable", "candidate"):
+            figs, per = steps[-1].get(version) or {}, {**where, "version": version}
+            f["model_rollout_check_p95_seconds"].add(figs.get("p95_s"), **per)
+            f["model_rollout_check_ttft_p95_seconds"].add(figs.get("ttft_p95_s"), **per)
+            f["model_rollout_check_error_rate"].add(figs.get("error_rate"), **per)
+            f["model_rollout_check_requests"].add(figs.get("requests"), **per)
 
 
 def _escape_label(v: str) -> str:

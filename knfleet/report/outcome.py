@@ -1,6 +1,6 @@
-"""What happened on each cluster, as values: the record a run keeps per cluster (on its connector), the
-outcome built from it and pyinfra's state after the run, the closing lines, and the one JSON schema shared
-by the run report (`KNFLEET_REPORT`), the rollout report and `knfleet status --json` (see the README).
+"""What happened on each cluster, as values: the outcome built from the record a run keeps per cluster
+(knfleet.report.records) and pyinfra's state after the run, the closing lines, and the one JSON schema shared
+by the run report (`KNFLEET_REPORT`), the rollout report and `knfleet status --json` (docs/run.md).
 """
 
 from __future__ import annotations
@@ -12,45 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from knfleet import __version__
-from knfleet.run.smoke import SmokeResult, describe
+from knfleet.report.records import ClusterRun, describe, rollout_lines
 
 SCHEMA = "knfleet.report/v1"
 # status of a cluster after a run
 CONVERGED, CHANGED, FAILED, INCOMPLETE, LOCKED = "converged", "changed", "failed", "incomplete", "locked"
 WOULD_CHANGE, IN_SYNC, UNTOUCHED, UNREACHABLE, DRIFT = "would-change", "in-sync", "untouched", "unreachable", "drift"
 BAD = (FAILED, INCOMPLETE, LOCKED, UNREACHABLE, DRIFT)
-
-
-@dataclass
-class StepRecord:
-    title: str
-    status: str  # ok | changed | failed
-    seconds: float
-    objects: list[str] = field(default_factory=list)  # the objects it changed (or would)
-    note: str = ""
-
-
-@dataclass
-class ClusterRun:
-    """The record of one cluster's run, kept by its connector and filled by the operations."""
-
-    cluster: str
-    host: str
-    steps: list[StepRecord] = field(default_factory=list)
-    smoke: list[SmokeResult] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    locked_by: str | None = None
-    started: float = field(default_factory=time.time)
-    api_requests: int = 0  # requests the run made to this cluster's API (knfleet.kube.client counts them)
-    knative_version: str | None = None  # the Serving version found on the cluster ("1.17.0 -> 1.17.2": upgrading)
-
-    def step(self, title: str, status: str, started: float, objects: list[str] | None = None,
-             note: str = "") -> None:
-        self.steps.append(StepRecord(title, status, round(time.monotonic() - started, 3), list(objects or []), note))
-
-    def error(self, what: str, message: str) -> None:
-        self.errors.append(f"{what}: {message}")
 
 
 @dataclass
@@ -63,6 +31,7 @@ class ClusterOutcome:
     wave: int | None = None
     reason: str = ""
     errors: list[str] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)  # {step, reason (knfleet.errors.Reason), message}
     warnings: list[str] = field(default_factory=list)
     changed_operations: list[str] = field(default_factory=list)
     would_change: list[str] = field(default_factory=list)
@@ -71,11 +40,20 @@ class ClusterOutcome:
     smoke: list[dict[str, Any]] = field(default_factory=list)
     smoke_after_bake: list[dict[str, Any]] = field(default_factory=list)
     drift: list[str] = field(default_factory=list)
+    changes: list[dict[str, Any]] = field(default_factory=list)  # per object: {object, stage, why, patch: [RFC 6902]}
     services: list[dict[str, Any]] = field(default_factory=list)
+    rollouts: list[dict[str, Any]] = field(default_factory=list)  # progressive model rollouts: steps, figures, outcome
     knative_version: str | None = None
     reachable: bool | None = None
     duration_s: float | None = None
     api_requests: int | None = None
+
+    @property
+    def failure_reason(self) -> str | None:
+        """The first failure's typed reason (knfleet.errors.Reason), None when nothing failed."""
+        if self.failures:
+            return self.failures[0].get("reason")
+        return "Locked" if self.status == LOCKED else None
 
     @property
     def ok(self) -> bool:
@@ -99,7 +77,8 @@ def outcomes(state: Any, dry: bool = False) -> dict[str, ClusterOutcome]:
     for host in state.inventory:
         if not state.is_host_in_limit(host):
             continue
-        record: ClusterRun | None = getattr(host.connector, "record", None)
+        run = getattr(host.connector, "run", None)  # knfleet.run.context.ClusterState
+        record: ClusterRun | None = run.record if run is not None else None
         changed, failed, would, pending = [], [], [], 0
         for op_hash, op_data in state.ops.get(host, {}).items():
             meta = op_data.operation_meta
@@ -115,6 +94,7 @@ def outcomes(state: Any, dry: bool = False) -> dict[str, ClusterOutcome]:
             elif meta.did_change():
                 changed.append(names)
         errors = list(record.errors) if record else []
+        failures = [f.as_dict() for f in record.failures] if record else []
         if record and record.locked_by:
             status = LOCKED
         elif dry:
@@ -127,15 +107,18 @@ def outcomes(state: Any, dry: bool = False) -> dict[str, ClusterOutcome]:
             status = CHANGED if changed else CONVERGED
         if status == FAILED and not errors:
             errors = [f"operation failed: {failed[0] if failed else 'could not connect'} (see its output)"]
+            failures = [{"step": failed[0] if failed else "connect", "reason": "Failed", "message": errors[0]}]
         name = host.name.split("/", 1)[-1]
         out[name] = ClusterOutcome(
-            cluster=name, host=host.name, status=status, errors=errors,
+            cluster=name, host=host.name, status=status, errors=errors, failures=failures,
+            rollouts=list(record.rollouts) if record else [],
             warnings=list(record.warnings) if record else [],
             changed_operations=changed, would_change=would, failed_operations=failed,
             steps=[asdict(s) for s in record.steps] if record else [],
             smoke=[r.as_dict() for r in record.smoke] if record else [],
             duration_s=round(time.time() - record.started, 2) if record else None,
             api_requests=record.api_requests if record else None,
+            changes=list(record.changes) if record else [],
             # what the cluster runs: after a converged run the version it was brought to, else what was found
             knative_version=_version_after(record.knative_version, status) if record else None,
         )
@@ -159,7 +142,8 @@ def line(o: ClusterOutcome, action: str) -> list[str]:
         text = [f"knfleet: {o.cluster}: dry run ({action}): no change needed"]
     else:
         text = [f"knfleet: {o.cluster}: {action} done, no change (already converged)"]
-    return text + [f"    smoke {describe(s)}" for s in o.smoke]
+    return text + [f"    {line}" for r in o.rollouts for line in rollout_lines(r)] \
+        + [f"    smoke {describe(s)}" for s in o.smoke]
 
 
 def lines(results: dict[str, ClusterOutcome], action: str) -> list[str]:

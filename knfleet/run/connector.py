@@ -3,9 +3,9 @@
     hosts = [("@kube/prod-eu-1", {"kubeconfig": "~/.kube/prod-eu-1", "kube_context": "admin"})]
 
 Nothing runs on the cluster's machines: operations talk to the cluster through the connector's client (one
-per cluster, in process: knfleet.kube.client). The connector also keeps the run's record for that cluster
-(what each step did, smoke results, errors), and in `disconnect`, which pyinfra calls at the end of every run
-in a `finally`, it releases the cluster's lock.
+per cluster, in process: knfleet.kube.client). The connector also holds the run's state for that cluster
+(`run`: knfleet.run.context.ClusterState, with its record of what each step did), and in `disconnect`, which
+pyinfra calls at the end of every run in a `finally`, it releases the cluster's lock.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from pyinfra.connectors.local import LocalConnector
 
 from knfleet.errors import InputError, shown
 from knfleet.kube.client import Cluster, Target
-from knfleet.report.outcome import ClusterRun
+from knfleet.report.records import ClusterRun
 from knfleet.run import lock
+from knfleet.run.context import ClusterState
 
 
 def target_of(name: str, data: Any) -> Target:
@@ -45,11 +46,7 @@ class KubeConnector(LocalConnector):
 
     def __init__(self, state: Any, host: Any) -> None:
         super().__init__(state, host)
-        self.cluster: Cluster | None = None
-        self.record = ClusterRun(cluster=host.name.split("/", 1)[-1], host=host.name)
-        self.lock_holder: str | None = None
-        self.renewer: lock.Renewer | None = None
-        self.input_error: str | None = None
+        self.run = ClusterState(ClusterRun(cluster=host.name.split("/", 1)[-1], host=host.name))
 
     @staticmethod
     def make_names_data(name=None):  # noqa: ANN001,ANN205 - pyinfra's connector interface
@@ -64,29 +61,30 @@ class KubeConnector(LocalConnector):
         try:
             target = target_of(name, self.host.data)
         except InputError as err:
-            self.input_error = str(err)
+            self.run.input_error = str(err)
             return
         if not os.path.isfile(target.kubeconfig):
-            self.input_error = (f"{name}: kubeconfig {target.kubeconfig} does not exist (host data 'kubeconfig'); "
-                                "copy it there or fix the path")
+            self.run.input_error = (f"{name}: kubeconfig {target.kubeconfig} does not exist (host data "
+                                    "'kubeconfig'); copy it there or fix the path")
             return
-        self.cluster = Cluster(target)
+        self.run.cluster = Cluster(target)
 
     def disconnect(self) -> None:
         """End of the run (pyinfra's `finally`): release the lock if this run holds it, close the connection."""
-        if self.cluster is None:
+        run, cluster = self.run, self.run.cluster
+        if cluster is None:
             return
         from pyinfra import logger
 
-        if self.renewer is not None:
-            self.renewer.stop()
-            self.renewer = None
-        if self.lock_holder:
+        if run.renewer is not None:
+            run.renewer.stop()
+            run.renewer = None
+        if run.lock_holder:
             try:
-                lock.release(self.cluster, self.lock_holder)
+                lock.release(cluster, run.lock_holder)
             except Exception:  # noqa: BLE001 - the lease expires by itself
                 pass
-            self.lock_holder = None
-        self.record.api_requests = self.cluster.requests
-        logger.debug(f"{self.host.print_prefix}{self.cluster.requests} API request(s) to {self.cluster.name}")
-        self.cluster.close()
+            run.lock_holder = None
+        run.record.api_requests = cluster.requests
+        logger.debug(f"{self.host.print_prefix}{cluster.requests} API request(s) to {cluster.name}")
+        cluster.close()

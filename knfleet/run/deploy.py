@@ -21,31 +21,33 @@ from knfleet.report import outcome, outputs
 
 def prepare(host: Any) -> tuple[plan.Desired, list[plan.Step]]:
     """The cluster's desired state and plan, checked; on bad input: say so and stop the run (exit 2)."""
+    closing = report_of(host.state)
     try:
         check_target(host)
         d = plan.desired(host.name, host.data)
     except InputError as err:
-        host.state.knfleet_bad_input = True  # the closing report has nothing to say
+        closing.bad_input = True  # the closing report has nothing to say
         print(f"knfleet: error: {err}\nknfleet: nothing was changed on any cluster.", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
-    record = getattr(host.connector, "record", None)
+    run = getattr(host.connector, "run", None)
     for w in d.warnings:
         print(f"knfleet: {w}", file=sys.stderr, flush=True)
-        if record is not None and w not in record.warnings:
-            record.warnings.append(w)
-    register_report(host.state, d.action)
+        if run is not None:
+            run.record.warn(w)
+    closing.action = d.action
     return d, plan.plan(d)
 
 
 def check_target(host: Any) -> None:
     """The host's kubeconfig exists and loads (context, credentials): bad input otherwise, found before any cluster
     is changed. Nothing is sent to the cluster here."""
-    conn = host.connector
-    if getattr(conn, "input_error", None):
-        raise InputError(conn.input_error)
-    cluster = getattr(conn, "cluster", None)
-    if cluster is not None:
-        cluster.connect()
+    run = getattr(host.connector, "run", None)
+    if run is None:
+        return
+    if run.input_error:
+        raise InputError(run.input_error)
+    if run.cluster is not None:
+        run.cluster.connect()
 
 
 def by_task(steps: list[plan.Step]) -> list[tuple[str, list[plan.Step]]]:
@@ -59,26 +61,29 @@ def by_task(steps: list[plan.Step]) -> list[tuple[str, list[plan.Step]]]:
     return out
 
 
-class _Report(BaseStateCallback):
-    """Prints the closing lines and writes the JSON report once every cluster of the run has disconnected."""
+class ClosingReport(BaseStateCallback):
+    """Prints the closing lines and writes the JSON report once every cluster of the run has disconnected. A
+    rollout's wave (`write_files=False`) only prints: the rollout writes its report, metrics and page once."""
 
-    def __init__(self, action: str) -> None:
-        self.action = action
+    def __init__(self, write_files: bool = True) -> None:
+        self.action = "install"
+        self.write_files = write_files
+        self.bad_input = False
         self.done: set[str] = set()
 
     def host_disconnect(self, state: Any, host: Any) -> None:  # type: ignore[override]
         self.done.add(host.name)
         if {h.name for h in state.activated_hosts} - self.done:
             return
-        if state.current_stage is None or not state.ops or getattr(state, "knfleet_bad_input", False):
+        if state.current_stage is None or not state.ops or self.bad_input:
             return
         dry = state.current_stage in (StateStage.Setup, StateStage.Connect, StateStage.Prepare)
         results = outcome.outcomes(state, dry=dry)
         text = outcome.lines(results, self.action)
         if text:
             print("\n".join(text), file=sys.stderr, flush=True)
-        if getattr(state, "knfleet_rollout", False):
-            return  # a rollout's wave: the rollout writes its own report, metrics and page once, at the end
+        if not self.write_files:
+            return
         written = outputs.write_all(
             outcome.report("run", results, action=self.action, dry_run=dry), json_file=os.environ.get("KNFLEET_REPORT"),
             html_file=os.environ.get("KNFLEET_REPORT_HTML"),
@@ -87,6 +92,11 @@ class _Report(BaseStateCallback):
             print(f"knfleet: {what} report: {path}", file=sys.stderr, flush=True)
 
 
-def register_report(state: Any, action: str) -> None:
-    if not any(isinstance(h, _Report) for h in state.callback_handlers):
-        state.add_callback_handler(_Report(action))
+def report_of(state: Any, write_files: bool = True) -> ClosingReport:
+    """The run's closing report (registered with pyinfra's state on first use)."""
+    for h in state.callback_handlers:
+        if isinstance(h, ClosingReport):
+            return h
+    closing = ClosingReport(write_files)
+    state.add_callback_handler(closing)
+    return closing

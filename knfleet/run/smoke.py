@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import requests
+
+from knfleet.report.records import SmokeResult, describe, path_of, skipped  # noqa: F401 - the values
 
 SYSTEM = "你是一个有用的助手."
 USER = "怎么计算1+1."
@@ -17,42 +18,6 @@ RETRY_STATUSES = {404, 502, 503, 504}
 
 def runbook_request(model: str) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}]}
-
-
-@dataclass
-class SmokeResult:
-    service: str
-    ok: bool
-    status: int | None
-    latency_s: float | None
-    cold_start_s: float | None
-    attempts: int
-    error: str | None = None
-    skipped: str | None = None  # why no request was sent (say, at zero and not woken: an idle GPU stays free)
-    via: str | None = None  # the entry point: kourier-internal (port-forward), smoke_url or smoke_internal_url
-
-    def line(self) -> str:
-        return describe(self.as_dict())
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def describe(r: dict[str, Any]) -> str:
-    """One smoke result in a line (also for results read back from a JSON report)."""
-    if r.get("skipped"):
-        return f"{r['service']}: skipped ({r['skipped']})"
-    via = f" (via {r['via']})" if r.get("via") else ""
-    if not r["ok"]:
-        return f"{r['service']}: FAILED ({r['error']}){via}"
-    cold = f", cold start {r['cold_start_s']:.2f}s" if r.get("cold_start_s") is not None else ""
-    return f"{r['service']}: {r['status']} in {r['latency_s']:.2f}s{cold}{via}"
-
-
-def path_of(via: str | None) -> str:
-    """The kind of path a result took, for grouping (no pod name or address): kourier-internal, proxy, smoke_url,
-    smoke_internal_url; "none" when no request was sent."""
-    return (via or "").split(" ", 1)[0] or "none"
 
 
 def check_body(body: Any, model: str) -> str | None:
@@ -67,10 +32,6 @@ def check_body(body: Any, model: str) -> str | None:
     if not isinstance(body.get("usage"), dict):
         return "the answer has no usage counts"
     return None
-
-
-def skipped(service: str, why: str) -> SmokeResult:
-    return SmokeResult(service, True, None, None, None, 0, skipped=why)
 
 
 class Unreachable(Exception):
@@ -189,3 +150,114 @@ def proxy_url(service: dict[str, Any], node_address: str | None) -> str | None:
 
 def _bracket(address: str) -> str:
     return f"[{address}]" if ":" in address else address
+
+
+# --- probes: one chat request of any body, timed (the progressive rollout's checks) ----------------------------------
+class Answer:
+    """One answer to a probe: HTTP status, the assistant's text (a streamed answer assembled), the time to the
+    first content (streamed answers; the first byte through curl) and the whole answer's time."""
+
+    def __init__(self, status: int, text: str, latency_s: float, ttft_s: float | None, model: str | None,
+                 problem: str | None = None) -> None:
+        self.status, self.text, self.latency_s, self.ttft_s, self.model = status, text, latency_s, ttft_s, model
+        self.problem = problem  # why a 200 is not an OpenAI chat answer (None when it is)
+
+
+Probe = Callable[[str, dict[str, Any], float], Answer]  # (Host, request body, timeout) -> Answer; or Unreachable
+
+
+def read_answer(status: int, body: str, streamed: bool) -> tuple[str, str | None, str | None]:
+    """(text, model, problem) of an answer body: a JSON chat completion, or server-sent chunks ending [DONE]."""
+    if status != 200:
+        return body[:200].strip(), None, None
+    if not streamed:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return "", None, "the answer is not JSON"
+        try:
+            return str(data["choices"][0]["message"]["content"] or ""), data.get("model"), None
+        except (KeyError, IndexError, TypeError):
+            return "", data.get("model") if isinstance(data, dict) else None, "the answer has no choices[0].message"
+    text, model, done = [], None, False
+    for line in body.splitlines():
+        if not line.startswith("data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            done = True
+            continue
+        try:
+            chunk = json.loads(payload)
+            model = chunk.get("model", model)
+            text.append(chunk["choices"][0].get("delta", {}).get("content") or "")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            return "".join(text), model, "a streamed chunk is not a chat.completion.chunk"
+    return "".join(text), model, None if done else "the stream did not end with [DONE]"
+
+
+def has_content(line: str) -> bool:
+    """Whether a server-sent line is a chunk carrying some of the answer's text (its first: the first token)."""
+    if not line.startswith("data:"):
+        return False
+    try:
+        return bool(json.loads(line[5:])["choices"][0]["delta"].get("content"))
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return False
+
+
+def probe_http(base_url: str, session: requests.Session | None = None) -> Probe:
+    """Chat requests from this machine to `base_url` (a port-forward to kourier-internal, a URL of host data)."""
+    http = session or requests.Session()
+    http.trust_env = False  # a loopback port-forward or a URL given for the purpose: never through HTTP_PROXY
+    url = base_url.rstrip("/") + "/v1/chat/completions"
+
+    def probe(host: str, body: dict[str, Any], timeout: float) -> Answer:
+        streamed = bool(body.get("stream"))
+        t0 = time.monotonic()
+        first: float | None = None
+        try:
+            with http.post(url, json=body, headers={"Host": host}, timeout=timeout, stream=streamed) as resp:
+                if not streamed:
+                    raw = resp.text
+                else:
+                    parts = []
+                    for line in resp.iter_lines(decode_unicode=True):
+                        if first is None and has_content(line or ""):
+                            first = time.monotonic() - t0
+                        parts.append(line or "")
+                    raw = "\n".join(parts)
+                status = resp.status_code
+        except requests.RequestException as err:
+            raise Unreachable(f"{type(err).__name__}: {err}") from None
+        latency = time.monotonic() - t0
+        text, model, problem = read_answer(status, raw, streamed and status == 200)
+        return Answer(status, text, latency, first if first is not None else (latency if streamed else None),
+                      model, problem)
+
+    return probe
+
+
+TIMING_MARK = "\n__knfleet_timing__ "
+
+
+def probe_exec(run: Callable[[list[str], float], Any], base_url: str) -> Probe:
+    """Chat requests sent by curl from inside a pod (smoke_via: exec); the time to first token is curl's time to
+    the first byte of the answer."""
+
+    def probe(host: str, body: dict[str, Any], timeout: float) -> Answer:
+        command = ["curl", "-sS", "-N", "-m", str(max(1, int(timeout))), "-o", "-", "-w",
+                   TIMING_MARK.replace("\n", "\\n") + "%{http_code} %{time_starttransfer} %{time_total}",
+                   "-H", f"Host: {host}", "-H", "Content-Type: application/json",
+                   "--data-binary", json.dumps(body, ensure_ascii=False), base_url.rstrip("/") + "/v1/chat/completions"]
+        result = run(command, timeout + 10)
+        raw, mark, timing = result.stdout.rpartition(TIMING_MARK)
+        parts = timing.split()
+        if not mark or len(parts) != 3 or not parts[0].isdigit() or int(parts[0]) == 0:
+            raise Unreachable(f"curl in the pod: {(result.stderr.strip() or result.error or result.exit_code)}"[:300])
+        status, ttfb, total = int(parts[0]), float(parts[1]), float(parts[2])
+        streamed = bool(body.get("stream"))
+        text, model, problem = read_answer(status, raw, streamed and status == 200)
+        return Answer(status, text, total, ttfb if streamed else None, model, problem)
+
+    return probe

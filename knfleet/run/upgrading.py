@@ -17,14 +17,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pyinfra import host, logger
 from pyinfra.api import operation
 
-from knfleet.desired import capacity, upgrade
 from knfleet.desired import plan as p
-from knfleet.errors import KnfleetError, NotReadyError
-from knfleet.kube.client import Cluster, KubeError, poll, ref
-from knfleet.run import operations as ops
+from knfleet.desired import upgrade
+from knfleet.errors import KnfleetError, NotReadyError, Reason
+from knfleet.kube import wait
+from knfleet.kube.client import Cluster, KubeError, ref
+from knfleet.run.context import cluster as current_cluster
+from knfleet.run.context import command, fail, record, save_notes, say, state, unchanged, warn
 
 CRD = ("apiextensions.k8s.io/v1", "CustomResourceDefinition")
 JOB = ("batch/v1", "Job")
@@ -37,12 +38,12 @@ def installed(cluster: Cluster) -> upgrade.Installed:
 
 
 def note(cluster: Cluster) -> dict[str, str]:
-    """knfleet's note of an upgrade (from, to, phase), read once per run and kept on the connector."""
-    conn = host.connector
-    if getattr(conn, "upgrade_note", None) is None:
+    """knfleet's note of an upgrade (from, to, phase), read once per run and kept in the cluster's run state."""
+    cs = state()
+    if cs.upgrade_note is None:
         cm = cluster.get("v1", "ConfigMap", upgrade.NOTE_NAME, upgrade.NOTE_NS)
-        conn.upgrade_note = dict((cm or {}).get("data") or {})
-    return conn.upgrade_note
+        cs.upgrade_note = dict((cm or {}).get("data") or {})
+    return cs.upgrade_note
 
 
 def write_note(cluster: Cluster, data: dict[str, str]) -> None:
@@ -50,7 +51,7 @@ def write_note(cluster: Cluster, data: dict[str, str]) -> None:
                    "metadata": {"name": upgrade.NOTE_NAME, "namespace": upgrade.NOTE_NS,
                                 "labels": {"app.kubernetes.io/managed-by": "knfleet"}},
                    "data": data})
-    host.connector.upgrade_note = dict(data)
+    state().upgrade_note = dict(data)
 
 
 def upgrading_from(cluster: Cluster, target: str) -> str | None:
@@ -76,38 +77,38 @@ def version_check(step: p.Version):
     """Before anything is applied: which Serving release the cluster runs, and whether `knative_version` may follow
     it (one minor at a time, never down). An upgrade is noted (a change); the rest is a look."""
     t0 = time.monotonic()
-    cluster = ops._cluster()
+    cluster = current_cluster()
     try:
         have = installed(cluster)
         pending = note(cluster)
     except KubeError as err:
-        yield ops.fail(step.title, f"cannot read the installed Knative version: {err}")
+        yield fail(step.title, f"cannot read the installed Knative version: {err}")
         return
-    record = ops._record()
+    rec = record()
     try:
         path = upgrade.check_path(have.version, step.target)
     except upgrade.UpgradeRefused as err:
-        record.knative_version = have.describe()
-        yield ops.fail(step.title, str(err))
+        rec.knative_version = have.describe()
+        yield fail(step.title, str(err), Reason.UPGRADE_REFUSED)
         return
     resumed = have.version is not None and pending.get("to") == step.target and pending.get("phase") == "pending"
     if path == "upgrade" or resumed:
         frm = have.version if path == "upgrade" else pending.get("from", "?")
-        record.knative_version = f"{frm} -> {step.target}"
+        rec.knative_version = f"{frm} -> {step.target}"
         if not step.jobs:
-            yield ops.fail(step.title, f"upgrading Knative Serving {frm} -> {step.target} runs the Jobs of "
+            yield fail(step.title, f"upgrading Knative Serving {frm} -> {step.target} runs the Jobs of "
                                        f"{upgrade.JOBS_FILE}, which the bundle does not have: put the release's "
                                        f"{upgrade.JOBS_FILE} in the bundle folder. Nothing was changed")
             return
-        logger.info(f"{host.print_prefix}Knative Serving {have.describe()} installed: upgrading to {step.target}"
+        say(f"Knative Serving {have.describe()} installed: upgrading to {step.target}"
                     + (" (resuming: the Jobs have not completed yet)" if path != "upgrade" else ""))
         if path == "upgrade" and not (resumed and pending.get("from") == frm):
-            yield ops.command(step.title, _begin, cluster, frm, step.target)
+            yield command(step.title, _begin, cluster, frm, step.target)
             return
-        ops.unchanged(step.title, f"upgrade {frm} -> {step.target} in progress (resumed)", t0)
+        unchanged(step.title, f"upgrade {frm} -> {step.target} in progress (resumed)", t0)
         return
-    record.knative_version = have.version or step.target
-    ops.unchanged(step.title, f"Knative Serving {have.version} installed, as asked" if have.version
+    rec.knative_version = have.version or step.target
+    unchanged(step.title, f"Knative Serving {have.version} installed, as asked" if have.version
                   else f"no Knative Serving installed: fresh install of {step.target}", t0)
 
 
@@ -127,20 +128,13 @@ def _live_release(cluster: Cluster, step: p.Obsolete) -> list[dict[str, Any]]:
     return [o for k in keys_sorted for o in cluster.list(*k)]
 
 
-def _delete_obsolete(cluster: Cluster, gone: list[dict[str, Any]], timeout: int) -> list[str]:
+def delete_obsolete(cluster: Cluster, gone: list[dict[str, Any]], timeout: int) -> list[str]:
+    notes = state().records()
     for o in gone:
         cluster.delete(o["apiVersion"], o["kind"], o["metadata"]["name"], o["metadata"].get("namespace"))
-        ops._records(cluster).forget(o)
-
-    def deleted() -> tuple[bool, str]:
-        left = [ref(o) for o in gone if cluster.get(o["apiVersion"], o["kind"], o["metadata"]["name"],
-                                                    o["metadata"].get("namespace")) is not None]
-        return not left, "still present: " + ", ".join(left)
-    poll(deleted, timeout, interval=0.5, cluster=cluster)
-    try:
-        ops._records(cluster).save(cluster)
-    except KubeError:
-        pass
+        notes.forget(o)
+    wait.until_gone(cluster, gone, timeout)
+    save_notes(cluster)
     return [f"{ref(o)} (deleted: release {o['metadata']['labels'].get(upgrade.VERSION_LABEL)})" for o in gone]
 
 
@@ -149,25 +143,23 @@ def obsolete(step: p.Obsolete):
     """While upgrading: delete the objects knfleet applied for the old release that the new one does not have
     (Knative's CRDs are never deleted: reported instead)."""
     t0 = time.monotonic()
-    cluster = ops._cluster()
+    cluster = current_cluster()
     try:
         frm = upgrading_from(cluster, step.target)
         if frm is None:
-            ops.unchanged(step.title, "no upgrade in progress", t0)
+            unchanged(step.title, "no upgrade in progress", t0)
             return
         gone, kept = upgrade.obsolete(_live_release(cluster, step), list(step.desired), step.target)
     except (KubeError, upgrade.UpgradeRefused) as err:
-        yield ops.fail(step.title, f"cannot look for objects of the old release: {err}")
+        yield fail(step.title, f"cannot look for objects of the old release: {err}")
         return
     for k in kept:
-        logger.warning(f"{host.print_prefix}kept {k}")
-        if ops._executing() and k not in ops._record().warnings:
-            ops._record().warnings.append(f"kept {k}")
+        warn(f"kept {k}")
     if not gone:
-        ops.unchanged(step.title, f"release {step.target} keeps every object of {frm}", t0)
+        unchanged(step.title, f"release {step.target} keeps every object of {frm}", t0)
         return
-    logger.info(f"{host.print_prefix}not in release {step.target}: {', '.join(ref(o) for o in gone)}")
-    yield ops.command(step.title, _delete_obsolete, cluster, gone, step.timeout)
+    say(f"not in release {step.target}: {', '.join(ref(o) for o in gone)}")
+    yield command(step.title, delete_obsolete, cluster, gone, step.timeout)
 
 
 # --- PostInstall ----------------------------------------------------------------------------------------------------
@@ -189,7 +181,7 @@ def _pod_exit(cluster: Cluster, job: dict[str, Any]) -> str:
 def _run_jobs(cluster: Cluster, step: p.PostInstall, frm: str) -> list[str]:
     created = [cluster.create(j) for j in step.jobs]
     names = [f"{j['metadata']['namespace']}/{j['metadata']['name']}" for j in created]
-    logger.info(f"{host.print_prefix}created Job(s) {', '.join(names)}; waiting for them to complete")
+    say(f"created Job(s) {', '.join(names)}; waiting for them to complete")
     failed: list[str] = []
 
     def done() -> tuple[bool, str]:
@@ -208,12 +200,13 @@ def _run_jobs(cluster: Cluster, step: p.PostInstall, frm: str) -> list[str]:
                 waiting.append(f"Job {j['metadata']['name']}: {why}; {_pod_exit(cluster, live)}")
         return not waiting, "\n".join(waiting)
     try:
-        poll(done, step.timeout, interval=0.5, cluster=cluster)
+        wait.until(cluster, done, step.timeout, interval=0.5)
     except NotReadyError as err:
         raise NotReadyError(f"the post-install Jobs did not complete: {err}") from None
     if failed:
         raise KnfleetError(f"upgrade {frm} -> {step.target}: " + "; ".join(failed)
-                           + ". The upgrade stays pending: fix the cause and run again (the Jobs run again)")
+                           + ". The upgrade stays pending: fix the cause and run again (the Jobs run again)",
+                           code=Reason.JOB_FAILED)
     write_note(cluster, {**note(cluster), "phase": "done", "jobs": ", ".join(f"{n} complete" for n in names),
                          "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return [f"Job/{n} (created, complete)" for n in names]
@@ -224,46 +217,14 @@ def post_install(step: p.PostInstall):
     """While upgrading: create the release's post-install Jobs (they use generateName: created, never applied),
     wait until each completes (failing with the Job's reason and its pod's exit), then note the upgrade done."""
     t0 = time.monotonic()
-    cluster = ops._cluster()
+    cluster = current_cluster()
     try:
         frm = upgrading_from(cluster, step.target)
     except (KubeError, upgrade.UpgradeRefused) as err:
-        yield ops.fail(step.title, f"cannot read the upgrade's state: {err}")
+        yield fail(step.title, f"cannot read the upgrade's state: {err}")
         return
     if frm is None:
-        ops.unchanged(step.title, "no upgrade in progress: no Job to run", t0)
+        unchanged(step.title, "no upgrade in progress: no Job to run", t0)
         return
-    yield ops.command(step.title, _run_jobs, cluster, step, frm)
+    yield command(step.title, _run_jobs, cluster, step, frm)
 
-
-# --- GPU capacity preflight -----------------------------------------------------------------------------------------
-def gpu_shortfall(cluster: Cluster, needs: tuple[capacity.Need, ...]) -> tuple[list[capacity.Shortfall], str]:
-    """The services whose GPU pods do not fit on this cluster's nodes, and the report line."""
-    nodes = [capacity.node_of(n) for n in cluster.list("v1", "Node")]
-    short = capacity.shortfalls(list(needs), nodes)
-    return short, capacity.report(cluster.name, list(needs), nodes, short)
-
-
-@operation()
-def gpu_capacity(step: p.Capacity):
-    """Before any change: the GPUs the model services need against what the nodes can allocate; refuse (exit with
-    the shortfall per service) or, with gpu_preflight=warn, warn."""
-    t0 = time.monotonic()
-    cluster = ops._cluster()
-    try:
-        short, text = gpu_shortfall(cluster, step.needs)
-    except KubeError as err:
-        yield ops.fail(step.title, f"cannot read the nodes: {err}")
-        return
-    if short and step.mode == "refuse":
-        yield ops.fail(step.title, f"not enough GPUs: {text}. Add GPU nodes, lower initial/min scale, or set "
-                                   "gpu_preflight=warn; nothing was changed")
-        return
-    if short:
-        logger.warning(f"{host.print_prefix}warning: not enough GPUs: {text}")
-        if ops._executing():
-            ops._record().warnings.append(f"not enough GPUs: {text}")
-    ops.unchanged(step.title, text, t0)
-
-
-OPERATIONS = {p.Version: version_check, p.Obsolete: obsolete, p.PostInstall: post_install, p.Capacity: gpu_capacity}

@@ -17,9 +17,9 @@ from datetime import datetime
 from pathlib import Path
 
 from localcluster import nodes
-from localcluster.simulator import kourier
+from localcluster.simulator import kourier, metrics
 from localcluster.simulator.autoscaler import Autoscaler
-from localcluster.simulator.gateway import Gateway, Routes
+from localcluster.simulator.gateway import Counters, Gateway, Routes
 from localcluster.simulator.kubeapi import Kube
 from localcluster.simulator.loadbalancer import LoadBalancers
 
@@ -48,12 +48,18 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
-    gateways = {"internal": Gateway(routes, scaler, public=False, port=int(ports.get("gateway_internal") or 0)),
-                "public": Gateway(routes, scaler, public=True, port=int(ports.get("gateway_public") or 0))}
+    registry, counters = metrics.Registry(), Counters()
+    gateways = {"internal": Gateway(routes, scaler, public=False, port=int(ports.get("gateway_internal") or 0),
+                                    registry=registry, counters=counters),
+                "public": Gateway(routes, scaler, public=True, port=int(ports.get("gateway_public") or 0),
+                                  registry=registry, counters=counters)}
     for name, gw in gateways.items():
         threading.Thread(target=gw.serve_forever, name=f"gateway-{name}", daemon=True).start()
         (cdir / f"{name}.url").write_text(gw.url + "\n")
         log(f"simulated {name} entry point on {gw.url}")
+    scrape = metrics.Server(registry)  # what a Prometheus server scrapes (vLLM's and the queue-proxy's metrics)
+    threading.Thread(target=scrape.serve_forever, name="metrics", daemon=True).start()
+    (cdir / "metrics.url").write_text(scrape.url + "\n")
 
     balancers = LoadBalancers(str(cdir.resolve()), nodes.pod_ports(gateways["internal"].server_address[1],
                                                                    gateways["public"].server_address[1]), log)
@@ -73,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(1)
         scaler.wake.wait(1.0)  # woken by any change; the tick is for the autoscaler's idle windows
     balancers.close()
+    scrape.shutdown()
     for gw in gateways.values():
         gw.shutdown()
     log("simulator stopped")

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from localcluster.simulator import openai
+from localcluster.simulator import metrics, openai
 from localcluster.simulator.autoscaler import Autoscaler
 from localcluster.simulator.kourier import Rule
 
@@ -39,13 +39,30 @@ class Routes:
             return rules, self.revisions
 
 
+class Counters:
+    """Requests per revision (shared by both gateways): which of them a revision's error rate fails."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.seen: dict[tuple[str, str], int] = {}
+
+    def next(self, namespace: str, revision: str) -> int:
+        with self.lock:
+            n = self.seen.get((namespace, revision), 0) + 1
+            self.seen[(namespace, revision)] = n
+            return n
+
+
 class Gateway(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, routes: Routes, autoscaler: Autoscaler, public: bool, port: int = 0) -> None:
+    def __init__(self, routes: Routes, autoscaler: Autoscaler, public: bool, port: int = 0,
+                 registry: metrics.Registry | None = None, counters: Counters | None = None) -> None:
         self.routes = routes
         self.autoscaler = autoscaler
         self.public = public
+        self.registry = registry or metrics.Registry()
+        self.counters = counters or Counters()
         super().__init__(("127.0.0.1", port), Handler)
 
     @property
@@ -118,13 +135,18 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(503, str(err).encode(), "text/plain")
                 return
             extra = {COLD_START_HEADER: f"{waited:.3f}", **dict(chosen.headers)}
-            self._serve_model(method, path, model, root or model, body, extra, t0)
+            labels = (chosen.namespace, chosen.revision,
+                      ((rev.get("metadata") or {}).get("labels") or {}).get("serving.knative.dev/service", ""))
+            behaviour = openai.Behaviour(containers[0].get("env") if containers else None)
+            self._serve_model(method, path, model, root or model, body, extra, t0, behaviour, labels)
         finally:
             scaler.end(chosen.namespace, chosen.revision)
 
     def _serve_model(self, method: str, path: str, model: str, root: str, body: bytes, extra: dict[str, str],
-                     t0: float) -> None:
+                     t0: float, behaviour: openai.Behaviour, labels: tuple[str, str, str]) -> None:
         extra["x-envoy-upstream-service-time"] = str(int((time.monotonic() - t0) * 1000))
+        ns, revision, service = labels
+        registry = self.server.registry
         if method == "GET" and path == "/health":
             self._send(200, b"", "text/plain", extra)
         elif method == "GET" and path == "/v1/models":
@@ -132,11 +154,21 @@ class Handler(BaseHTTPRequestHandler):
         elif method == "POST" and path == "/v1/chat/completions":
             req = openai.parse_chat_request(body, model)
             if isinstance(req, tuple):
+                registry.request(ns, revision, service, req[0])
                 self._json(req[0], req[1], extra)
-            elif req.get("stream"):
-                self._stream(openai.stream(req, model), extra)
+                return
+            if behaviour.fails(self.server.counters.next(ns, revision)):
+                registry.request(ns, revision, service, 500)
+                self._json(500, openai.error(500, "simulated failure (KNFLEET_SIM_ERROR_RATE)",
+                                             "InternalServerError")[1], extra)
+                return
+            time.sleep(behaviour.latency_s)  # before the first token
+            registry.first_token(ns, revision, model, time.monotonic() - t0)
+            registry.request(ns, revision, service, 200)
+            if req.get("stream"):
+                self._stream(openai.stream(req, model, behaviour.answer), extra)
             else:
-                self._json(200, openai.completion(req, model), extra)
+                self._json(200, openai.completion(req, model, behaviour.answer), extra)
         else:
             self._json(404, openai.error(404, f"Not Found: {method} {path}", "NotFoundError")[1], extra)
 

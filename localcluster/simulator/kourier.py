@@ -42,16 +42,18 @@ class Path:
     match_headers: tuple[tuple[str, str], ...]
     splits: tuple[Split, ...]
 
-    def pick(self) -> Split | None:
-        if not self.splits:
-            return None
-        total = sum(s.percent for s in self.splits) or 1
-        r = random.uniform(0, total)  # noqa: S311 - traffic splitting, not security
-        for s in self.splits:
-            r -= s.percent
-            if r <= 0:
+    def pick(self, draw: float | None = None) -> Split | None:
+        """A split chosen by its percent (Envoy's weighted clusters): a split at 0 % never gets a request."""
+        weighted = [s for s in self.splits if s.percent > 0]
+        if not weighted:
+            return self.splits[0] if self.splits else None
+        total = sum(s.percent for s in weighted)
+        r = (random.random() if draw is None else draw) * total  # noqa: S311 - traffic splitting, not security
+        for s in weighted:
+            if r < s.percent:
                 return s
-        return self.splits[-1]
+            r -= s.percent
+        return weighted[-1]
 
 
 @dataclass(frozen=True)

@@ -63,8 +63,8 @@ def parse_chat_request(body: bytes, model: str) -> tuple[int, dict[str, Any]] | 
     return req
 
 
-def completion(req: dict[str, Any], model: str) -> dict[str, Any]:
-    text = _reply_text(req["messages"], model)
+def completion(req: dict[str, Any], model: str, answer: str | None = None) -> dict[str, Any]:
+    text = reply_text(req["messages"], model, answer)
     prompt = sum(_tokens(str(m.get("content", ""))) for m in req["messages"])
     done = _tokens(text)
     return {
@@ -83,10 +83,10 @@ def completion(req: dict[str, Any], model: str) -> dict[str, Any]:
     }
 
 
-def stream(req: dict[str, Any], model: str) -> Iterator[bytes]:
+def stream(req: dict[str, Any], model: str, answer: str | None = None) -> Iterator[bytes]:
     """Server-sent events of chat.completion.chunk objects, ending with `data: [DONE]`."""
     ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-    text = _reply_text(req["messages"], model)
+    text = reply_text(req["messages"], model, answer)
 
     def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
         body = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -105,3 +105,34 @@ def models(model: str, root: str) -> dict[str, Any]:
         "id": model, "object": "model", "created": int(time.time()), "owned_by": "vllm", "root": root,
         "parent": None, "max_model_len": 32768,
     }]}
+
+
+# --- per-revision behaviour (local group data and tests only: a real vLLM ignores these variables) --------------------
+LATENCY_ENV, ERROR_RATE_ENV, ANSWER_ENV = "KNFLEET_SIM_LATENCY_MS", "KNFLEET_SIM_ERROR_RATE", "KNFLEET_SIM_ANSWER"
+
+
+class Behaviour:
+    """How a revision's simulated model server answers, from its container's env: extra latency before the first
+    token, a share of answers that are HTTP 500 (spread evenly: every 1/rate-th request of the revision, so a test's
+    count is exact), and the text every answer carries."""
+
+    def __init__(self, env: list[dict[str, Any]] | None) -> None:
+        values = {e.get("name"): e.get("value") for e in env or [] if isinstance(e, dict)}
+        self.latency_s = _number(values.get(LATENCY_ENV), 0.0) / 1000.0
+        self.error_rate = min(1.0, max(0.0, _number(values.get(ERROR_RATE_ENV), 0.0)))
+        self.answer: str | None = values.get(ANSWER_ENV)
+
+    def fails(self, n: int) -> bool:
+        """Whether the revision's n-th request (from 1) answers 500."""
+        return int(n * self.error_rate) > int((n - 1) * self.error_rate)
+
+
+def _number(value: Any, default: float) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def reply_text(messages: list[dict[str, Any]], model: str, answer: str | None = None) -> str:
+    return answer if answer is not None else _reply_text(messages, model)

@@ -168,7 +168,7 @@ class _Nodes:
 
 def test_a_wait_that_gives_up_names_the_nodes_that_cannot_run_pods_in_its_first_line():
     from knfleet.kube.client import KubeError
-    from knfleet.run.operations import _with_nodes
+    from knfleet.run.applying import with_nodes as _with_nodes
 
     message = "not ready after 120s:\nksvc t/m: Ready=Unknown reason Deploying"
     lost = _node("gpu-1", "Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status.")

@@ -9,7 +9,7 @@ import pytest
 
 from knfleet import cli
 from knfleet.desired import knconfig, models, plan, render, settings
-from knfleet.run import operations
+from knfleet.run import uninstall
 from tests.unit.bundle_fixture import fixture_bundle
 
 IMAGE = {"queue-sidecar-image": "gcr.io/knative-releases/knative.dev/serving/cmd/queue@sha256:" + "0" * 64}
@@ -152,7 +152,7 @@ def test_uninstall_guard_counts_foreign_services_domain_mappings_and_direct_rout
         _obj("Configuration", "ours", owner="Service"), _obj("Service", "theirs"),
         _obj("DomainMapping", "chat.example.com"), _obj("Route", "handmade"), _obj("Configuration", "bare"),
     ]
-    assert operations.foreign_objects(everything, "app.kubernetes.io/managed-by=knfleet") == [
+    assert uninstall.foreign_objects(everything, "app.kubernetes.io/managed-by=knfleet") == [
         "Configuration team/bare (created directly)", "DomainMapping team/chat.example.com",
         "Knative Service team/theirs", "Route team/handmade (created directly)"]
 
@@ -162,6 +162,6 @@ def test_uninstall_waits_on_what_knative_made_by_its_service_label():
 
     def made(ns, service):
         return {"metadata": {"namespace": ns, "labels": {"serving.knative.dev/service": service}}}
-    assert all(operations.made_for(made(ns, svc), refs) for ns, svc in (("a", "x"), ("a", "y"), ("b", "z")))
+    assert all(uninstall.made_for(made(ns, svc), refs) for ns, svc in (("a", "x"), ("a", "y"), ("b", "z")))
     others = (made("a", "z"), made("b", "x"), {"metadata": {"namespace": "a"}})
-    assert not any(operations.made_for(o, refs) for o in others)
+    assert not any(uninstall.made_for(o, refs) for o in others)

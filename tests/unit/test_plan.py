@@ -33,7 +33,7 @@ def test_install_plan_reads_like_the_flow():
         "Gate:DeploymentsAvailable", "Gate:WebhookServing", "Apply:kourier", "Gate:DeploymentsAvailable",
         "Apply:proxy", "Gate:DeploymentsAvailable", "Gate:DeploymentsAvailable", "Gate:PodsReady",
         "Obsolete:NoneType", "PostInstall:NoneType",
-        "Gate:GpuCapacity", "Apply:services", "Prune:NoneType", "Gate:ServicesReady", "Smoke:NoneType"]
+        "Apply:services", "Prune:NoneType", "Gate:ServicesReady", "Smoke:NoneType"]
     assert steps[4].before_upgrade == "1.17.0" and steps[-1].before_upgrade is None
     assert steps[1].mode == "refuse" and steps[1].needs[0].gpus == 2  # 1 GPU x (initial scale 1 + a rollout pod)
     config = next(s for s in steps if isinstance(s, plan.Apply) and s.stage == "config")
@@ -141,7 +141,7 @@ class StubCluster:
     def find(self, obj):
         return next((o for o in self.live if o["metadata"]["name"] == obj["metadata"]["name"]), None)
 
-    def _parallel(self, calls):
+    def parallel(self, calls):
         return [c() for c in calls]
 
     def apply(self, obj, dry_run=False):

@@ -222,7 +222,7 @@ def test_a_retry_asks_for_the_host_again_when_knative_moved_the_service(server):
 
 
 def test_smoke_hosts_reads_status_url_again_only_for_a_retry():
-    from knfleet.run.operations import _smoke_hosts
+    from knfleet.run.services import smoke_hosts as _smoke_hosts
 
     class Cluster:
         gets = 0

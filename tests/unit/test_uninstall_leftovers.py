@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from knfleet.kube.client import Resource
-from knfleet.run import operations
+from knfleet.run import uninstall
 
 TERMINATING = {
     "kind": "Namespace", "metadata": {"name": "knative-serving"}, "spec": {"finalizers": ["kubernetes"]},
@@ -30,15 +30,15 @@ class FakeCluster:
 
 
 def test_a_terminating_namespace_names_the_objects_holding_finalizers():
-    assert operations.held_in_namespace(FakeCluster(), TERMINATING) == [
+    assert uninstall.held_in_namespace(FakeCluster(), TERMINATING) == [
         "ConfigMap knative-serving/held holds finalizers ['knfleet.test/hold']"]
-    (line,) = operations._left([TERMINATING], FakeCluster())
+    (line,) = uninstall.left_named([TERMINATING], FakeCluster())
     assert line.startswith("Namespace knative-serving") and "ConfigMap knative-serving/held holds finalizers" in line
 
 
 def test_without_the_content_condition_the_controllers_words_are_given():
     ns = {**TERMINATING, "status": {"conditions": [TERMINATING["status"]["conditions"][1]]}}
-    assert operations.held_in_namespace(FakeCluster(), ns) == [
+    assert uninstall.held_in_namespace(FakeCluster(), ns) == [
         "Some content in the namespace has finalizers remaining: knfleet.test/hold in 1 resource instances"]
 
 
@@ -62,14 +62,14 @@ class Ingresses:
 
 def test_a_crd_being_deleted_names_its_objects_holding_finalizers():
     cluster = Ingresses()
-    assert operations.held_by_crd(cluster, CRD) == [
+    assert uninstall.held_by_crd(cluster, CRD) == [
         "Ingress m/svc holds finalizers ['ingresses.networking.internal.knative.dev']"]
     assert cluster.asked == [("networking.internal.knative.dev/v1alpha1", "Ingress")]
-    (line,) = operations._left([CRD], cluster)
+    (line,) = uninstall.left_named([CRD], cluster)
     assert "(finalizers ['customresourcecleanup.apiextensions.k8s.io']); Ingress m/svc holds" in line
     # A CRD not being deleted is not held by anything: nothing is listed.
     live = {**CRD, "metadata": {"name": CRD["metadata"]["name"]}}
-    assert operations.held_by_crd(cluster, live) == [] and len(cluster.asked) == 2
+    assert uninstall.held_by_crd(cluster, live) == [] and len(cluster.asked) == 2
 
 
 def _obj(kind, name, uid, owner=None, deleting=False):
@@ -104,12 +104,12 @@ def test_still_deleting_finds_objects_marked_for_deletion_and_orphans_of_knative
                _obj("Route", "kept", "r2", owner=("Service", "s2")),
                _obj("Configuration", "kept", "c2", owner=("Service", "s2")),
                _obj("Revision", "kept-00001", "v2", owner=("Configuration", "c2"))]
-    names = sorted(f"{o['kind']} {o['metadata']['name']}" for o in operations.still_deleting(Knative(objects)))
+    names = sorted(f"{o['kind']} {o['metadata']['name']}" for o in uninstall.still_deleting(Knative(objects)))
     assert names == ["Ingress gone", "Route gone"]
     whole = [o for o in objects if "gone" not in o["metadata"]["name"]]
-    assert operations.still_deleting(Knative(whole)) == []
+    assert uninstall.still_deleting(Knative(whole)) == []
     # A DomainMapping's Ingress and Certificate have a live owner: not orphans.
     mapped = [*whole, _obj("DomainMapping", "chat.example.com", "d1"),
               _obj("Ingress", "chat.example.com", "i2", owner=("DomainMapping", "d1")),
               _obj("Certificate", "chat.example.com", "c3", owner=("DomainMapping", "d1"))]
-    assert operations.still_deleting(Knative(mapped)) == []
+    assert uninstall.still_deleting(Knative(mapped)) == []
