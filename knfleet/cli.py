@@ -1,6 +1,7 @@
 """The `knfleet` command: what pyinfra's CLI does not do.
 
-    knfleet lint [--cluster-config FILE] [--strict] [--json] PATH...   (YAML, group data or inventory files)
+    knfleet lint [--cluster-config FILE] [--knative-version X.Y.Z] [--strict] [--json] PATH...
+                                                                     (YAML, group data or inventory files)
     knfleet rollout INVENTORY [--bake S] [--max-failed-clusters N] [--resume] [--report FILE]
     knfleet rollback INVENTORY SERVICE [--limit CLUSTER]... [--report FILE]
     knfleet status INVENTORY [--json]
@@ -26,7 +27,7 @@ from typing import Any
 import yaml
 
 from knfleet import __version__, completion
-from knfleet.desired import lint, models, plan, render, settings
+from knfleet.desired import lint, models, plan, releases, render, settings
 
 
 def version() -> str:
@@ -116,7 +117,7 @@ def lint_values(path: str, data: dict[str, Any], base: lint.ClusterConfig) -> li
         return [lint.Problem("error", path, "-", "group data", None, str(err))]
     cfg = plan.with_model_features(cfg, found)
     problems = [lint.Problem(p.severity, path, "-", p.field, p.value, f"{p.message} ({p.configmap})")
-                for p in settings.knative_problems(render.config_maps(None, cfg))]
+                for p in settings.knative_problems(render.config_maps(None, cfg), cfg.knative_version)]
     cfg = dataclasses.replace(
         cfg, autoscaler={**base.autoscaler, **cfg.autoscaler}, defaults={**base.defaults, **cfg.defaults},
         features={**base.features, **cfg.features}, deployment={**base.deployment, **cfg.deployment})
@@ -168,6 +169,11 @@ def cmd_lint(args: argparse.Namespace) -> int:
     except (OSError, yaml.YAMLError) as err:
         print(f"knfleet lint: cannot read --cluster-config {args.cluster_config}: {err}", file=sys.stderr)
         return 2
+    if args.knative_version not in releases.RELEASES:
+        print(f"knfleet lint: --knative-version {args.knative_version!r} is not supported; use one of "
+              f"{', '.join(releases.RELEASES)}", file=sys.stderr)
+        return 2
+    cfg = dataclasses.replace(cfg, release=args.knative_version)
     problems: list[lint.Problem] = []
     for path in args.paths:
         if not Path(path).exists():
@@ -268,6 +274,10 @@ def parser() -> argparse.ArgumentParser:
     kind(p.add_argument("--cluster-config", metavar="FILE",
                         help="YAML with the cluster's config-autoscaler, config-defaults, config-features ConfigMaps"),
          "lint")
+    p.add_argument("--knative-version", default=releases.DEFAULT, metavar="X.Y.Z",
+                   help=f"the Knative Serving release whose webhook decides for Service YAML files ({releases.DEFAULT}"
+                        f"; one of {', '.join(releases.RELEASES)}); group data and inventories use their "
+                        "knative_version")
     p.add_argument("--strict", action="store_true", help="warnings fail too")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_lint)

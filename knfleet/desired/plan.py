@@ -23,6 +23,7 @@ from knfleet.desired import (
     models,
     ownership,
     progressive,
+    releases,
     render,
     settings,
     upgrade,
@@ -205,8 +206,17 @@ Check = CrdsEstablished | DeploymentsAvailable | ReplicasReady | WebhookServing 
 @dataclass(frozen=True)
 class Preflight:
     rights: tuple[Right, ...]
+    release: str = releases.DEFAULT  # the Knative Serving release the run installs (or removes)
+    min_kubernetes: str = releases.RELEASES[releases.DEFAULT].min_kubernetes  # that release's minimum Kubernetes
     task: str = "run"
     title: str = "Preflight: API, version >= 1.30, rights"
+
+
+def preflight(rights: tuple[Right, ...], release: str) -> Preflight:
+    """The preflight of a run for Knative Serving `release`: the operation compares the API server's version with
+    the minimum given here (1.30.0 for 1.17, 1.31.0 for 1.18)."""
+    minimum = releases.get(release).min_kubernetes
+    return Preflight(rights, release, minimum, title=f"Preflight: API, version >= {minimum.rsplit('.', 1)[0]}, rights")
 
 
 @dataclass(frozen=True)
@@ -440,7 +450,8 @@ def with_model_features(cfg: settings.InstallSettings, found: list[models.Model]
 def cluster_config(cfg: settings.InstallSettings) -> lint.ClusterConfig:
     """The cluster configuration a run installs, as lint sees it (one function for the deploy and `knfleet lint`)."""
     return lint.ClusterConfig(autoscaler=cfg.autoscaler, defaults=cfg.defaults, features=cfg.features,
-                              deployment=cfg.deployment, proxy_timeout_seconds=render.proxy_timeout(cfg))
+                              deployment=cfg.deployment, proxy_timeout_seconds=render.proxy_timeout(cfg),
+                              release=cfg.knative_version)
 
 
 def lint_models(where: str, cfg: settings.InstallSettings, found: list[models.Model]) -> list[lint.Problem]:
@@ -458,7 +469,7 @@ def check_models(host_name: str, cfg: settings.InstallSettings, found: list[mode
 
 def check_config(cfg: settings.InstallSettings, b: bundle.Bundle) -> list[str]:
     """Knative's config webhook verdict on the ConfigMaps as installed: errors stop the run; the warnings."""
-    problems = settings.knative_problems(render.config_maps(b, cfg))
+    problems = settings.knative_problems(render.config_maps(b, cfg), cfg.knative_version)
     errors = [str(p) for p in problems if p.severity == "error"]
     if errors:
         raise settings.SettingsError("\n".join(errors))
@@ -584,7 +595,7 @@ def install(d: Desired) -> list[Step]:
         return Apply(name, stage[name].objects, task, title, **kw)
 
     targets = smoke_targets(d)
-    steps: list[Step] = [Preflight(install_rights(d))]
+    steps: list[Step] = [preflight(install_rights(d), cfg.knative_version)]
     needs = gpu_needs(d)
     if needs and run.gpu_preflight != "off":
         steps.append(Capacity(needs, run.gpu_preflight))
@@ -679,7 +690,7 @@ def rollback(d: Desired) -> list[Step]:
     """Preflight, lock, the previous version back at 100 %, and its smoke test."""
     run = d.settings.run
     target = rollback_model(d)
-    steps: list[Step] = [Preflight(install_rights(d)), Lock(run.lock_ttl, run.lock_wait),
+    steps: list[Step] = [preflight(install_rights(d), d.settings.knative_version), Lock(run.lock_ttl, run.lock_wait),
                          Rollback(target.ref, title=f"Roll back {target.ref} to its previous version")]
     smoke = tuple(s for s in smoke_targets(d) if s.ref == target.ref)
     if run.smoke and smoke:
@@ -701,7 +712,7 @@ def rollback_model(d: Desired) -> models.Model:
 def uninstall(d: Desired) -> list[Step]:
     t, force = d.settings.wait_timeout, d.settings.run.force_uninstall
     steps: list[Step] = [
-        Preflight(uninstall_rights(d)),
+        preflight(uninstall_rights(d), d.settings.knative_version),
         Lock(d.settings.run.lock_ttl, d.settings.run.lock_wait),
         Guard(MANAGED, force, d.settings.run.uninstall_foreign,
               tuple(o for s in d.stages for o in s.objects if (o.get("metadata") or {}).get("namespace")
