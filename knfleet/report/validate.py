@@ -83,7 +83,49 @@ SMOKE: dict[str, tuple[Check, bool]] = {
 }
 SERVICE: dict[str, tuple[Check, bool]] = {"service": (_string, False), "ready": (_boolean, False),
                                           "reason": (_string, False)}
-REQUIRED = {"step": ("title",), "smoke": ("service",), "service": ("service",)}
+CHANGE: dict[str, tuple[Check, bool]] = {  # knfleet diff / --dry: an object's field-level changes
+    "object": (_string, False), "stage": (_string, False), "why": (_string, False),
+}
+OPERATION: dict[str, tuple[Check, bool]] = {  # one RFC 6902 operation with its field and last writer
+    "op": (_string, False), "path": (_string, False), "field": (_string, True), "manager": (_string, True),
+    "time": (_string, True),
+}
+ROLLOUT: dict[str, tuple[Check, bool]] = {  # a progressive model rollout
+    "service": (_string, False), "outcome": (_string, True), "candidate": (_string, True), "stable": (_string, True),
+    "surge": (_boolean, False), "resumed_at": (_number, True), "reason": (_string, True),
+}
+ROLLOUT_STEP: dict[str, tuple[Check, bool]] = {"percent": (_number, False), "ok": (_boolean, False),
+                                               "check": (_string, True)}
+FIGURES: dict[str, tuple[Check, bool]] = {"requests": (_number, False), "errors": (_number, False),
+                                          "p95_s": (_number, True), "ttft_p95_s": (_number, True)}
+REQUIRED = {"step": ("title",), "smoke": ("service",), "service": ("service",), "operation": ("op",)}
+
+
+def _list(path: str, where: str, obj: dict[str, Any], key: str) -> list[Any]:
+    items = obj.get(key, [])
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise ReportError(f"{path}: {where}.{key}: {shown(items, 80)} is not allowed; expected a list")
+    return items
+
+
+def _changes(path: str, where: str, o: dict[str, Any]) -> None:
+    for i, c in enumerate(_list(path, where, o, "changes")):
+        _fields(path, f"{where}.changes[{i}]", c, CHANGE)
+        for j, op in enumerate(_list(path, f"{where}.changes[{i}]", c, "patch")):
+            _fields(path, f"{where}.changes[{i}].patch[{j}]", op, OPERATION, REQUIRED["operation"])
+
+
+def _rollouts(path: str, where: str, o: dict[str, Any]) -> None:
+    for i, r in enumerate(_list(path, where, o, "rollouts")):
+        at = f"{where}.rollouts[{i}]"
+        _fields(path, at, r, ROLLOUT)
+        for j, st in enumerate(_list(path, at, r, "steps")):
+            _fields(path, f"{at}.steps[{j}]", st, ROLLOUT_STEP)
+            for tag in ("stable", "candidate"):
+                if st.get(tag) is not None:
+                    _fields(path, f"{at}.steps[{j}].{tag}", st[tag], FIGURES)
 
 
 def _fields(path: str, where: str, obj: Any, schema: dict[str, tuple[Check, bool]], required: tuple[str, ...] = ()
@@ -125,6 +167,8 @@ def check(path: str, data: Any) -> None:
                 raise ReportError(f"{path}: {where}.{key}: {shown(items, 80)} is not allowed; expected a list")
             for i, x in enumerate(items):
                 _fields(path, f"{where}.{key}[{i}]", x, schema, REQUIRED[item])
+        _changes(path, where, o)
+        _rollouts(path, where, o)
         for key in ("smoke", "smoke_after_bake"):
             items = o.get(key, [])
             if not isinstance(items, list):

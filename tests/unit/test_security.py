@@ -8,6 +8,7 @@ are in tests/integration/test_security.py (real API servers).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -192,9 +193,20 @@ def test_a_parse_cache_folder_of_another_user_is_not_used(cache):
 
 # --- 6. reports: validated input, metrics read back, bundle files read once, temporary files ----------------------
 def _report() -> dict[str, Any]:
+    """A rollout's report with every kind of entry a page shows: steps, smoke results, field-level changes and a
+    progressive rollout."""
     from tests.unit.test_reports import converged_rollout
 
-    return converged_rollout()
+    data = converged_rollout()
+    c1 = data["clusters"]["c1"]
+    c1["changes"] = [{"object": "ConfigMap/knative-serving/config-domain", "stage": "config", "why": "differs",
+                      "patch": [{"op": "replace", "path": "/data/a", "value": "1", "old": "2", "field": "data.a",
+                                 "manager": "kubectl-edit", "time": "2026-11-27T10:00:00Z"}]}]
+    figures = {"requests": 20, "errors": 0, "p95_s": 0.41, "ttft_p95_s": 0.1}
+    c1["rollouts"] = [{"service": "ns/a", "outcome": "promoted", "candidate": "a-2", "stable": "a-1", "surge": False,
+                       "resumed_at": None, "reason": "", "steps": [
+                           {"percent": 25, "ok": True, "check": "", "stable": figures, "candidate": figures}]}]
+    return data
 
 
 def knfleet_report(tmp_path: Path, data: Any, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -268,7 +280,7 @@ def test_knfleet_report_survives_any_damage_to_a_report(tmp_path, capsys):
                 if drop and isinstance(parent, dict):
                     parent.pop(at[-1], None)
                 else:
-                    parent[at[-1]] = value
+                    parent[at[-1]] = copy.deepcopy(value)  # never one object in two places (or in itself)
             except (KeyError, IndexError, TypeError):
                 continue
         code, err = knfleet_report(tmp_path, data, capsys)
