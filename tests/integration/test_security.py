@@ -373,6 +373,7 @@ def test_a_run_that_loses_its_lease_while_it_waits_stops_at_once(installed):
     inv, kube = installed
     cluster = client(kube)
     kube.cluster.set_faults({"knative-serving/webhook": "hold"})
+    proc = None
     try:
         eventually(lambda: not readiness.deployment_available(
             kube.json("get", "deployment", "webhook", "-n", "knative-serving")), 60, what="the webhook unavailable")
@@ -388,6 +389,9 @@ def test_a_run_that_loses_its_lease_while_it_waits_stops_at_once(installed):
             "availableReplicas") in (None, 0), "the webhook came back: the test proves nothing"
     finally:
         kube.cluster.set_faults({})
+        if proc is not None and proc.poll() is None:  # the test failed before the run ended: no orphan left
+            proc.kill()
+            proc.communicate()
     assert proc.returncode != 0, err[-3000:]
     closing = next(x for x in err.splitlines() if x.startswith(f"knfleet: {kube.name}: "))
     assert "lost the cluster's lock" in closing and "not ready after" not in closing, closing
