@@ -72,6 +72,9 @@ def apply(step: p.Apply):
     shown = [str(d) for d in drifted]
     say(f"{step.stage}: {len(shown)} object(s) differ: " + ", ".join(shown[:8]) + (" …" if len(shown) > 8 else ""))
     wanted = {d.ref for d in drifted}
+    for what, note in step.notes:
+        if what in wanted:
+            say(note)
     yield command(step.title, apply_objects, cluster, records, [o for o in step.objects if ref(o) in wanted],
                   step.stage, step.webhook_retry, step.repair_config)
 
