@@ -304,6 +304,16 @@ def _annotations(m: Model) -> dict[str, str]:
     return ann
 
 
+def with_port(probe: dict[str, Any], port: int) -> dict[str, Any]:
+    """A startup probe with the container port where it names none: Knative fills it into readiness and liveness
+    probes only, and a startup probe's port 0 makes a Deployment Kubernetes refuses."""
+    out = dict(probe)
+    for handler in ("httpGet", "tcpSocket"):
+        if isinstance(out.get(handler), dict) and out[handler].get("port") in (None, 0, "", "0"):
+            out[handler] = {**out[handler], "port": port}
+    return out
+
+
 def render_service(m: Model) -> dict[str, Any]:
     """The Knative Service of a model, in the runbook's shape."""
     args = ["--model", m.model, "--served-model-name", m.served_model_name, "--port", str(m.port), *m.args]
@@ -329,7 +339,7 @@ def render_service(m: Model) -> dict[str, Any]:
     if env:
         container["env"] = env
     if m.startup_probe:
-        container["startupProbe"] = m.startup_probe
+        container["startupProbe"] = with_port(m.startup_probe, m.port)
     spec: dict[str, Any] = {"containers": [container]}
     if m.shm_size:
         container["volumeMounts"] = [{"name": "shm", "mountPath": "/dev/shm"}]
