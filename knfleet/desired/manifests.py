@@ -250,7 +250,7 @@ def check_documents(file: str, docs: list[Any], cfg: lint.ClusterConfig,
             continue
         if not isinstance(doc, dict):
             problems.append(lint.Problem("error", file, "-", where, type(doc).__name__,
-                                         "not a mapping: each document is one Kubernetes object"))
+                                         "not a mapping; use one Kubernetes object (a mapping) per document"))
             continue
         kind = (doc.get("apiVersion"), doc.get("kind"))
         if kind == NAMESPACE:
@@ -288,15 +288,25 @@ def _names(doc: dict[str, Any], c: _Doc) -> tuple[str, str] | None:
     if "status" in doc:
         c.error("status", None, "written by Kubernetes and Knative, not by a manifest; remove it")
         ok = False
+    template = (doc.get("spec") or {}).get("template") if isinstance(doc.get("spec"), dict) else None
+    tmeta = template.get("metadata") if isinstance(template, dict) else None
+    for where, meta_of in (("metadata", meta), ("spec.template.metadata", tmeta)):
+        for part in ("labels", "annotations"):
+            values = meta_of.get(part) if isinstance(meta_of, dict) else None
+            if values is not None and not isinstance(values, dict):
+                c.error(f"{where}.{part}", _cut(values), "use a mapping of names to strings")
+                ok = False
+            for key, value in (values or {}).items() if isinstance(values, dict) else ():
+                if not isinstance(value, str):
+                    c.error(f"{where}.{part}[{key}]", _cut(value), "Kubernetes takes only strings here (the API "
+                                                                   f"server refuses the object); quote it: \"{value}\"")
+                    ok = False
     return (name, ns) if ok else None
 
 
 def _labels(meta: dict[str, Any], c: _Doc, what: str) -> dict[str, str] | None:
-    """The object's labels with knfleet's managed label (refused when the manifest gives it to someone else)."""
+    """The service's labels with knfleet's managed label (refused when the manifest gives it to someone else)."""
     labels = meta.get("labels") or {}
-    if not isinstance(labels, dict):
-        c.error("metadata.labels", _cut(labels), "use a mapping of label names to values")
-        return None
     owner = labels.get(models.MANAGED_BY)
     if owner is not None and owner != "knfleet":
         c.error(f"metadata.labels[{models.MANAGED_BY}]", owner, (
@@ -314,10 +324,8 @@ def _namespace(file: str, where: str, doc: dict[str, Any]) -> tuple[dict[str, An
     c.ref = names[0]
     out = copy.deepcopy(doc)
     out["metadata"].pop("namespace", None)
-    labels = _labels(out["metadata"], c, "namespace")
-    if labels is None:
-        return None, c.problems
-    out["metadata"]["labels"] = labels
+    # the managed label where none is written (a namespace is never pruned: another owner's label stays)
+    out["metadata"]["labels"] = {models.MANAGED_BY: "knfleet", **(out["metadata"].get("labels") or {})}
     return out, c.problems
 
 
@@ -619,7 +627,14 @@ def together(checked: list[Checked], entries: Mapping[str, Any], found: list[mod
 
 def documents(raw: Any, base: str | None = None) -> list[tuple[str, list[Any]]]:
     """Each file of group data `model_manifests`, with its documents (read once: see `parse`)."""
-    return [(f, parse(f, base)) for f in resolve(raw, base)]
+    out = []
+    for f in resolve(raw, base):
+        try:
+            out.append((f, parse(f, base)))
+        except ManifestError as err:
+            raise ManifestError(f"model_manifests: {err}; use YAML files holding Knative Services and Namespaces") \
+                from None
+    return out
 
 
 def load(files: list[tuple[str, list[Any]]], raw_entries: Any, cfg: lint.ClusterConfig,
@@ -628,8 +643,8 @@ def load(files: list[tuple[str, list[Any]]], raw_entries: Any, cfg: lint.Cluster
     raises ManifestError before any cluster is touched."""
     entries = entries_of(raw_entries)
     if entries and not files:
-        raise ManifestError("model_manifest_settings: set, but model_manifests names no file; set model_manifests "
-                            "too, or remove the settings")
+        raise ManifestError("model_manifest_settings: not allowed when model_manifests names no file; use it with "
+                            "model_manifests, or remove it")
     return together([check_documents(f, docs, cfg, entries) for f, docs in files], entries, found)
 
 

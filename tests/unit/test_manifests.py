@@ -138,6 +138,9 @@ def problems(tmp_path: Path, *docs: Any, entries: dict | None = None) -> list[st
     ([runbook(name="Bad_Name")], ["metadata.name = 'Bad_Name'", "DNS label"]),
     ([runbook(meta={"resourceVersion": "12"})], ["metadata.resourceVersion", "kubectl get -o yaml"]),
     ([runbook(meta={"labels": {models.MANAGED_BY: "Helm"}})], ["managed-by] = 'Helm'", "remove the label"]),
+    ([runbook(annotations={P + "min-scale": 1})], ["annotations[autoscaling.knative.dev/min-scale] = 1",
+                                                  "quote it: \"1\""]),
+    ([runbook(meta={"labels": {"tier": True}})], ["metadata.labels[tier] = True"]),
     ([runbook(meta={"annotations": {"knfleet.dev/smoek": "never"}})],
      ["unknown knfleet annotation (did you mean knfleet.dev/smoke?)"]),
     ([runbook(meta={"annotations": {"knfleet.dev/smoke": "sometimes"}})], ["knfleet.dev/smoke] = 'sometimes'"]),
@@ -174,7 +177,7 @@ def test_a_file_that_is_not_yaml_or_cannot_be_read(tmp_path):
     bad.write_text("kind: [unclosed\n")
     (p,) = manifests.check_file(str(bad), lint.ClusterConfig()).problems
     assert p.severity == "error" and p.file == str(bad) and "not valid YAML" in p.message
-    with pytest.raises(InputError, match=r"bad\.yaml: not valid YAML"):
+    with pytest.raises(InputError, match=r"model_manifests: .*bad\.yaml: not valid YAML"):
         desired({"model_manifests": [str(bad)]})
 
 
@@ -246,6 +249,14 @@ def test_the_same_service_twice_is_refused_naming_both_places(tmp_path):
     c = write(tmp_path / "c.yaml", other, runbook("second"))
     with pytest.raises(InputError, match="Namespace knative-qwen7b is defined twice, differently"):
         desired({"model_manifests": [str(a), str(c)]})
+
+
+def test_a_namespace_keeps_the_label_its_owner_wrote(tmp_path):
+    ns = {"apiVersion": "v1", "kind": "Namespace",
+          "metadata": {"name": "knative-qwen7b", "labels": {models.MANAGED_BY: "Helm"}}}
+    d = desired({"model_manifests": [str(write(tmp_path / "q.yaml", ns, runbook()))]})
+    stage = next(s for s in d.stages if s.name == "services")
+    assert stage.objects[0]["metadata"]["labels"] == {models.MANAGED_BY: "Helm"}
 
 
 def test_paths_and_globs_relative_to_the_deploy_directory(tmp_path, monkeypatch):
