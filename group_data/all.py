@@ -1,7 +1,8 @@
 """Desired state for every cluster. Per-group files (group_data/<group>.py) override these."""
 
-# Knative Serving release (sha256-pinned in knfleet/bundle.py). None: download from the official URLs
-# into files/cache/; or name an offline folder holding serving-crds.yaml, serving-core.yaml, kourier.yaml.
+# Knative Serving release (sha256-pinned in knfleet/desired/bundle.py). None: download from the official URLs
+# into ~/.cache/knfleet/bundles ($KNFLEET_CACHE/bundles); or name an offline folder holding serving-crds.yaml,
+# serving-core.yaml, kourier.yaml.
 knative_version = "1.17.0"
 knative_bundle_dir = None
 knative_optional_files = []  # e.g. ["serving-hpa.yaml"]

@@ -1,7 +1,7 @@
 """Every started local cluster (`make local-up`), one host per cluster: pyinfra inventories/local.py deploy.py
 
 Uses the offline Knative bundles at ../shared/knative/v<knative_version> when they exist (so `--data
-knative_version=1.17.2` upgrades from the 1.17.2 folder).
+knative_version=1.18.1` upgrades from the 1.18.1 folder).
 """
 
 from pathlib import Path

@@ -1,9 +1,11 @@
 """The `knfleet` command: what pyinfra's CLI does not do.
 
-    knfleet lint [--cluster-config FILE] [--strict] [--json] PATH...   (YAML, group data or inventory files)
+    knfleet lint [--cluster-config FILE] [--knative-version X.Y.Z] [--strict] [--json] PATH...
+                                                                     (YAML, group data or inventory files)
     knfleet rollout INVENTORY [--bake S] [--max-failed-clusters N] [--resume] [--report FILE]
     knfleet rollback INVENTORY SERVICE [--limit CLUSTER]... [--report FILE]
     knfleet status INVENTORY [--json]
+    knfleet diff INVENTORY [--json] [--report FILE] [--report-html FILE]
     knfleet doctor INVENTORY [--json]
     knfleet report JSON... [-o FILE.html]
     knfleet completion bash|zsh
@@ -25,7 +27,7 @@ from typing import Any
 import yaml
 
 from knfleet import __version__, completion
-from knfleet.desired import lint, manifests, models, plan, render, settings
+from knfleet.desired import lint, manifests, models, plan, releases, render, settings
 
 
 def version() -> str:
@@ -120,7 +122,7 @@ def lint_values(path: str, data: dict[str, Any], base: lint.ClusterConfig) -> li
         return [lint.Problem("error", path, "-", "model_manifests", None, str(err))]
     cfg = dataclasses.replace(cfg, features={**manifests.needed_features(files), **cfg.features})
     problems = [lint.Problem(p.severity, path, "-", p.field, p.value, f"{p.message} ({p.configmap})")
-                for p in settings.knative_problems(render.config_maps(None, cfg))]
+                for p in settings.knative_problems(render.config_maps(None, cfg), cfg.knative_version)]
     cfg = dataclasses.replace(
         cfg, autoscaler={**base.autoscaler, **cfg.autoscaler}, defaults={**base.defaults, **cfg.defaults},
         features={**base.features, **cfg.features}, deployment={**base.deployment, **cfg.deployment})
@@ -189,6 +191,11 @@ def cmd_lint(args: argparse.Namespace) -> int:
     except (OSError, yaml.YAMLError) as err:
         print(f"knfleet lint: cannot read --cluster-config {args.cluster_config}: {err}", file=sys.stderr)
         return 2
+    if args.knative_version not in releases.RELEASES:
+        print(f"knfleet lint: --knative-version {args.knative_version!r} is not supported; use one of "
+              f"{', '.join(releases.RELEASES)}", file=sys.stderr)
+        return 2
+    cfg = dataclasses.replace(cfg, release=args.knative_version)
     problems: list[lint.Problem] = []
     for path in args.paths:
         if not Path(path).exists():
@@ -269,6 +276,13 @@ def cmd_status(a: argparse.Namespace) -> int:
     return status.status(a.inventory, a.json)
 
 
+def cmd_diff(a: argparse.Namespace) -> int:
+    cooperative()
+    from knfleet.fleet import diff
+
+    return diff.run(a.inventory, a.json, a.report, a.report_html)
+
+
 def parser() -> argparse.ArgumentParser:
     """knfleet's command line (also what `knfleet completion` is made from)."""
     kind = completion.kind
@@ -282,6 +296,10 @@ def parser() -> argparse.ArgumentParser:
     kind(p.add_argument("--cluster-config", metavar="FILE",
                         help="YAML with the cluster's config-autoscaler, config-defaults, config-features ConfigMaps"),
          "lint")
+    p.add_argument("--knative-version", default=releases.DEFAULT, metavar="X.Y.Z",
+                   help=f"the Knative Serving release whose webhook decides for Service YAML files ({releases.DEFAULT}"
+                        f"; one of {', '.join(releases.RELEASES)}); group data and inventories use their "
+                        "knative_version")
     p.add_argument("--strict", action="store_true", help="warnings fail too")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_lint)
@@ -312,6 +330,13 @@ def parser() -> argparse.ArgumentParser:
     kind(st.add_argument("inventory"), "inventory")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
+    df = sub.add_parser("diff", help="per cluster, changing nothing: each field a run would change and who changed it "
+                                     "last (exit 0 none, 1 changes, 2 bad input, 3 cluster errors)")
+    kind(df.add_argument("inventory"), "inventory")
+    df.add_argument("--json", action="store_true", help="the JSON report on standard output")
+    kind(df.add_argument("--report", metavar="FILE", help="write the JSON report here"), "json")
+    kind(df.add_argument("--report-html", metavar="FILE", help="write the HTML report here"), "html")
+    df.set_defaults(func=cmd_diff)
     dr = sub.add_parser("doctor", help="per cluster, changing nothing: kubeconfig, context, credential plugin, "
                                        "API server, version, rights, release files")
     kind(dr.add_argument("inventory"), "inventory")

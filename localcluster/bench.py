@@ -8,9 +8,9 @@
     deploying 1, 10 and 100 model services                         vs  one batched apply + wait of the same objects
     knfleet lint of 1,000 services
 
-Results: reports/bench.json and a table printed at the end (copied into the README). BENCH_ROUNDS (default 5)
-sets the paired runs per comparison; BENCH_CLUSTERS (default 10) the largest fleet; BENCH_ONLY (comma-separated:
-lint, noop, fleet, progressive, fresh, services) runs only those.
+Results: reports/bench.json and a table printed at the end (copied into docs/measurements.md). BENCH_ROUNDS
+(default 5) sets the paired runs per comparison; BENCH_CLUSTERS (default 10) the largest fleet; BENCH_ONLY
+(comma-separated: lint, noop, fleet, progressive, fresh, services) runs only those.
 """
 
 from __future__ import annotations

@@ -6,14 +6,16 @@
 kube-apiserver, kube-controller-manager, kube-scheduler and kubectl come from
 k8s.io/kubernetes/cmd/... through a small generated Go module whose `replace`
 directives point every k8s.io staging module at its v0.<minor>.<patch> release;
-etcd from go.etcd.io/etcd/server/v3's etcdmain; kwok with `go install`; Knative Serving's webhook and
-controller from knative.dev/serving through a wrapper module that repeats serving's own `replace`
-(the controller from a small main of ours: localcluster/knative/controller/main.go).
+etcd from go.etcd.io/etcd/server/v3's etcdmain; kwok with `go install`; Knative Serving's webhook,
+controller, migrate and cleanup of each release in versions.KNATIVE_BUILDS from knative.dev/serving through a
+wrapper module that repeats serving's own `replace` directives (the controller from a small main of ours:
+localcluster/knative/controller/main.go, the same for every release built here).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -65,11 +67,41 @@ def etcd_go_mod() -> str:
     return f"module knfleet.local/etcdbin\n\ngo 1.23.0\n\nrequire go.etcd.io/etcd/server/v3 v{versions.ETCD}\n"
 
 
-def knative_go_mod() -> str:
-    lines = ["module knfleet.local/knativebin", "", "go 1.23.0", "",
-             f"require knative.dev/serving v{versions.KNATIVE_SERVING}", ""]
-    lines += [f"replace {r}" for r in versions.KNATIVE_REPLACES]
+def knative_go_mod(serving: str, replaces: list[str]) -> str:
+    """The wrapper module of one Knative Serving build: requires knative.dev/serving v<serving> and repeats its own
+    go.mod's replaces (`go install …@v0.44.0` refuses a module with a replace)."""
+    lines = ["module knfleet.local/knativebin", "", "go 1.23.0", "", f"require knative.dev/serving v{serving}", ""]
+    lines += [f"replace {r}" for r in replaces]
     return "\n".join(lines) + "\n"
+
+
+def replace_lines(gomod_json: dict) -> list[str]:
+    """`go mod edit -json`'s Replace entries as go.mod `replace` lines (old [version] => new version)."""
+    out = []
+    for r in gomod_json.get("Replace") or []:
+        old, new = r["Old"], r["New"]
+        if not new.get("Version"):
+            raise SystemExit(f"[build] knative.dev/serving replaces {old['Path']} by a local path ({new['Path']}): "
+                             "a wrapper module cannot repeat that")
+        left = f"{old['Path']} {old['Version']}" if old.get("Version") else old["Path"]
+        out.append(f"{left} => {new['Path']} {new['Version']}")
+    return out
+
+
+def serving_replaces(serving: str, env: dict[str, str]) -> list[str]:
+    """The `replace` directives of knative.dev/serving v<serving>'s own go.mod (downloaded from the module proxy)."""
+    env = {k: v for k, v in env.items() if k != "GOFLAGS"}
+    where = paths.cache_root()
+    where.mkdir(parents=True, exist_ok=True)
+    got = subprocess.run(["go", "mod", "download", "-json", f"knative.dev/serving@v{serving}"], cwd=where, env=env,
+                         capture_output=True, text=True)
+    if got.returncode != 0:
+        raise SystemExit(f"[build] cannot download knative.dev/serving@v{serving}: {got.stdout}{got.stderr}")
+    gomod = json.loads(got.stdout)["GoMod"]
+    edit = subprocess.run(["go", "mod", "edit", "-json", gomod], cwd=where, env=env, capture_output=True, text=True)
+    if edit.returncode != 0:
+        raise SystemExit(f"[build] cannot read {gomod}: {edit.stderr}")
+    return replace_lines(json.loads(edit.stdout))
 
 
 KNATIVE_TOOLS = """//go:build tools
@@ -106,32 +138,41 @@ def missing_knative(bin_dir: Path) -> list[str]:
     return [n for n in versions.KNATIVE_COMMANDS if not (bin_dir / n).is_file()]
 
 
-def build_knative(force: bool = False) -> Path:
-    """Knative Serving's webhook and controller (real binaries, run as the processes behind their pods)."""
-    bin_dir = paths.knative_bin_dir()
+def build_knative(force: bool = False) -> dict[str, Path]:
+    """Knative Serving's webhook, controller, migrate and cleanup of every release in versions.KNATIVE_BUILDS (real
+    binaries, run as the processes behind their pods): release -> its bin folder."""
+    out = {}
+    for release in versions.KNATIVE_BUILDS:
+        out[release] = build_knative_release(release, force)
+    return out
+
+
+def build_knative_release(release: str, force: bool = False) -> Path:
+    serving = versions.KNATIVE_BUILDS[release]
+    bin_dir = paths.knative_bin_dir(release)
     todo = list(versions.KNATIVE_COMMANDS) if force else missing_knative(bin_dir)
     if not todo:
         return bin_dir
     if shutil.which("go") is None:
-        raise SystemExit("[build] the Go toolchain (go) is not on PATH; install Go >= 1.23")
+        raise SystemExit("[build] the Go toolchain (go) is not on PATH; install Go >= 1.24")
     bin_dir.mkdir(parents=True, exist_ok=True)
     t = time.monotonic()
-    mod = paths.cache_root() / "src" / versions.knative_bin_key()
+    mod = paths.cache_root() / "src" / versions.knative_bin_key(release)
     mod.mkdir(parents=True, exist_ok=True)
-    (mod / "go.mod").write_text(knative_go_mod())
+    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod -buildvcs=false")
+    _log(f"knative.dev/serving v{serving} (Knative Serving {release}): {', '.join(todo)}")
+    (mod / "go.mod").write_text(knative_go_mod(serving, serving_replaces(serving, env)))
     (mod / "tools.go").write_text(KNATIVE_TOOLS)
     shutil.copytree(Path(__file__).with_name("knative") / "controller", mod / "controller", dirs_exist_ok=True)
-    env = dict(os.environ, CGO_ENABLED="0", GOFLAGS="-mod=mod -buildvcs=false")
-    _log(f"knative.dev/serving v{versions.KNATIVE_SERVING} (Knative Serving {versions.KNATIVE_RELEASE}): "
-         f"{', '.join(todo)}")
     _run(["go", "mod", "tidy"], mod, env)
-    for name in todo:
-        _run(["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(bin_dir / name),
-              versions.KNATIVE_COMMANDS[name]], mod, env)
+    # one `go build` for all of them: the packages compile in parallel; each binary is named after its package's
+    # folder (webhook, controller, migrate, cleanup: the names in the release images)
+    _run(["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(bin_dir) + "/",
+          *[versions.KNATIVE_COMMANDS[name] for name in todo]], mod, env)
     still = missing_knative(bin_dir)
     if still:
         raise SystemExit(f"[build] finished but {', '.join(still)} missing in {bin_dir}")
-    _log(f"knative binaries done in {time.monotonic() - t:.0f}s: {bin_dir}")
+    _log(f"knative {release} binaries done in {time.monotonic() - t:.0f}s: {bin_dir}")
     return bin_dir
 
 

@@ -302,7 +302,7 @@ class LocalCluster:
         self._wait_apiserver(state, 120)
         self._spawn(state, "runner", [
             sys.executable, "-m", "localcluster.runner", f"--cluster-dir={self.dir}",
-            f"--bin-dir={paths.knative_bin_dir()}", f"--egress-socket={self.egress_socket}",
+            f"--bin-root={paths.bin_root()}", f"--egress-socket={self.egress_socket}",
             f"--kubelet-port={state.ports['kubelet']}",
         ], env=_python_env())
         self._wait(state, "runner", self.egress_socket.exists, 60, "serving the egress proxy")

@@ -17,15 +17,20 @@ def cache_root() -> Path:
 
 
 def bin_dir() -> Path:
-    return cache_root() / "bin" / versions.bin_key()
+    return bin_root() / versions.bin_key()
 
 
-def knative_bin_dir() -> Path:
-    return cache_root() / "bin" / versions.knative_bin_key()
+def bin_root() -> Path:
+    """Every built binary, one folder per set (Kubernetes; each Knative release)."""
+    return cache_root() / "bin"
 
 
-def binary(name: str) -> Path:
-    folder = knative_bin_dir() if name in versions.KNATIVE_COMMANDS else bin_dir()
+def knative_bin_dir(release: str = versions.KNATIVE_RELEASE) -> Path:
+    return bin_root() / versions.knative_bin_key(release)
+
+
+def binary(name: str, release: str = versions.KNATIVE_RELEASE) -> Path:
+    folder = knative_bin_dir(release) if name in versions.KNATIVE_COMMANDS else bin_dir()
     return folder / name
 
 

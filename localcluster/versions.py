@@ -8,23 +8,24 @@ KUBERNETES = "1.32.5"
 ETCD = "3.5.21"
 KWOK = "0.7.0"
 
-# Knative Serving's own webhook and controller, built from knative.dev/serving's Go module.
-# v0.44.0 is Knative Serving 1.17.0. 1.17.2 (v0.44.2) is not served by the Go module proxy
-# reachable here, so a 1.17.2 pod runs this build (the pod runner logs it).
-KNATIVE_SERVING = "0.44.0"
-KNATIVE_RELEASE = "1.17.0"
-# knative.dev/serving's own go.mod replaces k8s.io/gengo/v2; `go install …@v0.44.0` refuses a module
-# with a replace, so the wrapper module repeats it.
-KNATIVE_REPLACES = (
-    "k8s.io/gengo/v2 v2.0.0-20240826214909-a7b603a56eb7 => k8s.io/gengo/v2 v2.0.0-20240228010128-51d4e06bde70",
-)
+# Knative Serving's own webhook, controller and post-install Jobs, built from knative.dev/serving's Go module, one
+# build per release (Serving 1.X.Y is the module's v0.(X+27).Y). The pod runner runs the build of the release a pod's
+# image digest belongs to (localcluster/runner/releases.py). 1.17.2 (v0.44.2) is not served by the Go module proxy
+# reachable here ("403 This module version is not available"): a 1.17.2 pod is not run, and says why.
+KNATIVE_BUILDS = {"1.17.0": "0.44.0", "1.17.1": "0.44.1", "1.18.1": "0.45.1"}
+KNATIVE_NOT_BUILT = {"1.17.2": "0.44.2"}  # pinned releases with no build here (release -> module version)
+KNATIVE_RELEASE = "1.17.0"  # the default release (knfleet's), built first
+KNATIVE_SERVING = KNATIVE_BUILDS[KNATIVE_RELEASE]
+# Each wrapper module repeats the `replace` directives of that serving version's own go.mod (v0.44.x replaces
+# k8s.io/gengo/v2, v0.44.1 also pins k8s.io/api & co. to v0.31.4; v0.45.1 has none): read from its go.mod at build
+# time (localcluster.build.serving_replaces), since a dependency's replaces do not apply to the module using it.
 # Binary name (as in the release images: /ko-app/<name>, so field managers read the same) -> what it is built
 # from ("./controller" is our main, see localcluster/knative/controller).
 KNATIVE_COMMANDS = {
     "webhook": "knative.dev/serving/cmd/webhook",
     "controller": "./controller",
     # The post-install Jobs of serving-post-install-jobs.yaml (run on upgrades): the storage-version migration
-    # from knative.dev/pkg (at the version serving v0.44.0 requires) and serving's cleanup of old resources.
+    # from knative.dev/pkg (at the version that serving version requires) and serving's cleanup of old resources.
     "migrate": "knative.dev/pkg/apiextensions/storageversion/cmd/migrate",
     "cleanup": "knative.dev/serving/pkg/cleanup/cmd/cleanup",
 }
@@ -56,6 +57,6 @@ def bin_key() -> str:
     return f"k8s-{KUBERNETES}_etcd-{ETCD}_kwok-{KWOK}"
 
 
-def knative_bin_key() -> str:
-    """Folder name of the built Knative binaries in the cache."""
-    return f"knative-serving-v{KNATIVE_SERVING}"
+def knative_bin_key(release: str = KNATIVE_RELEASE) -> str:
+    """Folder name of one release's built Knative binaries in the cache (KeyError: no build of that release)."""
+    return f"knative-serving-v{KNATIVE_BUILDS[release]}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -50,3 +51,25 @@ def eventually(check: Callable[[], Any], timeout: float = 60, interval: float = 
             last = err
         time.sleep(interval)
     raise AssertionError(f"not {what or 'true'} after {timeout}s; last: {last!r}")
+
+
+def binary_modules(pid: int) -> dict[str, str]:
+    """The modules `go version -m` reads from a running process's binary (its main module and dependencies):
+    {module path: version}."""
+    out = subprocess.run(["go", "version", "-m", f"/proc/{pid}/exe"], capture_output=True, text=True, check=True)
+    return {m.group(1): m.group(2) for m in re.finditer(r"^\s+(?:mod|dep)\s+(\S+)\s+(\S+)", out.stdout, re.M)}
+
+
+def control_plane_modules(kube: Kube) -> dict[str, str]:
+    """knative.dev/serving of the process behind each webhook and controller pod (none terminating)."""
+    out = {}
+    for app in ("webhook", "controller"):
+        for pod in kube.json("get", "pods", "-n", "knative-serving", "-l", f"app={app}")["items"]:
+            if pod["metadata"].get("deletionTimestamp"):
+                continue
+            (st,) = pod["status"].get("containerStatuses") or [{}]
+            cid = st.get("containerID", "")
+            if not cid.startswith("knfleet-runner://") or not st.get("ready"):
+                return {}
+            out[f"{app}/{pod['metadata']['name']}"] = binary_modules(int(cid.split("//")[1]))["knative.dev/serving"]
+    return out

@@ -11,18 +11,27 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from knfleet.desired import releases
 from knfleet.errors import InputError
 
 SERVING_URL = "https://github.com/knative/serving/releases/download/knative-v{version}/{file}"
 KOURIER_URL = "https://github.com/knative/net-kourier/releases/download/knative-v{version}/kourier.yaml"
 
-# Knative Serving version -> file -> sha256 (values from the official release assets).
+# Knative Serving version -> file -> sha256 (values from the official release assets; kourier.yaml is the Kourier
+# release knfleet.desired.releases pairs with it: 1.17.0 for 1.17.x, 1.18.0 for 1.18.1).
 PINS: dict[str, dict[str, str]] = {
     "1.17.0": {
         "serving-crds.yaml": "44da0af26bc92a220df44caf19b576bd1943461c8e73fee811f90fd87a188cb1",
         "serving-core.yaml": "b4cf7529c1b21196193907db821c1fc6838e38c87050d6acd2ed2118e3ab99ce",
         "serving-hpa.yaml": "5710416411f836e722e90547a9d89470c76b10bcf681fa4f01401c77c8f40bdc",
         "serving-post-install-jobs.yaml": "e770ef221b6f4cfc910ddd51f0af4bffb8ccd4acf60b778814e306808c6d9665",
+        "kourier.yaml": "e9b6cfe230efdda1bf1e7dcf34ff28d2a34c3c7e83c17cf2509926ef76fd27ef",
+    },
+    "1.17.1": {
+        "serving-crds.yaml": "a5941cdfcecbd8f3679803bb65b70c188e083c87c0a83b92d98bdb9e53fe8d88",
+        "serving-core.yaml": "fdb0417aec3decb2a29de053e910c53878834ec0b78cc1b4a7bfb98f2e8f017e",
+        "serving-hpa.yaml": "4f39dc4f40777fcdc83085fe6c22cbdd7a71f927bb5aadc4ffb830019041d77f",
+        "serving-post-install-jobs.yaml": "28f0359e7755f38e6397ab7e8e1e66e1ed305e9a534ccb6d540cacce46c121f2",
         "kourier.yaml": "e9b6cfe230efdda1bf1e7dcf34ff28d2a34c3c7e83c17cf2509926ef76fd27ef",
     },
     "1.17.2": {
@@ -32,9 +41,15 @@ PINS: dict[str, dict[str, str]] = {
         "serving-post-install-jobs.yaml": "6dad2503534ceb82830996768c8f976c5a2be858c2138aa10b3c73d8c6cd1e4c",
         "kourier.yaml": "e9b6cfe230efdda1bf1e7dcf34ff28d2a34c3c7e83c17cf2509926ef76fd27ef",
     },
+    "1.18.1": {
+        "serving-crds.yaml": "7a8a02f5f962895407e9d4feabb030e8a9ca9069906980367c919ef1d48eb414",
+        "serving-core.yaml": "318964139b903aac5bc191c9e9d28e15684dd4871f280d3f783928fa65649967",
+        "serving-hpa.yaml": "0f262c0b680c9f6be0475713cabfeec1e6e0fc92e8053cf32ac45ef9a9e2fbed",
+        "serving-post-install-jobs.yaml": "11086e8de8769bc641bf7bba5e35a998d4c76f7e90607fd8eca33bc19c167c48",
+        "kourier.yaml": "88c3e1bd121d72bb0b48b8af84823d19a7264dd452add250decb779eac904eae",
+    },
 }
-# net-kourier has no 1.17 release after 1.17.0.
-KOURIER_VERSION = {"1.17.0": "1.17.0", "1.17.2": "1.17.0"}
+KOURIER_VERSION = {v: releases.RELEASES[v].kourier for v in PINS}
 REQUIRED = ("serving-crds.yaml", "serving-core.yaml", "kourier.yaml")
 OPTIONAL = ("serving-hpa.yaml", "serving-post-install-jobs.yaml")
 # Loaded whenever there: an offline folder without it still installs; an upgrade needs it (its Jobs).

@@ -1,9 +1,10 @@
-"""The Go parsers Knative Serving 1.17 applies to ConfigMap values, emulated exactly.
+"""The Go parsers Knative Serving 1.17 and 1.18 apply to ConfigMap values, emulated exactly.
 
 Knative reads its ConfigMaps through knative.dev/pkg/configmap, which hands the raw string (untrimmed) to
 Go's ``strconv.ParseBool``, ``strconv.ParseInt(s, 10, n)``, ``strconv.Atoi``, ``strconv.ParseFloat(s, 64)``,
 ``time.ParseDuration`` and k8s.io/apimachinery's ``resource.ParseQuantity``; names and label selectors are
-checked with k8s.io/apimachinery/pkg/util/validation (apimachinery v0.31, as vendored by Serving 1.17).
+checked with k8s.io/apimachinery/pkg/util/validation (apimachinery v0.31 in Serving 1.17, v0.32 in 1.18: the
+same rules for what is used here; v0.32 only adds functions and rewords messages).
 The functions here accept and refuse the same strings, return the same values and raise
 :class:`GoParseError` carrying Go's own error text, so a value can be checked before it reaches a cluster.
 

@@ -1,4 +1,5 @@
-"""Knative's `config-*` ConfigMaps, checked exactly as Knative Serving 1.17 parses them. Pure: no cluster.
+"""Knative's `config-*` ConfigMaps, checked exactly as the target Knative Serving release (1.17, 1.18) parses them.
+Pure: no cluster.
 
 Knative's config webhook (`config.webhook.serving.knative.dev`) refuses a ConfigMap its constructor cannot
 build, but on a fresh cluster the ConfigMaps are stored before that webhook exists, and a value it would
@@ -27,6 +28,7 @@ from typing import Any
 import yaml
 
 from knfleet.desired import gostrconv as go
+from knfleet.desired import releases
 
 # config map -> the group-data field that sets it
 FIELD = {
@@ -68,19 +70,8 @@ DEFAULTS_QUANTITIES = tuple(f"revision-{r}-{k}" for r in ("cpu", "memory", "ephe
 DEPLOYMENT_QUANTITIES = tuple(f"queue-sidecar-{r}-{k}" for r in ("cpu", "memory", "ephemeral-storage")
                               for k in ("request", "limit"))
 AFFINITY_TYPES = ("none", "prefer-spread-revision-over-nodes")
-FEATURE_FLAGS = (
-    "autodetect-http2", "kubernetes.podspec-dryrun", "kubernetes.podspec-persistent-volume-write",
-    "multi-container", "multi-container-probing", "queueproxy.mount-podinfo", "queueproxy.resource-defaults",
-    "secure-pod-defaults", "tag-header-based-routing", "kubernetes.containerspec-addcapabilities",
-    "kubernetes.podspec-affinity", "kubernetes.podspec-dnsconfig", "kubernetes.podspec-dnspolicy",
-    "kubernetes.podspec-volumes-emptydir", "kubernetes.podspec-fieldref", "kubernetes.podspec-hostaliases",
-    "kubernetes.podspec-hostipc", "kubernetes.podspec-hostnetwork", "kubernetes.podspec-hostpid",
-    "kubernetes.podspec-volumes-hostpath", "kubernetes.podspec-init-containers", "kubernetes.podspec-nodeselector",
-    "kubernetes.podspec-persistent-volume-claim", "kubernetes.podspec-priorityclassname",
-    "kubernetes.podspec-runtimeclassname", "kubernetes.podspec-schedulername", "kubernetes.podspec-securitycontext",
-    "kubernetes.podspec-shareprocessnamespace", "kubernetes.podspec-tolerations",
-    "kubernetes.podspec-topologyspreadconstraints",
-)
+# Every config-features flag of a supported release; each release parses its own (knfleet.desired.releases).
+FEATURE_FLAGS = releases.ALL_FEATURE_FLAGS
 FLAG_VALUES = ("Enabled", "Allowed", "Disabled")
 
 
@@ -328,10 +319,17 @@ def _runtime_classes(c: _Checker, raw: str) -> None:
                 c.error(key, f"class {cls}: selector invalid: {'; '.join(problems)}")
 
 
-def features(data: dict[str, str]) -> list[ConfigProblem]:
+def features(data: dict[str, str], release: str = releases.DEFAULT) -> list[ConfigProblem]:
+    """Knative never refuses a config-features value (asFlag ignores what it cannot read), so a bad value is a
+    warning; a flag of a later release than `release` is an error: that release ignores it, and the fields it would
+    allow are refused."""
     c = _Checker("config-features", data)
+    known = releases.feature_flags(release)
     for key, raw in data.items():
         if key.startswith("_") or key not in FEATURE_FLAGS:
+            continue
+        if key not in known:
+            c.error(key, releases.not_in_release(key, release))
             continue
         if not any(raw.lower() == f.lower() for f in FLAG_VALUES):
             c.warn(key, "Knative ignores this value and keeps the flag's default; allowed: enabled, allowed, disabled")
@@ -388,7 +386,11 @@ CHECKS: dict[str, Callable[[dict[str, str]], list[ConfigProblem]]] = {
 }
 
 
-def check(configmap: str, data: dict[str, str]) -> list[ConfigProblem]:
-    """Problems of one ConfigMap's data (the release's keys merged with knfleet's)."""
+def check(configmap: str, data: dict[str, str], release: str = releases.DEFAULT) -> list[ConfigProblem]:
+    """Problems of one ConfigMap's data (the release's keys merged with knfleet's) as Knative Serving `release`
+    parses it. Reading v0.45.1 (1.18.1) against v0.44.0 (1.17.0) found one difference in what knfleet checks: the
+    two config-features flags 1.18 added (docs/upgrades.md)."""
+    if configmap == "config-features":
+        return features(data, release)
     fn = CHECKS.get(configmap)
     return fn(data) if fn else []

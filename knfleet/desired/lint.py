@@ -1,6 +1,7 @@
 """Lint Knative Services before they reach a cluster.
 
-Errors are exactly what Knative Serving 1.17's admission webhook rejects (../shared/knative/NOTES.md §4, §5), and
+Errors are exactly what the target Knative Serving release's admission webhook rejects (1.17: ../shared/knative/
+NOTES.md §4, §5; 1.18 adds CSI volumes and volumeMounts[].mountPropagation, each behind a config-features flag), and
 what it accepts but makes a revision whose Deployment Kubernetes refuses (it can never start); warnings are what
 Knative accepts but will hurt a GPU service. Pure: no cluster.
 """
@@ -13,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from knfleet.desired import goduration
+from knfleet.desired import goduration, releases
 
 PREFIX = "autoscaling.knative.dev/"
 KPA = "kpa.autoscaling.knative.dev"
@@ -60,6 +61,14 @@ VOLUME_FEATURES = {
     "hostPath": "kubernetes.podspec-volumes-hostpath",
     "emptyDir": "kubernetes.podspec-volumes-emptydir",
 }
+# 1.18: volumes[].csi (knfleet.desired.releases.CSI_FLAG); a volume kind needs its flag "enabled" ("allowed" lets the
+# field through the field mask, but k8s_validation.go validateVolume still refuses it).
+NEW_VOLUME_KINDS = {"csi": releases.CSI_FLAG}
+NEW_FIELD_NAMES = {releases.CSI_FLAG: "CSI volumes (volumes[].csi)",
+                   releases.MOUNT_PROPAGATION_FLAG: "volumeMounts[].mountPropagation"}
+# Volumes whose mounts may be writable (k8s_validation.go validateVolumeMounts); every other mount must be readOnly.
+WRITABLE_VOLUMES = ("emptyDir", "persistentVolumeClaim")
+MOUNT_PROPAGATION = ("None", "HostToContainer")
 DEFAULT_FEATURES = {"kubernetes.podspec-volumes-emptydir": "enabled"}
 DEFAULT_SKIP_REGISTRIES = "kind.local,ko.local,dev.local"  # config-deployment's default
 
@@ -74,10 +83,16 @@ class ClusterConfig:
     deployment: dict[str, str] = field(default_factory=dict)
     max_gpus_per_node: int | None = None  # known when linting against a real cluster
     proxy_timeout_seconds: int | None = None
+    release: str = releases.DEFAULT  # the Knative Serving release whose webhook decides
+
+    def feature(self, flag: str) -> str:
+        """The flag as Knative reads it: enabled, allowed or disabled (any case; anything else: the default)."""
+        value = str({**DEFAULT_FEATURES, **self.features}.get(flag, "disabled")).lower()
+        return value if value in ("enabled", "allowed", "disabled") else \
+            DEFAULT_FEATURES.get(flag, "disabled")
 
     def feature_on(self, flag: str) -> bool:
-        value = {**DEFAULT_FEATURES, **self.features}.get(flag, "disabled")
-        return value in ("enabled", "allowed")
+        return self.feature(flag) in ("enabled", "allowed")
 
     @property
     def pod_autoscaler_class(self) -> str:
@@ -349,6 +364,51 @@ def _check_container(ctr: dict[str, Any], i: int, port_name: str, c: _Collector)
                             "must not be set when periodSeconds is 0 (aggressive probing)")
 
 
+def _check_volumes(vols: list[dict[str, Any]], cfg: ClusterConfig, c: _Collector) -> dict[str, str]:
+    """Each volume kind that needs a config-features flag (a kind of a later release is refused naming it); returns
+    volume name -> its kind."""
+    kinds: dict[str, str] = {}
+    for i, vol in enumerate(vols):
+        if not isinstance(vol, dict):
+            continue
+        kinds[str(vol.get("name"))] = next((k for k in vol if k != "name"), "")
+        for kind, flag in {**VOLUME_FEATURES, **NEW_VOLUME_KINDS}.items():
+            if kind not in vol:
+                continue
+            path = f"spec.template.spec.volumes[{i}].{kind}"
+            if not releases.has_flag(cfg.release, flag):
+                c.error(path, None, releases.field_not_in_release(NEW_FIELD_NAMES[flag], flag, cfg.release))
+            elif cfg.feature(flag) != "enabled":
+                c.error(path, None, f"{kind} volume support is disabled, but found {kind} volume {vol.get('name')} "
+                                    f"(set config-features {flag} to enabled; \"{cfg.feature(flag)}\" is not enough "
+                                    "for volumes)")
+    return kinds
+
+
+def _check_mounts(mounts: list[dict[str, Any]], base: str, volumes: dict[str, str], cfg: ClusterConfig,
+                  c: _Collector) -> None:
+    """readOnly where Knative requires it, and mountPropagation (1.18 and later, behind its flag)."""
+    flag = releases.MOUNT_PROPAGATION_FLAG
+    for j, m in enumerate(mounts):
+        if not isinstance(m, dict):
+            continue
+        kind = volumes.get(str(m.get("name")))
+        if kind is not None and kind not in WRITABLE_VOLUMES and not m.get("readOnly"):
+            c.error(f"{base}[{j}].readOnly", m.get("readOnly"),
+                    f"volume mount should be readOnly for this type of volume ({kind or 'no source'})")
+        if "mountPropagation" not in m:
+            continue
+        path, value = f"{base}[{j}].mountPropagation", m["mountPropagation"]
+        if not releases.has_flag(cfg.release, flag):
+            c.error(path, value, releases.field_not_in_release(NEW_FIELD_NAMES[flag], flag, cfg.release))
+            continue
+        if cfg.feature(flag) != "enabled":
+            c.error(path, value, f"Volume Mount Propagation support is disabled, but found volume mount "
+                                 f"{m.get('name')} with mount propagation (set config-features {flag} to enabled)")
+        if value not in MOUNT_PROPAGATION:
+            c.error(path, value, "mount propagation should be set to None or HostToContainer")
+
+
 def image_registry(image: str) -> str:
     """The registry Knative contacts to resolve a tag (go-containerregistry's rule: the first path part when it
     holds a '.' or ':', else Docker Hub, `index.docker.io`; `docker.io` is an alias of it)."""
@@ -419,11 +479,7 @@ def lint_service(obj: dict[str, Any], cfg: ClusterConfig, file: str = "<input>")
         if fld in spec and not cfg.feature_on(flag):
             c.error(f"spec.template.spec.{fld}", None, f"must not set the field(s): {fld} "
                                                        f"(enable config-features {flag})")
-    for i, vol in enumerate(spec.get("volumes") or []):
-        for kind, flag in VOLUME_FEATURES.items():
-            if kind in vol and not cfg.feature_on(flag):
-                c.error(f"spec.template.spec.volumes[{i}].{kind}", None,
-                        f"must not set the field(s): {kind} (enable config-features {flag})")
+    volumes = _check_volumes(spec.get("volumes") or [], cfg, c)
     containers = spec.get("containers") or []
     ports = [(i, p) for i, ctr in enumerate(containers) for p in ctr.get("ports") or []]
     if len(ports) > 1:
@@ -438,6 +494,8 @@ def lint_service(obj: dict[str, Any], cfg: ClusterConfig, file: str = "<input>")
                                                        DEFAULT_SKIP_REGISTRIES).split(",")}
     for i, ctr in enumerate(containers):
         _check_container(ctr, i, port_name, c)
+        _check_mounts(ctr.get("volumeMounts") or [], f"spec.template.spec.containers[{i}].volumeMounts", volumes,
+                      cfg, c)
         _check_tag_resolution(ctr, i, skipping, c)
         limits = (ctr.get("resources") or {}).get("limits") or {}
         gpus += int(str(limits.get("nvidia.com/gpu", 0)) or 0)

@@ -23,6 +23,7 @@ from knfleet.desired import (
     mirror,
     models,
     progressive,
+    releases,
     render,
     settings,
     upgrade,
@@ -203,8 +204,17 @@ Check = CrdsEstablished | DeploymentsAvailable | ReplicasReady | WebhookServing 
 @dataclass(frozen=True)
 class Preflight:
     rights: tuple[Right, ...]
+    release: str = releases.DEFAULT  # the Knative Serving release the run installs (or removes)
+    min_kubernetes: str = releases.RELEASES[releases.DEFAULT].min_kubernetes  # that release's minimum Kubernetes
     task: str = "run"
     title: str = "Preflight: API, version >= 1.30, rights"
+
+
+def preflight(rights: tuple[Right, ...], release: str) -> Preflight:
+    """The preflight of a run for Knative Serving `release`: the operation compares the API server's version with
+    the minimum given here (1.30.0 for 1.17, 1.31.0 for 1.18)."""
+    minimum = releases.get(release).min_kubernetes
+    return Preflight(rights, release, minimum, title=f"Preflight: API, version >= {minimum.rsplit('.', 1)[0]}, rights")
 
 
 @dataclass(frozen=True)
@@ -418,7 +428,8 @@ def with_model_features(cfg: settings.InstallSettings, found: list[models.Model]
 def cluster_config(cfg: settings.InstallSettings) -> lint.ClusterConfig:
     """The cluster configuration a run installs, as lint sees it (one function for the deploy and `knfleet lint`)."""
     return lint.ClusterConfig(autoscaler=cfg.autoscaler, defaults=cfg.defaults, features=cfg.features,
-                              deployment=cfg.deployment, proxy_timeout_seconds=render.proxy_timeout(cfg))
+                              deployment=cfg.deployment, proxy_timeout_seconds=render.proxy_timeout(cfg),
+                              release=cfg.knative_version)
 
 
 def lint_models(where: str, cfg: settings.InstallSettings, found: list[models.Model]) -> list[lint.Problem]:
@@ -436,7 +447,7 @@ def check_models(host_name: str, cfg: settings.InstallSettings, found: list[mode
 
 def check_config(cfg: settings.InstallSettings, b: bundle.Bundle) -> list[str]:
     """Knative's config webhook verdict on the ConfigMaps as installed: errors stop the run; the warnings."""
-    problems = settings.knative_problems(render.config_maps(b, cfg))
+    problems = settings.knative_problems(render.config_maps(b, cfg), cfg.knative_version)
     errors = [str(p) for p in problems if p.severity == "error"]
     if errors:
         raise settings.SettingsError("\n".join(errors))
@@ -483,7 +494,7 @@ def desired(host_name: str, data: Any, bundle_loader: Any = bundle.load) -> Desi
     if cfg.action == "install" and cfg.run.rollback:
         rollback_model(d)
     for name in cfg.run.rollout_retry:
-        if not any(name in (m.name, m.ref) and m.rollout.progressive for m in found):
+        if not any(name in (m.name, m.ref) and m.rollout.progressive for m in d.models):
             raise InputError(f"rollout_retry: {name!r} is not allowed; use a model service of this cluster whose "
                              "rollout strategy is progressive")
     return d
@@ -575,7 +586,7 @@ def install(d: Desired) -> list[Step]:
         return Apply(name, stage[name].objects, task, title, **kw)
 
     targets = smoke_targets(d)
-    steps: list[Step] = [Preflight(install_rights(d))]
+    steps: list[Step] = [preflight(install_rights(d), cfg.knative_version)]
     needs = gpu_needs(d)
     if needs and run.gpu_preflight != "off":
         steps.append(Capacity(needs, run.gpu_preflight))
@@ -671,7 +682,7 @@ def rollback(d: Desired) -> list[Step]:
     """Preflight, lock, the previous version back at 100 %, and its smoke test."""
     run = d.settings.run
     target = rollback_model(d)
-    steps: list[Step] = [Preflight(install_rights(d)), Lock(run.lock_ttl, run.lock_wait),
+    steps: list[Step] = [preflight(install_rights(d), d.settings.knative_version), Lock(run.lock_ttl, run.lock_wait),
                          Rollback(target.ref, title=f"Roll back {target.ref} to its previous version")]
     smoke = tuple(s for s in smoke_targets(d) if s.ref == target.ref)
     if run.smoke and smoke:
@@ -679,7 +690,7 @@ def rollback(d: Desired) -> list[Step]:
     return steps
 
 
-def rollback_model(d: Desired) -> models.Model:
+def rollback_model(d: Desired) -> models.Model | manifests.ManifestService:
     """The model service `rollback` names: a progressive one of this cluster's group data (bad input otherwise)."""
     wanted = d.settings.run.rollback or ""
     found = [m for m in d.models if wanted in (m.name, m.ref)]
@@ -693,7 +704,7 @@ def rollback_model(d: Desired) -> models.Model:
 def uninstall(d: Desired) -> list[Step]:
     t, force = d.settings.wait_timeout, d.settings.run.force_uninstall
     steps: list[Step] = [
-        Preflight(uninstall_rights(d)),
+        preflight(uninstall_rights(d), d.settings.knative_version),
         Lock(d.settings.run.lock_ttl, d.settings.run.lock_wait),
         Guard(MANAGED, force),
         DeleteServices(MANAGED, force, t, title=(

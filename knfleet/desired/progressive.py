@@ -411,6 +411,20 @@ def steady(service: dict[str, Any], live: dict[str, Any]) -> dict[str, Any] | No
     return with_traffic(as_stored(service, live), traffic(stable, None, 0, previous), st)
 
 
+def pending(service: dict[str, Any], live: dict[str, Any] | None) -> str:
+    """What a run would do to a progressively rolled-out Service that is not steady, in words."""
+    want = template_name(service)
+    if live is None:
+        return f"first version {want} to deploy"
+    st, stable = state_of(live), versions(live)[0]
+    if st is not None and st.phase == PROGRESSING and st.candidate == want:
+        percent = (tagged((live.get("spec") or {}).get("traffic") or []).get("candidate") or {}).get("percent", 0)
+        return f"rollout of {want} under way: {percent} % of traffic; stable {stable}"
+    if st is not None and st.phase == ROLLED_BACK and st.candidate == want:
+        return f"{want} was rolled back ({st.reason}); stable {stable}"
+    return f"new version {want} to roll out progressively; stable {stable or 'none'}"
+
+
 # --- checks' figures and verdict -------------------------------------------------------------------------------------
 @dataclass
 class Sample:

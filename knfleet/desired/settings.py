@@ -11,13 +11,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from knfleet.desired import bundle, gostrconv, knconfig
+from knfleet.desired import bundle, gostrconv, knconfig, releases
 from knfleet.errors import InputError, shown
 
 SERVICE_TYPES = ("LoadBalancer", "NodePort", "ClusterIP")
 ACTIONS = ("install", "uninstall")
 # The ConfigMap keys group data may set (knfleet owns exactly these; Knative's parsing of each is checked by
-# knfleet.knconfig). Go templates and selectors knfleet cannot check exactly are left out on purpose.
+# knfleet.desired.knconfig). Go templates and selectors knfleet cannot check exactly are left out on purpose.
 AUTOSCALER_KEYS = tuple(k for k, _ in knconfig.AUTOSCALER_PARSE)
 DEFAULTS_KEYS = (
     "revision-timeout-seconds", "max-revision-timeout-seconds", "revision-response-start-timeout-seconds",
@@ -35,7 +35,7 @@ NETWORK_KEYS = (
     "mesh-compatibility-mode", "certificate-class",
 )
 KOURIER_CLASS = "kourier.ingress.networking.knative.dev"
-# What the release itself puts in the config ConfigMaps besides `_example` (1.17.x: only the queue-proxy image).
+# What the release itself puts in the config ConfigMaps besides `_example` (1.17.x, 1.18.1: only the queue-proxy image).
 RELEASE_CONFIG_STANDIN = {"config-deployment": {"queue-sidecar-image": "(the release's queue-proxy image)"}}
 
 
@@ -90,7 +90,7 @@ def _str_map(name: str, value: Any, allowed: tuple[str, ...] | None) -> dict[str
 @dataclass(frozen=True)
 class InstallSettings:
     action: str = "install"
-    knative_version: str = "1.17.0"
+    knative_version: str = releases.DEFAULT
     bundle_dir: str | None = None
     optional_files: tuple[str, ...] = ()
     domain: str | None = None
@@ -295,7 +295,7 @@ def from_data(data: Any) -> InstallSettings:
     """Build and check InstallSettings from pyinfra host data (anything with .get)."""
     check_keys(data)
     get = data.get
-    version = str(get("knative_version") or "1.17.0")
+    version = str(get("knative_version") or releases.DEFAULT)
     if not isinstance(get("knative_version") or "", str):
         raise SettingsError(f"knative_version: {shown(get('knative_version'))} is not allowed; use a string such as "
                             '"1.17.0"')
@@ -346,7 +346,7 @@ def from_data(data: Any) -> InstallSettings:
         bundle_files=_bundle_files(get("knative_bundle_files")),
         run=run_settings(get),
     )
-    errors = [str(p) for p in knative_problems(cfg.configmaps()) if p.severity == "error"]
+    errors = [str(p) for p in knative_problems(cfg.configmaps(), version) if p.severity == "error"]
     if errors:
         raise SettingsError("\n".join(errors))
     return cfg
@@ -419,7 +419,7 @@ def _bundle_files(value: Any) -> tuple[tuple[str, str, str], ...]:
 
 def bundle_folder(value: Any, version: str) -> str | None:
     """knative_bundle_dir, where `{version}` stands for knative_version (one folder per release, so an upgrade is
-    `--data knative_version=1.17.2` alone)."""
+    `--data knative_version=1.18.1` alone)."""
     folder = _optional_str("knative_bundle_dir", value)
     if folder is None or "{" not in folder:
         return folder
@@ -436,6 +436,7 @@ def _optional_str(name: str, value: Any) -> str | None:
     return value
 
 
-def knative_problems(configmaps: dict[str, dict[str, str]]) -> list[knconfig.ConfigProblem]:
-    """What Knative 1.17 would refuse (errors) or ignore (warnings) in the config ConfigMaps knfleet renders."""
-    return [p for name, data in configmaps.items() for p in knconfig.check(name, data)]
+def knative_problems(configmaps: dict[str, dict[str, str]], release: str) -> list[knconfig.ConfigProblem]:
+    """What Knative Serving `release` would refuse (errors) or ignore (warnings) in the config ConfigMaps knfleet
+    renders."""
+    return [p for name, data in configmaps.items() for p in knconfig.check(name, data, release)]

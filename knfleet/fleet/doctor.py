@@ -1,9 +1,9 @@
 """`knfleet doctor INVENTORY`: what a new user runs first. Per cluster, changing nothing, in the order a run needs
 them: the kubeconfig (set, present, readable YAML), the context (named or current, present), the credential
 plugin of its user (an `exec` command found on PATH: aws, gke-gcloud-auth-plugin, kubelogin, ...), the API server
-(reachable, TLS, version >= 1.30), the rights the install uses (the preflight's access reviews), and the Knative
-release files (pinned checksums, offline folder or download cache). One line per cluster; exit 0 when every
-cluster is ready for a run, 1 otherwise, 2 when the inventory itself cannot be read.
+(reachable, TLS, version >= the target release's minimum), the rights the install uses (the preflight's access
+reviews), and the Knative release files (pinned checksums, offline folder or download cache). One line per
+cluster; exit 0 when every cluster is ready for a run, 1 otherwise, 2 when the inventory itself cannot be read.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from knfleet.desired import plan, settings
+from knfleet.desired import plan, releases, settings
 from knfleet.errors import InputError
 from knfleet.fleet import inventory as inv
 from knfleet.kube.client import Cluster, KubeError
@@ -91,17 +91,19 @@ def diagnose(c: inv.Cluster) -> Diagnosis:
         cluster.close()
         return d
     try:
-        from knfleet.run.preflight import MIN_KUBERNETES, missing_rights, parse_version  # the preflight's own
+        from knfleet.run.preflight import missing_rights  # the preflight's own
 
-        if parse_version(version) < MIN_KUBERNETES:
-            d.problem = f"Kubernetes {version} is too old: Knative Serving 1.17 needs >= v1.30.0"
-            return d
-        d.checks.append(f"Kubernetes {version}")
         try:
             desired = plan.desired(c.host, settings.Data({**c.data, "action": "install"}))
         except InputError as err:
             d.problem = f"desired state: {err}"
             return d
+        step = plan.preflight((), desired.settings.knative_version)
+        too_old = releases.kubernetes_too_old(version, step.min_kubernetes, step.release)
+        if too_old:
+            d.problem = too_old
+            return d
+        d.checks.append(f"Kubernetes {version}")
         d.checks.append(f"Knative {desired.settings.knative_version} release files")
         denied = missing_rights(cluster, plan.install_rights(desired))
         if denied:

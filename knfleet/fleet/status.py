@@ -48,7 +48,9 @@ def cluster_status(c: inv.Cluster) -> ClusterOutcome:
                     rolled.append(o)
                 else:
                     objects.append(o)
-            out.drift += [f"{stage.name}: {x}" for x in diff.drift(cluster, tuple(objects), records, learn=False)]
+            drifted = diff.drift(cluster, tuple(objects), records, learn=False)
+            out.drift += [f"{stage.name}: {x}" for x in drifted]
+            out.changes += diff.describe(stage.name, drifted)[1]  # field by field, with the last writers
             out.drift += [f"{stage.name}: {x}" for o in rolled for x in rollout_drift(cluster, o, found, records)]
         for m in d.models:
             ref, obj = m.ref, found.get(m.ref)
@@ -73,21 +75,14 @@ def cluster_status(c: inv.Cluster) -> ClusterOutcome:
 def rollout_drift(cluster: Cluster, service: dict, found: dict, records: diff.Records) -> list[str]:
     """A progressively rolled-out Service: in sync when its stable revision is the desired one and the rest of it
     matches; otherwise what a run would do (roll out, go on with a rollout, or refuse a version rolled back)."""
-    ref, want = readiness.name_of(service), pr.template_name(service)
+    ref = readiness.name_of(service)
     live = found.get(ref)
     if live is None:
         return [f"Service/{ref} (missing)"]
     same = pr.steady(service, live)
     if same is not None:
         return [str(x) for x in diff.drift(cluster, (same,), records, learn=False)]
-    st = pr.state_of(live)
-    stable = pr.versions(live)[0]
-    if st is not None and st.phase == pr.PROGRESSING and st.candidate == want:
-        percent = (pr.tagged((live.get("spec") or {}).get("traffic") or []).get("candidate") or {}).get("percent", 0)
-        return [f"Service/{ref} (rollout of {want} under way: {percent} % of traffic; stable {stable})"]
-    if st is not None and st.phase == pr.ROLLED_BACK and st.candidate == want:
-        return [f"Service/{ref} ({want} was rolled back: {st.reason}; stable {stable})"]
-    return [f"Service/{ref} (new version {want} to roll out; stable {stable})"]
+    return [f"Service/{ref} ({pr.pending(service, live)})"]
 
 
 def versions_of(live: dict) -> dict:

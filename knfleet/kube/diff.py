@@ -7,7 +7,9 @@ Anyone who changes a field knfleet owns (kubectl edit, patch, client-side apply,
 field over, so knfleet's field set changes; anyone who deletes the object changes its uid. So an object whose
 uid, desired hash and field hash all match the note is exactly as knfleet left it, and one list per kind and
 namespace tells that for every object. Everything else (no note, a changed desired state, someone else's
-change) is checked the exact way: a server-side dry-run apply compared with the live object, concurrently.
+change) is checked the exact way: a server-side dry-run apply compared with the live object, concurrently, field
+by field (knfleet.kube.fielddiff: what differs, and which field manager wrote it last). Objects that exist but were
+never applied by knfleet are dry-run too, to show what the first apply would change.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from knfleet.kube import fielddiff
 from knfleet.kube.client import FIELD_MANAGER, Cluster, KubeError, NotFound, WebhookUnavailable, ref
 
 STATE_NS, STATE_NAME, STATE_KEY = "kube-system", "knfleet-state", "applied.json"
-IGNORED_META = ("managedFields", "resourceVersion")
 
 
 def desired_hash(obj: dict[str, Any]) -> str:
@@ -98,15 +100,22 @@ class Records:
 @dataclass(frozen=True)
 class Drift:
     ref: str
-    why: str  # "missing" | "differs" | "not applied by knfleet yet"
+    why: str  # "missing" | "differs" | "not applied by knfleet yet" | "not compared: …"
+    changes: tuple[fielddiff.Change, ...] = ()  # field by field (from the dry run), when compared
+    error: bool = False  # the object could not be compared (keep_going)
 
     def __str__(self) -> str:
         return self.ref if self.why == "differs" else f"{self.ref} ({self.why})"
 
+    def of_stage(self, stage: str) -> fielddiff.ObjectDiff:
+        return fielddiff.ObjectDiff(self.ref, stage, self.why, list(self.changes))
 
-def _normal(obj: dict[str, Any]) -> dict[str, Any]:
-    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in IGNORED_META}
-    return {**obj, "metadata": meta}
+
+def describe(stage: str, drifted: list[Drift]) -> tuple[list[str], list[dict[str, Any]]]:
+    """A stage's drift for people (each object, then each changed field with its last writer) and for the report
+    (each object with its changes as RFC 6902 operations)."""
+    objects = [d.of_stage(stage) for d in drifted]
+    return fielddiff.lines(objects), [o.as_dict() for o in objects]
 
 
 def list_keys(cluster: Cluster, objects: tuple[dict[str, Any], ...]) -> list[tuple[str, str, str | None, None]]:
@@ -118,14 +127,15 @@ def list_keys(cluster: Cluster, objects: tuple[dict[str, Any], ...]) -> list[tup
 
 
 def drift(cluster: Cluster, objects: tuple[dict[str, Any], ...], records: Records,
-          learn: bool = True) -> list[Drift]:
+          learn: bool = True, keep_going: bool = False) -> list[Drift]:
     """The objects of a stage that differ from the cluster (empty: in sync). With `learn`, objects found equal by a
-    dry run are noted, so the next run takes the fast path."""
+    dry run are noted, so the next run takes the fast path. A dry run the API server refuses raises, or with
+    `keep_going` is that object's drift (`error`), and the others are still compared."""
     missing_kinds = [o for o in objects if not cluster.has(o["apiVersion"], o["kind"])]
     found: list[Drift] = [Drift(ref(o), "missing") for o in missing_kinds]
     objects = tuple(o for o in objects if o not in missing_kinds)
     cluster.list_many(list_keys(cluster, objects))
-    slow: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    slow: list[tuple[dict[str, Any], dict[str, Any], str]] = []
     for o in objects:
         live = cluster.find(o)
         if live is None:
@@ -133,20 +143,22 @@ def drift(cluster: Cluster, objects: tuple[dict[str, Any], ...], records: Record
         elif owns_nothing(o):
             continue
         elif fields_hash(live) is None:
-            found.append(Drift(ref(o), "not applied by knfleet yet"))
+            slow.append((o, live, "not applied by knfleet yet"))
         elif not records.matches(o, live):
-            slow.append((o, live))
+            slow.append((o, live, "differs"))
     if slow:
-        results = cluster.parallel([lambda o=o: cluster.apply(o, dry_run=True) for o, _ in slow])
-        for (o, live), dry in zip(slow, results, strict=True):
+        results = cluster.parallel([lambda o=o: cluster.apply(o, dry_run=True) for o, _, _ in slow])
+        for (o, live, why), dry in zip(slow, results, strict=True):
             if isinstance(dry, NotFound):
                 found.append(Drift(ref(o), "missing"))
             elif isinstance(dry, WebhookUnavailable):  # cannot tell: the apply (which waits or repairs) will
                 found.append(Drift(ref(o), "not compared: an admission webhook does not answer"))
+            elif isinstance(dry, KubeError) and keep_going:
+                found.append(Drift(ref(o), f"cannot be compared: {dry}", error=True))
             elif isinstance(dry, KubeError):
                 raise dry
-            elif _normal(dry) != _normal(live):
-                found.append(Drift(ref(o), "differs"))
+            elif (changes := fielddiff.changes(live, dry)) or why != "differs":
+                found.append(Drift(ref(o), why, tuple(changes)))
             elif learn:
                 records.remember(o, live)
     return found

@@ -34,6 +34,16 @@ OTHER_COLOUR = "#424242"
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
            "#7f7f7f")
 PHASES = metrics.PHASES
+# x-axis labels: one <text> per band, a line each for service, cluster and path. A band is as wide as its widest
+# label line (by an upper bound of the font's width) plus a gap, so labels never overlap however many there are; a
+# line longer than LABEL_MAX_PX is cut with "…" (the whole text is the label's tooltip and in the legend).
+LABEL_PX = 11  # font size of the charts' text (the template's CSS uses it)
+LINE_PX = 13  # line height of a label's lines
+LABEL_GAP = 14  # at least this much between two labels
+LABEL_MAX_PX = 190
+MIN_BAND = 90  # room for a band's two points (deploy, after the bake)
+# em widths, upper bounds for DejaVu Sans (the widest usual sans font; Chromium on Debian renders with it)
+NARROW, WIDE = frozenset("ijlftr.,:;/()[]-'|! I"), {"m": 0.98, "w": 0.82, "M": 0.87, "W": 1.0, "@": 1.0, "%": 0.96}
 
 
 class ReportError(Exception):
@@ -60,6 +70,46 @@ class Point:
 
 
 @dataclass
+class XLabel:
+    """One x-axis label: its centre, its lines (each fitted to LABEL_MAX_PX) and its whole text (the tooltip)."""
+
+    x: float
+    lines: list[str]
+    title: str
+
+
+def text_width(text: str, px: float = LABEL_PX) -> float:
+    """An upper bound of the rendered width of `text` (no browser here to measure it)."""
+    em = 0.0
+    for ch in text:
+        if ch in WIDE:
+            em += WIDE[ch]
+        elif ch in NARROW:
+            em += 0.40
+        elif ch.isupper():
+            em += 0.80
+        elif ord(ch) > 0x2000:
+            em += 1.0
+        else:
+            em += 0.64
+    return em * px
+
+
+def fit(text: str, most: float = LABEL_MAX_PX) -> str:
+    """The text, cut with "…" so that it is at most `most` px wide."""
+    if text_width(text) <= most:
+        return text
+    while text and text_width(text + "…") > most:
+        text = text[:-1]
+    return text + "…"
+
+
+def band_for(labels: list[XLabel], least: float = MIN_BAND) -> float:
+    """A band (the distance between two label centres) wide enough that no two labels overlap."""
+    return max([least] + [text_width(line) + LABEL_GAP for lab in labels for line in lab.lines])
+
+
+@dataclass
 class Chart:
     width: int
     height: int
@@ -69,7 +119,8 @@ class Chart:
     plot_h: int
     y_max: float
     y_ticks: list[tuple[float, str]] = field(default_factory=list)  # (y coordinate, label)
-    x_labels: list[tuple[float, str]] = field(default_factory=list)
+    x_labels: list[XLabel] = field(default_factory=list)
+    line_px: int = LINE_PX
     points: list[Point] = field(default_factory=list)
     lines: list[tuple[str, str, bool]] = field(default_factory=list)  # (svg points, colour, dashed)
     legend: list[tuple[str, str]] = field(default_factory=list)  # (colour, text)
@@ -98,7 +149,24 @@ def normalized(data: dict[str, Any]) -> dict[str, Any]:
             "inventory": None, "duration_s": None, "exit_code": None, "halted_at_wave": None}
     clusters = {name: {**dataclasses.asdict(outcome.ClusterOutcome(name, "")), **o}
                 for name, o in (data.get("clusters") or {}).items()}
+    for o in clusters.values():
+        o["rollouts"] = [rollout_fields(r) for r in o.get("rollouts") or []]
     return {**base, **data, "clusters": clusters}
+
+
+FIGURES = {"requests": 0, "errors": 0, "p95_s": None, "ttft_p95_s": None}
+
+
+def rollout_fields(r: dict[str, Any]) -> dict[str, Any]:
+    """A progressive rollout with every field the page reads (one cut short by a failure lacks its outcome)."""
+    steps = [{"percent": 0, "ok": False, "check": "", **st, "stable": {**FIGURES, **(st.get("stable") or {})},
+              "candidate": {**FIGURES, **(st.get("candidate") or {})}} for st in r.get("steps") or []]
+    return {"service": "", "outcome": None, "candidate": "", "stable": "", "surge": False, "resumed_at": None,
+            "reason": "", **r, "steps": steps}
+
+
+def fmt_s(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f} s"
 
 
 def when(ts: float | None) -> str:
@@ -154,15 +222,19 @@ def smoke_chart(data: dict[str, Any]) -> Chart:
             for s in clusters[name].get(key) or []]
     series = sorted({(s["service"], name, path_of(s.get("via"))) for name, _, s in rows})
     values = [v for _, _, s in rows for v in (s.get("latency_s"), s.get("cold_start_s")) if v is not None]
-    plot_w = max(560, 130 * len(series))
+    labels = [XLabel(0, [fit(service.split("/")[-1]), fit(name), fit(f"via {path}")], f"{service} on {name} via {path}")
+              for service, name, path in series]
+    band = band_for(labels)
+    plot_w = max(560, round(band * len(series)))
     band = plot_w / max(len(series), 1)
-    chart = Chart(width=plot_w + 90, height=280, left=70, top=20, plot_w=plot_w, plot_h=220,
-                  y_max=_nice_max(max(values, default=0) * 1.1))
+    lines = max((len(lab.lines) for lab in labels), default=1)
+    chart = Chart(width=plot_w + 90, height=20 + 220 + 16 + LINE_PX * (lines - 1) + 10, left=70, top=20,
+                  plot_w=plot_w, plot_h=220, y_max=_nice_max(max(values, default=0) * 1.1))
     _ticks(chart)
     colour = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(series)}
-    for i, (service, name, path) in enumerate(series):
-        label = f"{service.split('/')[-1]} @ {name} ({path})"
-        chart.x_labels.append((round(chart.left + band * i + band / 2, 2), label))
+    for i, ((service, name, path), label) in enumerate(zip(series, labels, strict=True)):
+        label.x = round(chart.left + band * i + band / 2, 2)
+        chart.x_labels.append(label)
         chart.legend.append((colour[(service, name, path)], f"{service} on {name} via {path}"))
     for name, phase, s in rows:
         key = (s["service"], name, path_of(s.get("via")))
@@ -179,16 +251,19 @@ def smoke_chart(data: dict[str, Any]) -> Chart:
 def trend_chart(reports: list[dict[str, Any]]) -> Chart:
     """Smoke latency (solid) and cold start (dashed) of each service on each cluster, run after run."""
     n = len(reports)
-    plot_w = max(480, 60 * (n - 1))
+    labels = [XLabel(0, [time.strftime("%m-%d", time.gmtime(r.get("finished"))),
+                         time.strftime("%H:%M", time.gmtime(r.get("finished")))], when(r.get("finished")))
+              for r in reports]
+    plot_w = max(480, round(band_for(labels, 60) * (n - 1)))
     step = plot_w / max(n - 1, 1)
     vals = [v for r in reports for o in r["clusters"].values() for key, _ in PHASES for s in o.get(key) or []
             for v in (s.get("latency_s"), s.get("cold_start_s")) if v is not None]
-    chart = Chart(width=plot_w + 130, height=280, left=70, top=20, plot_w=plot_w, plot_h=220,
-                  y_max=_nice_max(max(vals, default=0) * 1.1))
+    chart = Chart(width=plot_w + 130, height=20 + 220 + 16 + LINE_PX + 10, left=70, top=20, plot_w=plot_w,
+                  plot_h=220, y_max=_nice_max(max(vals, default=0) * 1.1))
     _ticks(chart)
-    for i, r in enumerate(reports):
-        stamp = time.strftime("%m-%d %H:%M", time.gmtime(r.get("finished")))
-        chart.x_labels.append((round(chart.left + step * i, 2), stamp))
+    for i, label in enumerate(labels):
+        label.x = round(chart.left + step * i, 2)
+        chart.x_labels.append(label)
     series = sorted({(s["service"], name, path_of(s.get("via"))) for r in reports
                      for name, o in r["clusters"].items() for s in o.get("smoke") or []})
     for k, (service, name, path) in enumerate(series):
@@ -211,6 +286,12 @@ def trend_chart(reports: list[dict[str, Any]]) -> Chart:
     return chart
 
 
+def looked_only(data: dict[str, Any]) -> bool:
+    """A report of a look that changed nothing (`knfleet diff`, `knfleet status`, a `--dry` run): its `changes` are
+    what would change."""
+    return data.get("kind") in ("diff", "status") or bool(data.get("dry_run"))
+
+
 def cells(data: dict[str, Any]) -> list[dict[str, Any]]:
     """The grid's rows: one per wave (a plain run's clusters share one row), each with its clusters' cells."""
     rows: dict[Any, list[dict[str, Any]]] = {}
@@ -220,6 +301,7 @@ def cells(data: dict[str, Any]) -> list[dict[str, Any]]:
             "name": name, "status": status, "colour": COLOURS.get(status, OTHER_COLOUR),
             "bad": status in outcome.BAD or smoke_failed(o), "reason": reason(o),
             "smoke_failed": smoke_failed(o), "changed": len(metrics.changed_objects(o)),
+            "differ": len(o.get("changes") or []) if looked_only(data) else 0,
             "smoke": [(s["service"], _result(s)) for s in o.get("smoke") or []],
         })
     out = []
@@ -229,6 +311,24 @@ def cells(data: dict[str, Any]) -> list[dict[str, Any]]:
         label = "clusters" if wave is None else f"wave {wave}" + (" (canary)" if wave == 0 else "")
         out.append({"wave": wave, "label": label, "seconds": max(secs) if secs else None, "cells": members,
                     "halted": data.get("halted_at_wave") is not None and wave == data.get("halted_at_wave")})
+    return out
+
+
+def field_changes(o: dict[str, Any]) -> list[dict[str, Any]]:
+    """A cluster's changed objects (the report's `changes`), each with one row per field: the readable path, the
+    live and desired values as the text output shows them (hidden ones as `(changed)`), and the last writer."""
+    from knfleet.kube import fielddiff
+
+    out = []
+    for obj in o.get("changes") or []:
+        rows = []
+        for op in obj.get("patch") or []:
+            text = fielddiff.op_text(op)
+            field_name = op.get("field") or op.get("path", "")
+            rows.append({"field": field_name, "change": text[len(field_name) + 2:], "op": op.get("op", ""),
+                         "writer": fielddiff.writer_text(op.get("manager"), op.get("time"))})
+        out.append({"object": obj.get("object", ""), "stage": obj.get("stage", ""), "why": obj.get("why", ""),
+                    "rows": rows})
     return out
 
 
@@ -242,6 +342,7 @@ def details(data: dict[str, Any]) -> list[dict[str, Any]]:
             "changed": metrics.changed_objects(o),
             "steps": [{**s, "pct": round(100 * float(s.get("seconds") or 0) / longest, 1)} for s in steps],
             "smoke": [(phase, s) for key, phase in PHASES for s in o.get(key) or []],
+            "field_changes": field_changes(o),
         })
     return out
 
@@ -278,7 +379,8 @@ def render(reports: list[dict[str, Any]]) -> str:
     return _env().get_template("report.html.j2").render(
         r=latest, finished=when(latest.get("finished")), rows=cells(latest), clusters=details(latest),
         chart=smoke_chart(latest), trend=trend_chart(ordered) if len(ordered) > 1 else None,
-        history=history(ordered) if len(ordered) > 1 else None, colours=COLOURS, count=len(ordered))
+        history=history(ordered) if len(ordered) > 1 else None, colours=COLOURS, count=len(ordered),
+        label_px=LABEL_PX, fmt_s=fmt_s)
 
 
 def write(path: str, reports: list[dict[str, Any]]) -> None:

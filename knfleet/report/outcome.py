@@ -1,6 +1,6 @@
 """What happened on each cluster, as values: the outcome built from the record a run keeps per cluster
 (knfleet.report.records) and pyinfra's state after the run, the closing lines, and the one JSON schema shared
-by the run report (`KNFLEET_REPORT`), the rollout report and `knfleet status --json` (see the README).
+by the run report (`KNFLEET_REPORT`), the rollout report and `knfleet status --json` (docs/run.md).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ class ClusterOutcome:
     smoke: list[dict[str, Any]] = field(default_factory=list)
     smoke_after_bake: list[dict[str, Any]] = field(default_factory=list)
     drift: list[str] = field(default_factory=list)
+    changes: list[dict[str, Any]] = field(default_factory=list)  # per object: {object, stage, why, patch: [RFC 6902]}
     services: list[dict[str, Any]] = field(default_factory=list)
     rollouts: list[dict[str, Any]] = field(default_factory=list)  # progressive model rollouts: steps, figures, outcome
     knative_version: str | None = None
@@ -117,6 +118,7 @@ def outcomes(state: Any, dry: bool = False) -> dict[str, ClusterOutcome]:
             smoke=[r.as_dict() for r in record.smoke] if record else [],
             duration_s=round(time.time() - record.started, 2) if record else None,
             api_requests=record.api_requests if record else None,
+            changes=list(record.changes) if record else [],
             # what the cluster runs: after a converged run the version it was brought to, else what was found
             knative_version=_version_after(record.knative_version, status) if record else None,
         )

@@ -108,6 +108,11 @@ class ClusterRun:
     started: float = field(default_factory=time.time)
     api_requests: int = 0  # requests the run made to this cluster's API (knfleet.kube.client counts them)
     knative_version: str | None = None  # the Serving version found on the cluster ("1.17.0 -> 1.17.2": upgrading)
+    changes: list[dict[str, Any]] = field(default_factory=list)  # objects that differ, field by field (fielddiff)
+
+    def keep_changes(self, stage: str, objects: list[dict[str, Any]]) -> None:
+        """A stage's field-level changes (the operation may look twice: before and when executing; the last wins)."""
+        self.changes = [c for c in self.changes if c.get("stage") != stage] + objects
 
     def step(self, title: str, status: str, started: float, objects: list[str] | None = None,
              note: str = "") -> None:

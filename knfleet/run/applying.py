@@ -71,6 +71,10 @@ def apply(step: p.Apply):
         return
     shown = [str(d) for d in drifted]
     say(f"{step.stage}: {len(shown)} object(s) differ: " + ", ".join(shown[:8]) + (" …" if len(shown) > 8 else ""))
+    text, objects = diff.describe(step.stage, drifted)  # each changed field and its last writer (--dry shows them)
+    for line in text:
+        say(f"  {line}")
+    state().record.keep_changes(step.stage, objects)
     wanted = {d.ref for d in drifted}
     for what, note in step.notes:
         if what in wanted:

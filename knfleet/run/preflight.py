@@ -10,7 +10,7 @@ from typing import Any
 from pyinfra import host, logger
 from pyinfra.api import operation
 
-from knfleet.desired import capacity
+from knfleet.desired import capacity, models, releases
 from knfleet.desired import plan as p
 from knfleet.errors import LockedError, Reason
 from knfleet.kube.client import Cluster, KubeError
@@ -18,12 +18,7 @@ from knfleet.run import lock
 from knfleet.run.context import cluster as current_cluster
 from knfleet.run.context import executing, fail, state, unchanged, warn
 
-MIN_KUBERNETES = (1, 30)
-
-
-def parse_version(text: str) -> tuple[int, int]:
-    core = text.lstrip("v").split("-")[0].split("+")[0].split(".")
-    return int(core[0]), int("".join(ch for ch in core[1] if ch.isdigit()) or 0)
+KSVC = ("serving.knative.dev/v1", "Service")
 
 
 def missing_rights(cluster: Cluster, rights: tuple[p.Right, ...]) -> list[str]:
@@ -51,8 +46,9 @@ def missing_rights(cluster: Cluster, rights: tuple[p.Right, ...]) -> list[str]:
 
 @operation()
 def preflight(step: p.Preflight):
-    """Before anything changes: the API answers, Kubernetes >= 1.30 (Knative 1.17's minimum), and the identity
-    has the rights the install needs (one access review each, concurrently)."""
+    """Before anything changes: the API answers, Kubernetes >= the target release's minimum (the plan's step says
+    which: 1.30.0 for 1.17, 1.31.0 for 1.18), and the identity has the rights the install needs (one access review
+    each, concurrently)."""
     t0 = time.monotonic()
     cluster = current_cluster()
     try:
@@ -60,9 +56,9 @@ def preflight(step: p.Preflight):
     except KubeError as err:
         yield fail("preflight", f"API server not reachable with {cluster.target.kubeconfig}: {err}", err.code)
         return
-    if parse_version(version) < MIN_KUBERNETES:
-        yield fail("preflight", f"Kubernetes {version} is too old: Knative Serving 1.17 needs >= v1.30.0",
-                   Reason.PREFLIGHT_FAILED)
+    too_old = releases.kubernetes_too_old(version, step.min_kubernetes, step.release)
+    if too_old:
+        yield fail("preflight", too_old, Reason.PREFLIGHT_FAILED)
         return
     if step.rights:
         try:
@@ -111,6 +107,10 @@ def gpu_shortfall(cluster: Cluster, needs: tuple[capacity.Need, ...]) -> tuple[l
     what is taken), and the report line."""
     nodes = [capacity.node_of(n) for n in cluster.list("v1", "Node")]
     own = {(n.service.split("/", 1)[0], n.service.split("/", 1)[-1]) for n in needs}
+    if cluster.has(*KSVC):  # knfleet's other services: the run prunes them (their GPUs are its to free)
+        key, _, value = models.MANAGED.partition("=")
+        own |= {(o["metadata"].get("namespace"), o["metadata"]["name"]) for o in cluster.list(*KSVC)
+                if (o["metadata"].get("labels") or {}).get(key) == value}
     held = capacity.used(cluster.list("v1", "Pod"), own)
     short = capacity.shortfalls(list(needs), capacity.free(nodes, held))
     return short, capacity.report(cluster.name, list(needs), nodes, short, held)

@@ -200,7 +200,8 @@ class Roller:
         except RolledBack:
             raise
         except KnfleetError as err:  # the new version cannot be checked (not Ready, gone, …): back to stable
-            self.back(st, f"{err}".splitlines()[0], Reason.ROLLOUT_FAILED, err)
+            # without its tag: a Route does not move traffic while a revision it names is not Ready
+            self.back(st, f"{err}".splitlines()[0], Reason.ROLLOUT_FAILED, err, keep_tag=False)
             raise  # (back raises)
 
     def first(self, want: str) -> list[str]:
@@ -259,14 +260,16 @@ class Roller:
             "min-scale dropped")
         return [f"Service/{step.ref} ({st.candidate} promoted, {old} previous)"]
 
-    def back(self, st: pr.State, why: str, code: Reason, cause: Exception | None = None) -> None:
-        """Roll back: the running version at 100 %, the new one at 0 % under its tag, its GPUs released."""
+    def back(self, st: pr.State, why: str, code: Reason, cause: Exception | None = None,
+             keep_tag: bool = True) -> None:
+        """Roll back: the running version at 100 %, the new one at 0 % under its tag (its host stays reachable for
+        a look; not for a revision that never became Ready), its GPUs released."""
         step = self.step
         assert isinstance(step, p.Rollout)
         st.phase, st.reason = pr.ROLLED_BACK, why
         self.report.update(outcome="rolled back", reason=why, reached=st.percent(step.settings.steps))
         try:
-            self.apply(step.service, pr.traffic(st.stable, st.candidate, 0, st.previous), st)
+            self.apply(step.service, pr.traffic(st.stable, st.candidate if keep_tag else None, 0, st.previous), st)
             if st.surge:
                 self.restore_scale(st.stable)
             self.release(st.candidate)
@@ -395,7 +398,7 @@ class Roller:
                             step.tolerations)
         if capacity.shortfalls([one], left):
             raise KnfleetError(f"{step.ref}: no GPUs free for the new version's first pod ({step.gpus_per_pod} GPU(s) "
-                               f"each; {where}); nothing was changed", code=Reason.CAPACITY_SHORTFALL)
+                               f"each; {where}); the service was not changed", code=Reason.CAPACITY_SHORTFALL)
         old = self.ready_pods(stable)
         say(f"{step.ref}: GPUs free for one more pod only ({where}): surge by one (the new version starts with one "
             f"pod, {stable} gives up pods as traffic moves)")

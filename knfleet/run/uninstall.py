@@ -169,7 +169,10 @@ def delete_all_services(cluster: Cluster, step: p.DeleteServices, refs: list[str
         if step.force:
             left += left_named(user_objects(cluster))
         return not left, "still present: " + ", ".join(sorted(set(left)))
-    wait.until(cluster, gone, step.timeout)
+    try:
+        wait.until(cluster, gone, step.timeout)
+    except NotReadyError as err:
+        raise StuckError(str(err)) from None
     return ([f"Service/{r} (deleted)" for r in refs]
             + [f"{o['kind']}/{readiness.name_of(o)} (deleted)" for o in foreign]
             + [f"{o['kind']}/{readiness.name_of(o)} (its deletion finished)" for o in pending])
@@ -208,7 +211,10 @@ def delete_stage(cluster: Cluster, step: p.Delete, objects: list[dict[str, Any]]
     for o in reversed(objects):
         cluster.delete(o["apiVersion"], o["kind"], o["metadata"]["name"], o["metadata"].get("namespace"))
         notes.forget(o)
-    wait.until_gone(cluster, objects, step.timeout, explain=lambda left: left_named(left, cluster))
+    try:
+        wait.until_gone(cluster, objects, step.timeout, explain=lambda left: left_named(left, cluster))
+    except NotReadyError as err:
+        raise StuckError(str(err)) from None
     save_notes(cluster)
     return [f"{ref(o)} (deleted)" for o in objects]
 

@@ -22,7 +22,8 @@ from localcluster.runner.pods import PodRunner
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m localcluster.runner", description=__doc__)
     ap.add_argument("--cluster-dir", required=True, type=Path)
-    ap.add_argument("--bin-dir", required=True, type=Path, help="where the Knative binaries are")
+    ap.add_argument("--bin-root", required=True, type=Path,
+                    help="where the Knative builds are: <root>/knative-serving-v<module>/<binary>, one per release")
     ap.add_argument("--egress-socket", required=True, type=Path)
     ap.add_argument("--kubelet-port", type=int, default=0,
                     help="the nodes' kubelet port: kwok's server (logs, exec, port-forward), on 127.0.0.1")
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster = cfg["clusters"][0]["cluster"]
     api = config.new_client_from_config(config_file=str(kubeconfig))
     core = client.CoreV1Api(api)
-    runner = PodRunner(api, args.cluster_dir, args.bin_dir, cluster["server"], cluster["certificate-authority-data"],
+    runner = PodRunner(api, args.cluster_dir, args.bin_root, cluster["server"], cluster["certificate-authority-data"],
                        log=log)
     stop = threading.Event()
     wake = threading.Event()

@@ -1,4 +1,7 @@
-"""The pod runner: the kubelet of the pods whose containers are real binaries (Knative's webhook and controller).
+"""The pod runner: the kubelet of the pods whose containers are real binaries (Knative's webhook, controller and
+post-install Jobs), each run as the build of the release its image digest belongs to (releases.pick): a 1.18.1 pod
+runs the v0.45.1 build; a pod of a release with no build here (1.17.2) is not run at all, its container waiting with
+the reason.
 
 kwok schedules every pod and gives it an IP. For a pod whose container image names a binary we built
 (binaries.BINARIES), the runner does what a kubelet would: starts the process with the env and args
@@ -35,6 +38,7 @@ import yaml
 from kubernetes.client.rest import ApiException
 
 from localcluster import procs
+from localcluster.runner import releases
 from localcluster.runner.binaries import METRICS_PORT_MAX, Binary, for_image
 
 # Fault injection for tests: {"<namespace>/<app label>": "hold" | "ready-without-process"}. "hold" never starts
@@ -133,6 +137,9 @@ class Container:
     next_probe: float = 0.0
     probe_failures: int = 0
     log: Path | None = None
+    release: str | None = None  # the Knative release of the image (by digest)
+    path: Path | None = None  # the build that runs; None: nothing may run, `blocked` says why
+    blocked: tuple[str, str] | None = None  # (waiting reason, message)
 
     @property
     def key(self) -> str:
@@ -148,13 +155,13 @@ class Container:
 
 
 class PodRunner:
-    def __init__(self, api: Any, cluster_dir: Path, bin_dir: Path, server: str, ca_data: str,
+    def __init__(self, api: Any, cluster_dir: Path, bin_root: Path, server: str, ca_data: str,
                  log: Callable[[str], None] = print) -> None:
         from kubernetes import client  # the runner's only client, built from the admin kubeconfig
 
         self.core = client.CoreV1Api(api)
         self.dir = cluster_dir
-        self.bin_dir = bin_dir
+        self.bin_root = bin_root  # one folder per build: <bin_root>/knative-serving-v<module>/<binary>
         self.server = server
         self.ca_data = ca_data
         self.log = log
@@ -173,8 +180,7 @@ class PodRunner:
                 and all(c.labels.get(k) == v for k, v in selector.items())]
 
     def _save(self) -> None:
-        data = {c.key: {"pid": c.pid, "marker": str(self.bin_dir / c.binary.name)}
-                for c in self.containers.values() if c.pid}
+        data = {c.key: {"pid": c.pid, "marker": str(c.path)} for c in self.containers.values() if c.pid}
         data.update({f"{key} (stopping)": {"pid": p.pid, "marker": str(p.args[0])} for p, _, key in self.stopping
                      if p.poll() is None})
         tmp = self.state_file.with_suffix(".tmp")
@@ -241,10 +247,21 @@ class PodRunner:
             grace=min(float(spec.get("terminationGracePeriodSeconds") or 30), STOP_GRACE_MAX),
         )
         c.ports = {port: free_port() for port in binary.port_env.values()}
+        self._pick(c)
         version = c.labels.get("app.kubernetes.io/version", "?")
-        self.log(f"{c.key}: runs {binary.name} for image {c.image} (release label {version}); "
+        runs = f"{c.path} (Knative {c.release})" if c.path else f"nothing: {c.blocked[1] if c.blocked else '?'}"
+        self.log(f"{c.key}: image {c.image} (release label {version}) runs {runs}; "
                  f"ports {', '.join(f'{k}->{v}' for k, v in sorted(c.ports.items()))}")
         return c
+
+    def _pick(self, c: Container) -> None:
+        """The build of the image's release, or why nothing may run (kept as the container's waiting reason)."""
+        got = releases.pick(c.image, self.bin_root)
+        if got is None:  # not one of ours (cannot happen: reconcile only makes Containers for our binaries)
+            c.blocked = ("UnknownKnativeRelease", f"image {c.image} is not a Knative binary the runner backs")
+            return
+        c.release, c.path = got.release, got.path
+        c.blocked = None if got.path else (got.reason, got.message)
 
     def _tend(self, c: Container, pod: dict[str, Any] | None, now: float) -> None:
         fault = self.fault(c)
@@ -256,6 +273,13 @@ class PodRunner:
             return
         if c.popen is not None and c.popen.poll() is not None:
             self._exited(c, now)
+        if c.popen is None and c.path is None:
+            was = c.blocked
+            self._pick(c)  # a missing build may have been built meanwhile
+            if c.blocked is not None:
+                if c.blocked != was:
+                    self.log(f"{c.key}: not run: {c.blocked[0]}: {c.blocked[1]}")
+                return
         if c.popen is None and not c.done and now >= c.next_start and pod is not None:
             try:
                 self._start(c, pod)
@@ -354,8 +378,8 @@ class PodRunner:
         env["KUBECONFIG"] = str(self._kubeconfig(c, pod))
         env["HOME"] = str(self.dir / "pods" / f"{c.namespace}_{c.pod}")
         env.setdefault("PATH", "/usr/bin:/bin")
-        binary = self.bin_dir / c.binary.name
-        argv = [str(binary), *(expand(str(a), env) for a in ctr.get("args") or [])]
+        assert c.path is not None  # _tend starts only a container whose release has a build
+        argv = [str(c.path), *(expand(str(a), env) for a in ctr.get("args") or [])]
         c.log = self.dir / "logs" / "pods" / f"{c.namespace}_{c.pod}_{c.name}.log"
         c.log.parent.mkdir(parents=True, exist_ok=True)
         with open(c.log, "ab") as out:
@@ -451,6 +475,8 @@ class PodRunner:
                     st["state"] = {"running": {"startedAt": c.started_at}}
                 elif c.done and c.last_exit:
                     st["state"] = c.last_exit
+                elif c.blocked:  # no build of the image's release: never run with another release's binary
+                    st["state"] = {"waiting": {"reason": c.blocked[0], "message": c.blocked[1]}}
                 elif c.last_exit:
                     secs = max(0, int(c.next_start - time.monotonic()))
                     st["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message": (

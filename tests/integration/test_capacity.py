@@ -3,6 +3,8 @@ preflight (before wave 0), with the shortfall per service, and no cluster is tou
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from localcluster.cluster import Spec
@@ -38,10 +40,12 @@ def test_rollout_stops_at_the_gpu_preflight_and_touches_no_cluster(fleet, tmp_pa
         assert not kube.exists("lease", "knfleet-lock", "-n", "kube-system")
     # gpu_preflight=warn: the preflight warns and the rollout goes on; the small cluster then fails where Knative
     # holds the pods Pending, which the preflight had predicted
+    report = tmp_path / "r2.json"
     warned = knfleet("rollout", str(inv), "--data", "gpu_preflight=warn", "--data", "model_wait_timeout=10",
-                     "--state", str(tmp_path / "s2.json"))
+                     "--state", str(tmp_path / "s2.json"), "--report", str(report))
     assert f"GPU preflight: warning: {small.name}: model services need 4 GPU(s)" in warned.stdout, \
         warned.stdout[-2000:]
     assert warned.returncode == 2, warned.stdout[-3000:]  # halted at wave 1 (the small cluster)
     assert big.exists("namespace", "knative-serving") and small.exists("namespace", "knative-serving")
-    assert f"knfleet: {small.name}: FAILED (install) - Model services Ready" in warned.stderr, warned.stderr[-2000:]
+    failure = json.loads(report.read_text())["clusters"][small.name]["failures"][0]
+    assert failure["reason"] == "NotReady" and failure["step"].startswith("Model services Ready"), failure

@@ -20,12 +20,22 @@ pytestmark = pytest.mark.integration
 TIMINGS: dict[str, float] = {}
 
 
-def pyinfra(group_root: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI against the clusters of one state folder (what KNFLEET_LOCAL selects)."""
-    env = dict(os.environ, KNFLEET_LOCAL=str(group_root.parent), PYINFRA_PROGRESS="off")
+def pyinfra(group_root: Path, *args: str, timeout: float = 900, report: Path | None = None,
+            ) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI against the clusters of one state folder (what KNFLEET_LOCAL selects); with `report`, the
+    run writes its JSON report there."""
+    env = dict(os.environ, KNFLEET_LOCAL=str(group_root.parent), PYINFRA_PROGRESS="off",
+               **({"KNFLEET_REPORT": str(report)} if report else {}))
     argv = [str(REPO / ".venv" / "bin" / "pyinfra"), "inventories/local.py", "deploy.py", *args]
     return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
+
+
+def failure(report: Path, cluster: str) -> dict:
+    """A cluster's first failure in a run's JSON report: {step, reason (knfleet.errors.Reason), message}."""
+    o = json.loads(report.read_text())["clusters"][cluster]
+    assert o["failures"], o
+    return o["failures"][0]
 
 
 def changed_ops(result: subprocess.CompletedProcess[str]) -> list[str]:
@@ -136,15 +146,16 @@ def test_bad_setting_names_the_field_value_and_allowed(fleet):
     assert "kourier_service_type" in run.stderr and "'Ingress'" in run.stderr and "LoadBalancer" in run.stderr
 
 
-def test_one_cluster_down_the_other_converges_and_the_run_fails_naming_it(fleet):
+def test_one_cluster_down_the_other_converges_and_the_run_fails_naming_it(fleet, tmp_path):
     root, a, b = fleet
     state = b.cluster.load_state()
     procs.stop(state.pids["kube-apiserver"], state.markers["kube-apiserver"])
+    report = tmp_path / "run.json"
     try:
-        run = pyinfra(root, "-y", "--data", "knative_domain=changed.example")
+        run = pyinfra(root, "-y", "--data", "knative_domain=changed.example", report=report)
         assert run.returncode != 0, run.stderr
-        assert f"knfleet: {b.name}: FAILED" in run.stderr and "not reachable" in run.stderr, run.stderr
-        assert f"knfleet: {a.name}: install done" in run.stderr, run.stderr
+        assert failure(report, b.name)["reason"] == "Unreachable", run.stderr
+        assert json.loads(report.read_text())["clusters"][a.name]["status"] == "changed", run.stderr
         assert "changed.example" in a.json("get", "configmap", "config-domain", "-n", "knative-serving")["data"]
     finally:
         b.cluster.down()

@@ -89,6 +89,17 @@ BAD = [
     ("knative_autoscalar={}", "did you mean 'knative_autoscaler'"),
     ("wait_timeout=-1", "wait_timeout: -1 is not allowed"),
     ("knative_domain=Ünïcode.example", "knative_domain: 'Ünïcode.example' is not allowed"),
+    # progressive rollouts (issue 20)
+    ("models=" + json.dumps([{"rollout": {"strategy": "progressive", "steps": [5, 50, 25, 100]}}]),
+     "rollout.steps = [5, 50, 25, 100] is not allowed"),
+    ("models=" + json.dumps([{"rollout": {"strategy": "progressive", "checks": {"max_latency_ratio": 0.5}}}]),
+     "rollout.checks.max_latency_ratio = 0.5 is not allowed"),
+    ("models=" + json.dumps([{"rollout": {"strategy": "progressive", "checks": {"prompts": [
+        {"messages": [{"role": "user", "content": "1+1"}], "expect": "(2"}]}}}]),
+     "rollout.checks.prompts[0].expect = '(2' is not allowed"),
+    ("models=" + json.dumps([{"autoscaling": {"initial_scale": 0, "min_scale": 1},
+                              "rollout": {"strategy": "progressive"}}]),
+     "rollout.strategy = 'progressive' is not allowed with autoscaling initial_scale 0"),
 ]
 
 

@@ -1,5 +1,6 @@
 """Issue 12 acceptance: ha_replicas 2 runs the control plane (the real Knative webhook and controller among it) at 2
-Ready pods each, and warns where the release's PodDisruptionBudgets would block every node drain."""
+Ready pods each, and warns where the release's PodDisruptionBudgets would block every node drain. On Knative 1.17.1
+(issue 22): each of the four processes is 1.17.1's own build."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import pytest
 
 from tests.integration.test_deploy import changed_ops, pyinfra
 from tests.integration.test_models import QWEN, models_arg
-from tests.kube import eventually
+from tests.integration.test_upgrade import SHARED
+from tests.kube import control_plane_modules, eventually
 
 pytestmark = pytest.mark.integration
+
+RELEASE = ("--data", "knative_version=1.17.1")  # a release other than the default, run by its own build
 
 CONTROL_PLANE = (("knative-serving", "activator"), ("knative-serving", "autoscaler"),
                  ("knative-serving", "controller"), ("knative-serving", "webhook"),
@@ -18,6 +22,8 @@ CONTROL_PLANE = (("knative-serving", "activator"), ("knative-serving", "autoscal
 
 @pytest.fixture(scope="module")
 def cluster(pool, shared_knative):
+    if not (SHARED / "v1.17.1" / "serving-core.yaml").is_file():
+        pytest.skip(f"no Knative 1.17.1 release files at {SHARED / 'v1.17.1'}")
     kube = pool.start("ha", group="ha")
     yield pool.root_for("ha"), kube
     pool.stop(kube)
@@ -25,7 +31,7 @@ def cluster(pool, shared_knative):
 
 def test_two_replicas_of_the_control_plane_and_the_pdb_warning(cluster):
     root, kube = cluster
-    run = pyinfra(root, "-y", "--data", "ha_replicas=2", "--data", models_arg(QWEN))
+    run = pyinfra(root, "-y", *RELEASE, "--data", "ha_replicas=2", "--data", models_arg(QWEN))
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     for ns, name in CONTROL_PLANE:
         dep = kube.json("get", "deploy", name, "-n", ns)
@@ -38,6 +44,8 @@ def test_two_replicas_of_the_control_plane_and_the_pdb_warning(cluster):
     pods = kube.json("get", "pods", "-n", "knative-serving", "-l", "app=controller")["items"]
     assert len([p for p in pods if p["status"]["containerStatuses"][0].get("containerID", "")
                 .startswith("knfleet-runner://")]) == 2, log[-2000:]
+    modules = eventually(lambda: control_plane_modules(kube), 60, what="Ready webhook and controller processes")
+    assert len(modules) == 4 and set(modules.values()) == {"v0.44.1"}, modules
     eventually(lambda: len([x for x in kube.json("get", "leases", "-n", "knative-serving")["items"]
                             if x["metadata"]["name"].startswith("controller.")]) > 0, what="controller leases")
     for pdb in ("knative-serving/activator-pdb", "knative-serving/webhook-pdb",
@@ -45,8 +53,8 @@ def test_two_replicas_of_the_control_plane_and_the_pdb_warning(cluster):
         assert f"PodDisruptionBudget {pdb} (minAvailable 80%) allows no eviction at ha_replicas 2" in run.stderr, \
             run.stderr[-3000:]
     assert "smoke knative-qwen7b/knative-qwen7b-svc: 200" in run.stderr
-    again = pyinfra(root, "-y", "--json", "--data", "ha_replicas=2", "--data", models_arg(QWEN))
+    again = pyinfra(root, "-y", "--json", *RELEASE, "--data", "ha_replicas=2", "--data", models_arg(QWEN))
     assert again.returncode == 0 and changed_ops(again) == [], again.stderr[-2000:]
     # at 5 the budgets allow an eviction: no warning
-    five = pyinfra(root, "-y", "--dry", "--data", "ha_replicas=5", "--data", models_arg(QWEN))
+    five = pyinfra(root, "-y", "--dry", *RELEASE, "--data", "ha_replicas=5", "--data", models_arg(QWEN))
     assert "allows no eviction" not in five.stderr

@@ -13,7 +13,7 @@ import pytest
 
 from localcluster.cluster import Spec
 from tests.conftest import REPO
-from tests.integration.test_deploy import changed_ops, pyinfra
+from tests.integration.test_deploy import changed_ops, failure, pyinfra
 
 pytestmark = pytest.mark.integration
 
@@ -122,15 +122,19 @@ def test_invalid_values_stop_the_run_before_any_change(cluster):
     assert [o["metadata"]["generation"] for o in after] == [o["metadata"]["generation"] for o in before]
 
 
-def test_too_many_gpus_fails_with_unschedulable(cluster):
-    root, _ = cluster
+def test_too_many_gpus_fails_with_unschedulable(cluster, tmp_path):
+    root, kube = cluster
     greedy = {"name": "greedy", "namespace": "gpu-test", "gpus": 99}
+    report = tmp_path / "run.json"
     run = pyinfra(root, "-y", "--data", models_arg(QWEN, SLEEPY, greedy), "--data", "model_wait_timeout=15",
-                 "--data", "gpu_preflight=warn")  # past the preflight: what Knative says
+                  "--data", "gpu_preflight=warn", report=report)  # past the preflight: what Knative says
     assert run.returncode != 0
-    assert "ksvc gpu-test/greedy" in run.stderr and "Unschedulable" in run.stderr
-    assert "Insufficient nvidia.com/gpu" in run.stderr
-    assert "more GPUs than any node has (at most 2 per node): gpu-test/greedy asks for 99" in run.stderr
+    fail = failure(report, kube.name)
+    assert fail["reason"] == "NotReady" and fail["step"].startswith("Model services Ready"), fail
+    # Knative's own words for why, in the message
+    assert "ksvc gpu-test/greedy" in fail["message"] and "Insufficient nvidia.com/gpu" in fail["message"]
+    warnings = json.loads(report.read_text())["clusters"][kube.name]["warnings"]
+    assert any("not enough GPUs" in w and "gpu-test/greedy needs 198 GPU(s)" in w for w in warnings), warnings
 
 
 def test_removed_service_is_deleted_and_unmanaged_one_survives(cluster):

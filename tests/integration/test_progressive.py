@@ -204,6 +204,22 @@ def test_a_rolled_back_version_is_not_tried_again_until_rollout_retry_names_it(p
     assert ksvc(a)["metadata"]["generation"] == generation  # no new attempt: nothing applied
 
 
+def test_a_new_revision_that_never_becomes_ready_is_rolled_back_without_its_tag(pair, tmp_path):
+    _, only_a, a, _ = pair
+    stable = tags(a)["stable"][0]
+    greedy = model("v0.6.5", gpus=99)  # no node has 99 GPUs: Knative reports the revision Unschedulable
+    report = tmp_path / "run.json"
+    run = run_pyinfra(only_a, "-y", "--data", models(greedy), "--data", "gpu_preflight=off",
+                      "--data", "model_wait_timeout=60", env={"KNFLEET_REPORT": str(report)})
+    assert run.returncode != 0
+    cluster = json.loads(report.read_text())["clusters"][a.name]
+    assert cluster["failures"][0]["reason"] == "RolloutFailed", cluster["failures"]
+    assert cluster["rollouts"][0]["outcome"] == "rolled back" and "Unschedulable" in cluster["rollouts"][0]["reason"]
+    # the Route stays Ready on the running version: the failed revision is not named by any tag
+    assert tags(a)["stable"] == (stable, 100) and "candidate" not in tags(a)
+    assert pr.serving(ksvc(a)["status"]["traffic"]) == {stable: 100}
+
+
 def test_sigkill_during_a_step_then_a_new_run_resumes_at_that_step(pair, tmp_path):
     _, only_a, a, _ = pair
     slow_bake = model("v0.6.6", rollout={**ROLLOUT, "bake": "4s"})

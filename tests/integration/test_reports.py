@@ -4,6 +4,7 @@ report. The reports come from real rollouts and runs on local clusters."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from knfleet.report import html, metrics
+from knfleet.report import html, metrics, outcome
 from knfleet.report.records import path_of
 from localcluster import browser
 from localcluster.cluster import Spec
@@ -95,6 +96,7 @@ def check_page(driver: Any, page: Path, rep: dict[str, Any], png: Path) -> None:
             seen.append((p.get_attribute("data-cluster"), p.get_attribute("data-service"), latency))
         assert sorted(seen) == sorted((n, s["service"], str(s["latency_s"]) if s["latency_s"] is not None else "")
                                       for n, s in results)
+        assert_labels_apart(driver, "#smoke-chart", len({(n, s["service"], path_of(s.get("via"))) for n, s in results}))
     else:
         assert driver.find_element("css selector", "#no-smoke").is_displayed()
     browser_png = png
@@ -103,6 +105,57 @@ def check_page(driver: Any, page: Path, rep: dict[str, Any], png: Path) -> None:
     driver.save_screenshot(str(browser_png))
     assert browser_png.stat().st_size > 10_000
     driver.set_window_size(1280, 1600)
+
+
+BOXES = ("return Array.from(document.querySelectorAll(arguments[0])).map(e => {"
+         "const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom, e.textContent];})")
+
+
+def assert_labels_apart(driver: Any, chart: str, count: int) -> None:
+    """The chart's x-axis labels, as the browser lays them out (getBoundingClientRect of each label element): one
+    per band, no two overlapping, each inside the chart."""
+    boxes = driver.execute_script(BOXES, f"{chart} text.x-label")
+    assert len(boxes) == count, boxes
+    (svg,) = driver.execute_script(BOXES, chart)
+    for a, b in itertools.combinations(boxes, 2):
+        apart = a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+        assert apart, f"labels overlap: {a} and {b}"
+    for box in boxes:
+        assert box[2] > box[0] and svg[0] <= box[0] and box[2] <= svg[2] and box[3] <= svg[3], (box, svg)
+
+
+def many_results(clusters: list[str], services: list[str], vias: list[str], finished: float = 1795700000.0) -> dict:
+    """A run report with a smoke result per service, path and cluster (names as long or as wide as they come)."""
+    results = {name: outcome.ClusterOutcome(name, outcome.CONVERGED, smoke=[
+        {"service": svc, "ok": True, "status": 200, "latency_s": 0.05 + 0.01 * i, "cold_start_s": 1.5 if i else None,
+         "attempts": 1, "error": None, "skipped": None, "via": via}
+        for i, svc in enumerate(services) for via in vias]) for name in clusters}
+    return {**outcome.report("run", results, action="install", dry_run=False), "finished": finished}
+
+
+VIAS = ["kourier-internal (port-forward to pod kourier-system/3scale-kourier-gateway-5f7d)",
+        "proxy http://127.223.222.167:80", "smoke_url http://gateway.example.org"]
+
+
+@pytest.mark.parametrize(("clusters", "services", "vias"), [
+    (["local-1"], ["knative-qwen7b/knative-qwen7b-svc", "knative-qwen7b/qwen7b-scale-to-zero"], VIAS[:2]),
+    ([f"prod-eu-west-{i}-gpu-a100-pool" for i in range(4)],
+     [f"llm-serving/qwen2-5-72b-instruct-awq-{i}" for i in range(5)], VIAS[:2]),
+    ([f"MMMW-WWWM-mmmm-wwww-{i}" for i in range(3)], ["team-wwwwwwwwwwwwmmmmmmmmmmmmmmmmmmmmmmmm/mmmm-wwww-m",
+                                                      "x/y", "ns/服务-模型"], VIAS),
+    ([f"c{i}" for i in range(12)], ["n/a"], VIAS[:1]),
+])
+def test_chart_labels_stay_apart_at_any_number_of_services_paths_and_clusters(chromium, tmp_path, clusters, services,
+                                                                               vias):
+    page = tmp_path / "many.html"
+    html.write(str(page), [many_results(clusters, services, vias)])
+    chromium.get(page.resolve().as_uri())
+    assert_labels_apart(chromium, "#smoke-chart", len(clusters) * len(services) * len(vias))
+    # the same page with many reports: the trend chart's labels (date and time) stay apart too
+    reports = [many_results(clusters[:2], services[:2], vias[:1], 1795700000.0 + 60 * k) for k in range(25)]
+    html.write(str(page), reports)
+    chromium.get(page.resolve().as_uri())
+    assert_labels_apart(chromium, "#trend-chart", 25)
 
 
 def test_html_report_of_a_halted_and_a_converged_rollout_in_a_real_browser(fleet, chromium, tmp_path, monkeypatch):
@@ -145,6 +198,7 @@ def test_html_report_of_a_halted_and_a_converged_rollout_in_a_real_browser(fleet
     first = {c.get_attribute("data-cluster"): c.get_attribute("data-outcome")
              for c in rows[0].find_elements("css selector", "td.cell")}
     assert first == {canary.name: "failed", other.name: "untouched"}
+    assert_labels_apart(chromium, "#trend-chart", 2)
     points = chromium.find_elements("css selector", "#trend-chart g.trend-point")
     assert len(points) == sum(1 for o in converged["clusters"].values() for s in o["smoke"]
                               for v in (s["latency_s"], s["cold_start_s"]) if v is not None)

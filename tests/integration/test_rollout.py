@@ -115,15 +115,18 @@ def test_failures_within_the_allowance_complete_the_others(three, tmp_path):
         c.cluster.restart_component("kube-apiserver")
 
 
-def test_a_locked_cluster_is_reported_and_not_touched_and_an_expired_lock_is_taken_over(three, pool):
+def test_a_locked_cluster_is_reported_and_not_touched_and_an_expired_lock_is_taken_over(three, pool, tmp_path):
     _, (a, _, _) = three
     cluster = Cluster(Target(a.name, str(a.kubeconfig)))
     lock.acquire(cluster, "other-runner@ci", ttl=600)
     root = pool.root_for("rollout")
     before = a.json("get", "configmap", "config-domain", "-n", "knative-serving")["metadata"]["resourceVersion"]
-    run = pyinfra(root, "-y", "--limit", f"@kube/{a.name}", "--data", "knative_domain=locked.example")
+    report = tmp_path / "locked.json"
+    run = pyinfra(root, "-y", "--limit", f"@kube/{a.name}", "--data", "knative_domain=locked.example", report=report)
     assert run.returncode != 0
-    assert f"knfleet: {a.name}: LOCKED" in run.stderr and "locked by other-runner@ci" in run.stderr
+    locked = json.loads(report.read_text())["clusters"][a.name]
+    assert locked["status"] == "locked" and locked["failures"][0]["reason"] == "Locked", locked
+    assert "locked by other-runner@ci" in locked["failures"][0]["message"]
     assert a.json("get", "configmap", "config-domain", "-n", "knative-serving")["metadata"]["resourceVersion"] == before
     # A dead holder: its lease expired, so the next run takes it over and says so.
     a.run("delete", "lease", "knfleet-lock", "-n", "kube-system")

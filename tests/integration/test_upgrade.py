@@ -1,5 +1,6 @@
-"""Issue 12 acceptance: in-place upgrade 1.17.0 -> 1.17.2 on a local cluster with the real Knative webhook and
-controller, the post-install Jobs run by the real migrate and cleanup binaries, refusals before any change."""
+"""Issues 12 and 22: in-place upgrade 1.17.0 -> 1.18.1 directly (one minor) on a local cluster whose Knative webhook,
+controller and post-install Jobs are each release's real binaries (1.18.1's after the upgrade), refusals before any
+change."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from knfleet.desired import render
 from tests.conftest import REPO
 from tests.integration.test_deploy import changed_ops, pyinfra
 from tests.integration.test_models import QWEN, models_arg
-from tests.kube import Kube, eventually
+from tests.kube import Kube, control_plane_modules, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -90,8 +91,8 @@ class ReadyWatch:
 
 @pytest.fixture(scope="module")
 def cluster(pool, shared_knative):
-    if not (SHARED / "v1.17.2" / "serving-core.yaml").is_file():
-        pytest.skip(f"no Knative 1.17.2 release files at {SHARED / 'v1.17.2'}")
+    if not (SHARED / "v1.18.1" / "serving-core.yaml").is_file():
+        pytest.skip(f"no Knative 1.18.1 release files at {SHARED / 'v1.18.1'}")
     kube = pool.start("upgrade", group="upgrade")
     yield pool.root_for("upgrade"), kube
     pool.stop(kube)
@@ -107,21 +108,21 @@ data: {}
 """
 
 
-def test_upgrade_in_place_from_1_17_0_to_1_17_2(cluster):
+def test_upgrade_in_place_from_1_17_0_to_1_18_1_directly(cluster):
     root, kube = cluster
     first = pyinfra(root, "-y", "--data", models_arg(QWEN))
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
-    old, new = release_images("1.17.0"), release_images("1.17.2")
+    old, new = release_images("1.17.0"), release_images("1.18.1")
     assert old and new and not old & new
     assert set(knative_images(kube).values()) <= old
     # An object the old release had and the new one has not, as knfleet would have applied it.
     kube.run("apply", "--server-side", "--field-manager=knfleet", "-f", "-", stdin=LEFTOVER)
 
     with ReadyWatch(kube, "knative-qwen7b", "knative-qwen7b-svc") as watch:
-        up = pyinfra(root, "-y", "--data", models_arg(QWEN), "--data", "knative_version=1.17.2")
+        up = pyinfra(root, "-y", "--data", models_arg(QWEN), "--data", "knative_version=1.18.1")
     assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-4000:]
     log = up.stderr + up.stdout
-    assert "Knative Serving 1.17.0 installed: upgrading to 1.17.2" in log, log[-3000:]
+    assert "Knative Serving 1.17.0 installed: upgrading to 1.18.1" in log, log[-3000:]
     # the model service answered before anything was applied, and after
     # (each time through kourier-internal and through the public proxy's load balancer: group_data/local.py)
     said = r"\] smoke knative-qwen7b/knative-qwen7b-svc: 200 in \S+ \(via (kourier-internal|proxy)"
@@ -132,17 +133,19 @@ def test_upgrade_in_place_from_1_17_0_to_1_17_2(cluster):
     # ... and was Ready at every look in between
     assert watch.looks > 10 and watch.not_ready == [], watch.not_ready[:3]
 
-    # every Knative image (Deployments, Pods, config-deployment, the Image object) is 1.17.2's
+    # every Knative image (Deployments, Pods, config-deployment, the Image object) is 1.18.1's
     # (a pod of an old ReplicaSet may still be Terminating a moment after the run: kwok deletes it shortly)
     images = knative_images(kube)
     if not set(images.values()) <= new:
         def only_new() -> dict[str, str] | None:
             now = knative_images(kube)
             return now if set(now.values()) <= new else None
-        images = eventually(only_new, 60, what=f"only 1.17.2 images; first look: {images}")
+        images = eventually(only_new, 60, what=f"only 1.18.1 images; first look: {images}")
     assert any(k.startswith("pods/controller-") for k in images)
+    # ... and the processes behind the webhook and controller pods are the v0.45.1 (1.18.1) builds
+    eventually(lambda: set(control_plane_modules(kube).values()) == {"v0.45.1"}, 60, what="only v0.45.1 processes")
     # the post-install Jobs: created from generateName, completed, run by the real binaries
-    jobs = kube.json("get", "jobs", "-n", "knative-serving", "-l", "app.kubernetes.io/version=1.17.2")["items"]
+    jobs = kube.json("get", "jobs", "-n", "knative-serving", "-l", "app.kubernetes.io/version=1.18.1")["items"]
     assert sorted(j["metadata"]["generateName"] for j in jobs) == ["cleanup-serving-",
                                                                   "storage-version-migration-serving-"]
     for j in jobs:
@@ -155,9 +158,9 @@ def test_upgrade_in_place_from_1_17_0_to_1_17_2(cluster):
     # the old release's object the new one lacks is gone; the upgrade is noted done
     assert not kube.exists("cm", "config-from-an-older-release", "-n", "knative-serving")
     note = kube.json("get", "cm", "knfleet-upgrade", "-n", "kube-system")["data"]
-    assert (note["from"], note["to"], note["phase"]) == ("1.17.0", "1.17.2", "done")
+    assert (note["from"], note["to"], note["phase"]) == ("1.17.0", "1.18.1", "done")
 
-    again = pyinfra(root, "-y", "--json", "--data", models_arg(QWEN), "--data", "knative_version=1.17.2")
+    again = pyinfra(root, "-y", "--json", "--data", models_arg(QWEN), "--data", "knative_version=1.18.1")
     assert again.returncode == 0, again.stderr[-3000:]
     assert changed_ops(again) == []
     assert len(kube.json("get", "jobs", "-n", "knative-serving")["items"]) == 2  # no new Jobs
@@ -168,12 +171,12 @@ def test_downgrade_and_skipped_minor_refused_before_any_change(cluster):
     before = resource_versions(kube)
     down = pyinfra(root, "-y", "--data", models_arg(QWEN), "--data", "knative_version=1.17.0")
     assert down.returncode != 0
-    assert "Knative Serving 1.17.2 is installed and knative_version is 1.17.0: downgrades are not supported" \
+    assert "Knative Serving 1.18.1 is installed and knative_version is 1.17.0: downgrades are not supported" \
         in down.stderr, down.stderr[-3000:]
-    assert 'Keep knative_version = "1.17.2"' in down.stderr
+    assert 'Keep knative_version = "1.18.1"' in down.stderr
     assert resource_versions(kube) == before
 
-    # a cluster whose Serving objects say 1.15.3 (labels as a 1.15.3 release leaves them)
+    # a cluster whose Serving objects say 1.16.4 (labels as a 1.16.4 release leaves them)
     serving = [("crd", "services.serving.knative.dev", None)] + [
         ("deploy", n, "knative-serving") for n in ("activator", "autoscaler", "controller", "webhook")]
 
@@ -181,15 +184,15 @@ def test_downgrade_and_skipped_minor_refused_before_any_change(cluster):
         for kind, name, ns in serving:
             kube.run("label", "--overwrite", kind, name, f"app.kubernetes.io/version={version}",
                      *(["-n", ns] if ns else []))
-    label("1.15.3")
+    label("1.16.4")
     try:
         before = resource_versions(kube)
-        jump = pyinfra(root, "-y", "--data", models_arg(QWEN), "--data", "knative_version=1.17.2")
+        jump = pyinfra(root, "-y", "--data", models_arg(QWEN), "--data", "knative_version=1.18.1")
         assert jump.returncode != 0
-        assert "Upgrade along 1.15.3 -> 1.16.x -> 1.17.2" in jump.stderr, jump.stderr[-3000:]
+        assert "Upgrade along 1.16.4 -> 1.17.x -> 1.18.1" in jump.stderr, jump.stderr[-3000:]
         assert resource_versions(kube) == before
     finally:
-        label("1.17.2")
+        label("1.18.1")
     status = kube.run("get", "deploy", "controller", "-n", "knative-serving", "-o",
                       "jsonpath={.metadata.labels.app\\.kubernetes\\.io/version}").stdout
-    assert status == "1.17.2"
+    assert status == "1.18.1"

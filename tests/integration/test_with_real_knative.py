@@ -14,7 +14,7 @@ import pytest
 from knfleet.desired import knconfig
 from localcluster.cluster import Spec
 from tests.conftest import REPO
-from tests.integration.test_deploy import changed_ops, pyinfra
+from tests.integration.test_deploy import changed_ops, failure, pyinfra
 from tests.kube import Kube, eventually
 
 pytestmark = pytest.mark.integration
@@ -245,17 +245,20 @@ def _direct_route() -> str:
                        "spec": {"traffic": [{"configurationName": "knative-qwen7b-svc", "percent": 100}]}})
 
 
-def test_uninstall_counts_domain_mappings_and_direct_routes_and_force_finalizes_them(two):
+def test_uninstall_counts_domain_mappings_and_direct_routes_and_force_finalizes_them(two, tmp_path):
     root, a, b = two
     assert pyinfra(root, "-y").returncode == 0
     a.apply(_domain_mapping())
     a.apply(_direct_route())
     eventually(lambda: a.json("get", "domainmapping", "chat.example.com", "-n", "knative-qwen7b")["metadata"]
                .get("finalizers"), 60, what="the DomainMapping's finalizer (Knative's controller)")
-    guarded = pyinfra(root, "-y", "--limit", f"@kube/{a.name}", "--data", "action=uninstall")
+    report = tmp_path / "guarded.json"
+    guarded = pyinfra(root, "-y", "--limit", f"@kube/{a.name}", "--data", "action=uninstall", report=report)
     assert guarded.returncode != 0
-    assert "DomainMapping knative-qwen7b/chat.example.com" in guarded.stderr
-    assert "Route knative-qwen7b/handmade (created directly)" in guarded.stderr
+    refused = failure(report, a.name)
+    assert refused["reason"] == "GuardRefused", refused
+    assert "DomainMapping knative-qwen7b/chat.example.com" in refused["message"]
+    assert "Route knative-qwen7b/handmade (created directly)" in refused["message"]
     assert a.exists("namespace", "knative-serving")
     # Forced, on both clusters at once: deleted while Knative's controller still runs their finalizers.
     run = pyinfra(root, "-y", "--data", "action=uninstall", "--data", "force_uninstall=true")
@@ -268,7 +271,7 @@ def test_uninstall_counts_domain_mappings_and_direct_routes_and_force_finalizes_
             assert not kube.exists("namespace", ns)
 
 
-def test_uninstall_waits_for_knatives_webhook_and_names_what_a_finalizer_holds(pool):
+def test_uninstall_waits_for_knatives_webhook_and_names_what_a_finalizer_holds(pool, tmp_path):
     kube = pool.start("held", Spec(ready_delay_ms=300), group="held")
     root = pool.root_for("held")
     assert pyinfra(root, "-y").returncode == 0
@@ -282,9 +285,9 @@ def test_uninstall_waits_for_knatives_webhook_and_names_what_a_finalizer_holds(p
                         "spec": {"template": {"spec": {"containers": [{"image": "x@sha256:" + "3" * 64}]}}}})
     eventually(lambda: "failed calling webhook" in kube.run("create", "--dry-run=server", "-f", "-", stdin=probe,
                                                             check=False).stderr, 60, what="Knative's webhook gone")
-    down = pyinfra(root, "-y", "--data", "action=uninstall", "--data", "wait_timeout=15")
+    down = pyinfra(root, "-y", "--data", "action=uninstall", "--data", "wait_timeout=15", report=tmp_path / "d.json")
     assert down.returncode == 1
-    assert "Knative's webhook answers (it admits deletes of Knative objects) failed" in down.stderr, down.stderr
+    assert failure(tmp_path / "d.json", kube.name)["reason"] == "WebhookNotReady", down.stderr[-3000:]
     assert kube.exists("ksvc", "knative-qwen7b-svc", "-n", "knative-qwen7b")
     kube.cluster.set_faults({})
     # Something holds a Knative object with a finalizer no controller will remove: named, not "timed out".
@@ -296,9 +299,11 @@ def test_uninstall_waits_for_knatives_webhook_and_names_what_a_finalizer_holds(p
     eventually(lambda: kube.run("apply", "-f", "-", stdin=pinned, check=False).returncode == 0, 90,
                what="Knative's webhook back, admitting a Configuration")
     stuck = pyinfra(root, "-y", "--data", "action=uninstall", "--data", "force_uninstall=true",
-                    "--data", "wait_timeout=20")
+                    "--data", "wait_timeout=20", report=tmp_path / "s.json")
     assert stuck.returncode == 1
-    assert "Configuration knative-qwen7b/pinned (finalizers ['example.com/hold'])" in stuck.stderr, stuck.stderr
+    held = failure(tmp_path / "s.json", kube.name)
+    assert held["reason"] == "Stuck" and "Configuration knative-qwen7b/pinned (finalizers ['example.com/hold'])" \
+        in held["message"], held
     kube.run("patch", "configuration", "pinned", "-n", "knative-qwen7b", "--type=merge",
              "-p", '{"metadata": {"finalizers": []}}')
     t0 = time.monotonic()
@@ -308,7 +313,8 @@ def test_uninstall_waits_for_knatives_webhook_and_names_what_a_finalizer_holds(p
     pool.stop(kube)
 
 
-def test_an_uninstall_finishes_knative_deletes_an_interrupted_one_began_before_it_removes_their_controllers(pool):
+def test_an_uninstall_finishes_knative_deletes_an_interrupted_one_began_before_it_removes_their_controllers(pool,
+                                                                                                            tmp_path):
     # Issue 13 part 6, found by the long kill run: an uninstall SIGKILLed just after it deleted the Service left the
     # Route and Ingress being deleted; the next run saw no Service, removed Kourier, and the Ingress kept
     # net-kourier's finalizer (and its CRD) for ever. Here a finalizer of the test's own holds the Ingress.
@@ -325,9 +331,11 @@ def test_an_uninstall_finishes_knative_deletes_an_interrupted_one_began_before_i
     eventually(lambda: not kube.exists("ksvc", svc, "-n", ns), 60, what="the Service gone")
     eventually(lambda: (kube.json("get", "ingresses.networking.internal.knative.dev", name, "-n", ns)["metadata"]
                         .get("deletionTimestamp")), 90, what="the Ingress marked for deletion")
-    held = pyinfra(root, "-y", "--data", "action=uninstall", "--data", "wait_timeout=20")
+    held = pyinfra(root, "-y", "--data", "action=uninstall", "--data", "wait_timeout=20", report=tmp_path / "h.json")
     assert held.returncode == 1, held.stdout[-3000:]
-    assert f"Ingress {ns}/{name} (finalizers" in held.stderr and hold in held.stderr, held.stderr[-3000:]
+    why = failure(tmp_path / "h.json", kube.name)
+    assert why["reason"] == "Stuck" and f"Ingress {ns}/{name} (finalizers" in why["message"] \
+        and hold in why["message"], why
     # The controllers that finalize Knative's objects were left running.
     assert kube.exists("deployment", "net-kourier-controller", "-n", "knative-serving")
     assert kube.exists("deployment", "controller", "-n", "knative-serving")

@@ -1,4 +1,4 @@
-"""knfleet.gostrconv against Go's own answers.
+"""knfleet.desired.gostrconv against Go's own answers.
 
 Every expected value and message below was produced by the Go functions themselves (Go 1.26.8 and Go 1.23.4 agree;
 k8s.io/apimachinery v0.31.4, as in Knative Serving 1.17), by a throwaway harness that is not part of the repository.

@@ -369,8 +369,12 @@ def test_plain_and_progressive_manifest_services_in_the_plan(tmp_path):
                                                           "knative-qwen7b/knative-qwen7b-svc", "knative-qwen7b/rolled"]
     rights = {str(r) for r in plan.install_rights(d)}
     assert "patch revisions.serving.knative.dev in knative-qwen7b" in rights
-    # rollback names a progressive manifest service as it names a group-data one
+    # rollback and rollout_retry name a progressive manifest service as they name a group-data one
     assert plan.plan(desired({"model_manifests": [str(f)], "rollback": "rolled"}))[2].ref == "knative-qwen7b/rolled"
+    retry = plan.plan(desired({"model_manifests": [str(f)], "rollout_retry": "rolled"}))
+    assert next(s for s in retry if isinstance(s, plan.Rollout)).retry
+    with pytest.raises(InputError, match="rollout_retry: 'knative-qwen7b-svc' is not allowed"):
+        desired({"model_manifests": [str(f)], "rollout_retry": "knative-qwen7b-svc"})
 
 
 def test_uninstall_does_not_read_the_manifests(tmp_path):

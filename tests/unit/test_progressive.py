@@ -223,3 +223,16 @@ def test_the_simulated_model_server_fails_an_exact_share_and_0_percent_splits_ge
     split = Path("/", (), (Split("ns", "old", 95, ()), Split("ns", "new", 5, ())))
     assert sum(split.pick(x / 1000).revision == "new" for x in range(1000)) == 50
     assert json.dumps(pr.traffic("a"))  # plain JSON for the API
+
+
+def test_the_html_page_shows_each_rollout_step_with_both_versions_figures():
+    from knfleet.report import html
+
+    cut_short = {"service": "x/y", "candidate": "y-1", "steps": [{"percent": 0, "ok": False, "check": "expect",
+                                                                   "stable": {}, "candidate": {"requests": 3}}]}
+    page = html.render([{"schema": "knfleet.report/v1", "kind": "run", "finished": 1, "clusters": {
+        "c1": {"cluster": "c1", "status": "changed", "rollouts": [rollout_report(), cut_short]}}}])
+    assert '<table class="rollout" data-cluster="c1" data-service="knative-qwen7b/qwen" ' \
+           'data-outcome="promoted">' in page
+    assert "<td>0.410 s / 0.390 s</td>" in page and "<td>0/20 / 0/20</td>" in page
+    assert "rollout x/y: under way · new y-1" in page and "FAILED: expect" in page and "<td>0 % (dark)</td>" in page

@@ -221,6 +221,21 @@ def test_chart_coordinates_follow_the_values():
     assert chart.y_max >= max(p.latency or 0 for p in chart.points)
 
 
+def test_x_labels_have_a_line_per_part_and_bands_wider_than_their_widest_line():
+    chart = html.smoke_chart(converged_rollout())
+    assert [lab.lines for lab in chart.x_labels][:2] == [["a", "c1", "via kourier-internal"], ["a", "c1", "via proxy"]]
+    assert chart.x_labels[0].title == "ns/a on c1 via kourier-internal"
+    centres = [lab.x for lab in chart.x_labels]
+    widest = max(html.text_width(line) for lab in chart.x_labels for line in lab.lines)
+    gaps = [b - a for a, b in zip(centres, centres[1:], strict=False)]
+    assert min(gaps) >= widest + html.LABEL_GAP - 0.01  # x is rounded to 2 decimals
+    long = "qwen2-5-72b-instruct-awq-with-a-name-far-too-long-for-one-band"
+    cut = html.fit(long)
+    assert cut.endswith("…") and long.startswith(cut[:-1]) and html.text_width(cut) <= html.LABEL_MAX_PX
+    assert html.fit("svc") == "svc"
+    assert html.text_width("mmmm") > html.text_width("nnnn") > html.text_width("iiii")  # upper bounds per glyph
+
+
 def test_halted_rollout_page_names_the_failure_and_the_untouched_wave():
     p = parse(html.render([halted_rollout()]))
     cells = {a["data-cluster"]: a for a in p.find("td", "cell")}
@@ -299,8 +314,8 @@ def test_completion_script(tmp_path, shell):
     script.write_text(run.stdout)
     if shell == "zsh":
         assert run.stdout.startswith("#compdef knfleet") and "bashcompinit" in run.stdout
-    assert set(complete(script, "")) == {"lint", "rollout", "rollback", "status", "doctor", "report", "completion",
-                                         "--help", "--version"}
+    assert set(complete(script, "")) == {"lint", "rollout", "rollback", "status", "diff", "doctor", "report",
+                                         "completion", "--help", "--version"}
     assert sorted(complete(script, "ro")) == ["rollback", "rollout"]
     assert complete(script, "rollo") == ["rollout"]
     assert sorted(complete(script, "rollout", "--re")) == ["--report", "--report-html", "--resume"]
@@ -308,6 +323,8 @@ def test_completion_script(tmp_path, shell):
     assert sorted(complete(script, "rollout", "inventories/")) == ["inventories/example.py", "inventories/local.py"]
     inv = complete(script, "status", "")
     assert "inventories/local.py" in inv and "inventories/example.py" in inv and "README.md" not in inv
+    assert sorted(complete(script, "diff", "inventories/")) == ["inventories/example.py", "inventories/local.py"]
+    assert sorted(complete(script, "diff", "--re")) == ["--report", "--report-html"]
     assert "--bake" in complete(script, "rollout", "inventories/local.py", "--")
     assert complete(script, "rollout", "--bake", "") == []  # a number: nothing to offer
     (tmp_path / "r1.json").write_text("{}")
