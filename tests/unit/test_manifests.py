@@ -278,8 +278,9 @@ def test_paths_and_globs_relative_to_the_deploy_directory(tmp_path, monkeypatch)
 def test_a_file_is_read_once_and_again_when_edited(tmp_path):
     f = write(tmp_path / "q.yaml", runbook())
     first = manifests.parse(str(f))
-    first[0]["metadata"]["name"] = "changed by a caller"
-    assert manifests.parse(str(f))[0]["metadata"]["name"] == "knative-qwen7b-svc"  # fresh copies of one read
+    assert manifests.parse(str(f))[0] is first[0]  # one read for every cluster of a run
+    d = desired({"model_manifests": [str(f)]})
+    assert "labels" not in first[0]["metadata"] and service_of(d, d.models[0].ref)["metadata"]["labels"]  # unchanged
     write(f, runbook("edited"))
     os.utime(f, ns=(time.time_ns(), time.time_ns() + 10**9))
     assert manifests.parse(str(f))[0]["metadata"]["name"] == "edited"
