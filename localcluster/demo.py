@@ -1,8 +1,10 @@
 """`make demo`: a local cluster, knfleet's main job on it (install, then a converged re-run), a rollout that halts
-(its canary down) and one that converges, the result; the reports (HTML, JSON, metrics, screenshots) in reports/."""
+(its canary down) and one that converges, a new model version rolled out progressively (promoted) and a slower one
+(rolled back), the result; the reports (HTML, JSON, metrics, screenshots) in reports/."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -32,6 +34,17 @@ def _knfleet(*args: str, env: dict[str, str] | None = None) -> int:
     argv = [str(paths.REPO / ".venv" / "bin" / "knfleet"), *args]
     print("$ " + " ".join([*(f"{k}={v}" for k, v in (env or {}).items()), "knfleet", *args]), flush=True)
     return subprocess.run(argv, cwd=paths.REPO, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}).returncode
+
+
+def _progressive(image: str, env: dict[str, str] | None = None) -> str:
+    """group_data/local.py's models with the scale-to-zero one rolled out progressively at `image`."""
+    check = {"messages": [{"role": "user", "content": "怎么计算1+1."}], "expect": "2"}
+    sleepy = {"name": "qwen7b-scale-to-zero", "image": image, **({"env": env} if env else {}),
+              "autoscaling": {"initial_scale": 1, "min_scale": 0, "max_scale": 2, "scale_down_delay": "0s",
+                              "target": 16, "target_utilization_percentage": 80},
+              "rollout": {"strategy": "progressive", "steps": [5, 25, 50, 100], "bake": "2s",
+                          "checks": {"requests": 10, "prompts": [check]}}}
+    return "models=" + json.dumps([{}, sleepy])
 
 
 def _rel(p: Path) -> str:
@@ -85,6 +98,25 @@ def main() -> int:
     print("\n".join(line for line in metrics_file.read_text().splitlines()
                     if line.startswith(("knfleet_cluster_outcome", "knfleet_smoke_latency_seconds"))
                     and not line.endswith(" 0")))
+    _step("A new model version rolled out progressively: checked dark beside the running one, then 5 -> 25 -> 50 "
+          "-> 100 % of the traffic, each step checked against the running version; promoted")
+    _pyinfra("--data", _progressive("vllm/vllm-openai:v0.6.3"))  # the first run names the running revision
+    progressive_report = REPORTS / "demo-progressive.json"
+    _pyinfra("--data", _progressive("vllm/vllm-openai:v0.6.4"),
+             env={"KNFLEET_REPORT": _rel(progressive_report),
+                  "KNFLEET_REPORT_HTML": _rel(REPORTS / "demo-progressive.html")})
+    _step("A version 500 ms slower: rolled back at its first step, the running version keeps the traffic (the run "
+          "fails, naming the check and both versions' figures)")
+    argv = [str(paths.REPO / ".venv" / "bin" / "pyinfra"), "inventories/local.py", "deploy.py", "-y", "--data",
+            _progressive("vllm/vllm-openai:v0.6.5", {"KNFLEET_SIM_LATENCY_MS": "500"})]
+    print("$ pyinfra " + " ".join(argv[1:5]) + " --data models=[… a slower version …]", flush=True)
+    if subprocess.run(argv, cwd=paths.REPO, stdin=subprocess.DEVNULL).returncode == 0:
+        raise SystemExit("demo: the slower version should have been rolled back")
+    subprocess.run(["kubectl", f"--kubeconfig={kubeconfig}", "get", "ksvc", "qwen7b-scale-to-zero", "-n",
+                    "knative-qwen7b", "-o", "jsonpath={range .status.traffic[*]}{.tag} {.revisionName} "
+                    "{.percent}%{'\\n'}{end}"])
+    if browser.binaries():
+        shots.append(browser.screenshot(REPORTS / "demo-progressive.html", REPORTS / "demo-progressive.png"))
     _step("Result")
     subprocess.run(["kubectl", f"--kubeconfig={kubeconfig}", "get", "pods", "-A", "-o", "wide",
                     "--field-selector=metadata.namespace!=kube-system"])
@@ -109,7 +141,8 @@ the autoscaler's and net-kourier's status work, Kourier, nginx and vLLM are simu
   internal entry point (kourier-internal): {(clusters[0].dir / 'internal.url').read_text().strip()}
   public entry point (nginx proxy):        {(clusters[0].dir / 'public.url').read_text().strip()}
 Reports: {_rel(REPORTS / "demo-halted.html")} (canary down), {_rel(REPORTS / "demo-converged.html")}, \
-{_rel(REPORTS / "demo-run.html")} (the re-run), metrics {_rel(metrics_file)}
+{_rel(REPORTS / "demo-run.html")} (the re-run), {_rel(REPORTS / "demo-progressive.html")} (a progressive rollout),
+metrics {_rel(metrics_file)}
 Screenshots: {", ".join(_rel(p) for p in shots) or "none (no chromium)"}""")
     print(f"\nHTML report: {page}")
     return 0

@@ -389,7 +389,10 @@ class Roller:
         ann = step.service["spec"]["template"]["metadata"].get("annotations") or {}
         pods_wanted = max(_int(ann.get(INITIAL), 1), _int(ann.get(MIN), 0), 1)
         nodes = [capacity.node_of(n) for n in self.cluster.list("v1", "Node")]
-        left = capacity.free(nodes, capacity.used(self.cluster.list("v1", "Pod")))
+        # the service's revisions without traffic (the previous one, one rolled back) give their pods up when idle:
+        # the new revision's pods may wait for that (its progress deadline), not for another workload's
+        pods = [q for q in self.cluster.list("v1", "Pod") if not idle_revision(q, self.ns, self.name, stable)]
+        left = capacity.free(nodes, capacity.used(pods))
         need = capacity.Need(step.ref, step.gpus_per_pod, pods_wanted, dict(step.node_selector), step.tolerations)
         if not capacity.shortfalls([need], left):
             return {}
@@ -465,6 +468,14 @@ class Roller:
     def restore_scale(self, revision: str) -> None:
         """A revision back to the bounds its template gave it (taking traffic again, or promoted after a surge)."""
         self.set_bounds(revision, *self.bounds(revision))
+
+
+def idle_revision(pod: dict[str, Any], ns: str, service: str, stable: str) -> bool:
+    """A pod of one of this service's revisions other than the stable one (no traffic: scaled to zero when idle)."""
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    return meta.get("namespace") == ns and labels.get("serving.knative.dev/service") == service \
+        and labels.get("serving.knative.dev/revision") not in (None, stable)
 
 
 def _int(value: Any, default: int) -> int:

@@ -236,3 +236,16 @@ def test_the_html_page_shows_each_rollout_step_with_both_versions_figures():
            'data-outcome="promoted">' in page
     assert "<td>0.410 s / 0.390 s</td>" in page and "<td>0/20 / 0/20</td>" in page
     assert "rollout x/y: under way · new y-1" in page and "FAILED: expect" in page and "<td>0 % (dark)</td>" in page
+
+
+def test_pods_of_the_services_revisions_without_traffic_count_as_freed_for_a_new_version():
+    from knfleet.run.progressive import idle_revision
+
+    def pod(ns, svc, rev):
+        return {"metadata": {"namespace": ns, "labels": {"serving.knative.dev/service": svc,
+                                                         "serving.knative.dev/revision": rev}}}
+    assert idle_revision(pod("ns", "qwen", "qwen-old"), "ns", "qwen", "qwen-stable")
+    assert not idle_revision(pod("ns", "qwen", "qwen-stable"), "ns", "qwen", "qwen-stable")
+    assert not idle_revision(pod("ns", "other", "other-1"), "ns", "qwen", "qwen-stable")
+    assert not idle_revision(pod("other-ns", "qwen", "qwen-old"), "ns", "qwen", "qwen-stable")
+    assert not idle_revision({"metadata": {"namespace": "ns", "labels": {}}}, "ns", "qwen", "qwen-stable")
