@@ -14,7 +14,20 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from knfleet.desired import bundle, capacity, ha, lint, mirror, models, progressive, releases, render, settings, upgrade
+from knfleet.desired import (
+    bundle,
+    capacity,
+    ha,
+    lint,
+    manifests,
+    mirror,
+    models,
+    progressive,
+    releases,
+    render,
+    settings,
+    upgrade,
+)
 from knfleet.errors import InputError
 
 MANAGED = models.MANAGED
@@ -269,6 +282,7 @@ class Apply:
     # (apiVersion, kind, namespace) lists to read at once, concurrently, before this step: the first apply reads
     # everything the whole run looks at, so a converged run costs one round of parallel reads
     prefetch: tuple[tuple[str, str, str | None], ...] = ()
+    notes: tuple[tuple[str, str], ...] = ()  # (object ref, a line said when it is applied): what knfleet adds
 
 
 @dataclass(frozen=True)
@@ -334,6 +348,7 @@ class Rollout:
     gpu_preflight: str = "refuse"
     task: str = "services"
     title: str = ""
+    notes: str = ""  # a service of model_manifests: what knfleet adds to it (said when it rolls out)
 
     @property
     def ref(self) -> str:
@@ -393,7 +408,7 @@ class Desired:
 
     settings: settings.InstallSettings
     bundle: bundle.Bundle
-    models: tuple[models.Model, ...]
+    models: tuple[models.Model | manifests.ManifestService, ...]  # group data `models`, then `model_manifests`
     stages: tuple[render.Stage, ...]
     warnings: tuple[str, ...] = field(default_factory=tuple)
     jobs: tuple[dict[str, Any], ...] = ()  # serving-post-install-jobs.yaml's Jobs (created on upgrades)
@@ -439,20 +454,34 @@ def check_config(cfg: settings.InstallSettings, b: bundle.Bundle) -> list[str]:
     return [f"warning: {p}" for p in problems]
 
 
+def with_manifests(cfg: settings.InstallSettings, data: Any, found: list[models.Model]
+                   ) -> tuple[settings.InstallSettings, manifests.Manifests]:
+    """Group data `model_manifests` read (once) and checked as `knfleet lint FILE` checks each file, with the
+    config-features flag what knfleet adds to them needs (the GPU toleration; none where group data disables it)."""
+    files = manifests.documents(data.get("model_manifests"))
+    flags = manifests.needed_features(files)
+    cfg = dataclasses.replace(cfg, features={**flags, **cfg.features})
+    return cfg, manifests.load(files, data.get("model_manifest_settings"), cluster_config(cfg), found)
+
+
 def desired(host_name: str, data: Any, bundle_loader: Any = bundle.load) -> Desired:
     """Check the data, verify the bundle, lint and render; raise an InputError before any change when anything is
     wrong."""
     cfg = settings.from_data(data)
     found = models.from_data(data.get("models"))
     cfg = with_model_features(cfg, found)
+    mine = manifests.Manifests()
+    if cfg.action == "install":
+        cfg, mine = with_manifests(cfg, data, found)
     b = bundle_loader(cfg.knative_version, cfg.bundle_dir, cfg.optional_files, None, cfg.bundle_files) \
         if cfg.bundle_files else bundle_loader(cfg.knative_version, cfg.bundle_dir, cfg.optional_files)
     jobs: tuple[dict[str, Any], ...] = ()
     if cfg.action == "install":
-        warnings = check_config(cfg, b) + check_models(host_name, cfg, found)
+        warnings = check_config(cfg, b) + check_models(host_name, cfg, found) + list(mine.warnings)
         stages = render.install_stages(b, cfg)
-        if found:
-            stages.append(render.Stage("services", tuple(models.render_manifest(found))))
+        if found or mine.services:
+            stages.append(render.Stage("services", tuple(manifests.stage_objects(models.render_manifest(found),
+                                                                                  mine))))
         if upgrade.JOBS_FILE in b.files:
             jobs = tuple(render.images(j, cfg) for j in
                          upgrade.post_install_jobs(render.load_docs(b.text(upgrade.JOBS_FILE))))
@@ -461,11 +490,11 @@ def desired(host_name: str, data: Any, bundle_loader: Any = bundle.load) -> Desi
     else:
         warnings = []
         stages = render.uninstall_stages(b, cfg)
-    d = Desired(cfg, b, tuple(found), tuple(stages), tuple(warnings), jobs)
+    d = Desired(cfg, b, (*found, *mine.services), tuple(stages), tuple(warnings), jobs)
     if cfg.action == "install" and cfg.run.rollback:
         rollback_model(d)
     for name in cfg.run.rollout_retry:
-        if not any(name in (m.name, m.ref) and m.rollout.progressive for m in found):
+        if not any(name in (m.name, m.ref) and m.rollout.progressive for m in d.models):
             raise InputError(f"rollout_retry: {name!r} is not allowed; use a model service of this cluster whose "
                              "rollout strategy is progressive")
     return d
@@ -596,7 +625,7 @@ def install(d: Desired) -> list[Step]:
     if d.models:  # the namespaces and the services a new version replaces at once; the progressive ones roll out
         task, title = STAGE_TITLES["services"]
         steps.append(Apply("services", tuple(o for o in stage["services"].objects if not progressive_service(d, o)),
-                           task, title, webhook_retry=float(t)))
+                           task, title, webhook_retry=float(t), notes=manifest_notes(d)))
     steps.append(Prune(MANAGED, refs, model_wait(d)))
     if plain:
         steps.append(Gate(ServicesReady(plain), model_wait(d), "services",
@@ -605,6 +634,11 @@ def install(d: Desired) -> list[Step]:
     if d.models and run.smoke and targets:
         steps.append(smoke_step(d, targets))
     return steps
+
+
+def manifest_notes(d: Desired) -> tuple[tuple[str, str], ...]:
+    """What knfleet adds to each service of `model_manifests` (said when the service is applied or rolled out)."""
+    return tuple((f"Service/{m.ref}", m.note()) for m in d.models if isinstance(m, manifests.ManifestService))
 
 
 def smoke_step(d: Desired, targets: tuple[SmokeTarget, ...]) -> Smoke:
@@ -633,7 +667,7 @@ def rollouts(d: Desired) -> list[Step]:
             services[m.ref], r, m.served_model_name, m.cluster_local, smoke_step(d, ()), model_wait(d),
             need.gpus_per_pod, tuple(sorted(need.node_selector.items())), need.tolerations,
             retry=m.name in run.rollout_retry or m.ref in run.rollout_retry, prometheus_url=run.prometheus_url,
-            gpu_preflight=run.gpu_preflight,
+            gpu_preflight=run.gpu_preflight, notes=m.note() if isinstance(m, manifests.ManifestService) else "",
             title=f"Roll out {m.ref} progressively ({', '.join(f'{p} %' for p in r.steps)}; bake "
                   f"{r.bake_s:g}s)"))
     return out
@@ -656,7 +690,7 @@ def rollback(d: Desired) -> list[Step]:
     return steps
 
 
-def rollback_model(d: Desired) -> models.Model:
+def rollback_model(d: Desired) -> models.Model | manifests.ManifestService:
     """The model service `rollback` names: a progressive one of this cluster's group data (bad input otherwise)."""
     wanted = d.settings.run.rollback or ""
     found = [m for m in d.models if wanted in (m.name, m.ref)]

@@ -87,6 +87,8 @@ def rollout(step: p.Rollout):
                        Reason.ROLLOUT_CHECK_FAILED)
             return
     stable = pr.versions(live)[0] if live else ""
+    if step.notes:
+        say(step.notes)
     say(f"{step.ref}: " + (f"first version {want}" if not live else f"rolling out {want} beside {stable or '?'} "
                             f"({', '.join(f'{x} %' for x in step.settings.steps)})"))
     yield command(step.title, lambda: Roller(cluster, step).run())

@@ -44,7 +44,7 @@ def prune(step: p.Prune):
     if not gone:
         unchanged(step.title, "no removed model service to delete", t0)
         return
-    say(f"removed from group data: {', '.join(readiness.name_of(o) for o in gone)}")
+    say(f"removed from group data (models, model_manifests): {', '.join(readiness.name_of(o) for o in gone)}")
     yield command(step.title, delete_services, cluster, gone, step.timeout)
 
 
