@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from knfleet import __version__, completion
-from knfleet.desired import lint, models, plan, releases, render, settings
+from knfleet.desired import lint, manifests, models, plan, releases, render, settings
 
 
 def version() -> str:
@@ -116,15 +116,41 @@ def lint_values(path: str, data: dict[str, Any], base: lint.ClusterConfig) -> li
     except (settings.SettingsError, models.ModelError) as err:
         return [lint.Problem("error", path, "-", "group data", None, str(err))]
     cfg = plan.with_model_features(cfg, found)
+    try:
+        files = manifests.documents(values.get("model_manifests"))
+    except manifests.ManifestError as err:
+        return [lint.Problem("error", path, "-", "model_manifests", None, str(err))]
+    cfg = dataclasses.replace(cfg, features={**manifests.needed_features(files), **cfg.features})
     problems = [lint.Problem(p.severity, path, "-", p.field, p.value, f"{p.message} ({p.configmap})")
                 for p in settings.knative_problems(render.config_maps(None, cfg), cfg.knative_version)]
     cfg = dataclasses.replace(
         cfg, autoscaler={**base.autoscaler, **cfg.autoscaler}, defaults={**base.defaults, **cfg.defaults},
         features={**base.features, **cfg.features}, deployment={**base.deployment, **cfg.deployment})
-    return problems + plan.lint_models(path, cfg, found) + unreachable_images(path, cfg, found)
+    mine, found_in_files = manifest_problems(path, values, cfg, found, files)
+    return problems + plan.lint_models(path, cfg, found) + found_in_files + unreachable_images(path, cfg, found, mine)
 
 
-def unreachable_images(path: str, cfg: settings.InstallSettings, found: list[models.Model]) -> list[lint.Problem]:
+def manifest_problems(path: str, values: dict[str, Any], cfg: settings.InstallSettings, found: list[models.Model],
+                      files: list[tuple[str, list[Any]]]) -> tuple[list[dict[str, Any]], list[lint.Problem]]:
+    """The files of `model_manifests` checked as a deploy of this data checks them (each file as `knfleet lint
+    FILE` does, then together: a service defined twice): the services as applied, and the problems."""
+    try:
+        entries = manifests.entries_of(values.get("model_manifest_settings"))
+    except manifests.ManifestError as err:
+        return [], [lint.Problem("error", path, "-", "model_manifest_settings", None, str(err))]
+    checked = [manifests.check_documents(f, docs, plan.cluster_config(cfg), entries) for f, docs in files]
+    problems = [p for c in checked for p in c.problems]
+    if any(c.errors for c in checked):
+        return [], problems
+    try:
+        mine = manifests.together(checked, entries, found, f"{path}: models")
+    except manifests.ManifestError as err:
+        return [], [*problems, lint.Problem("error", path, "-", "model_manifests", None, str(err))]
+    return [s.service for s in mine.services], problems
+
+
+def unreachable_images(path: str, cfg: settings.InstallSettings, found: list[models.Model],
+                       services: list[dict[str, Any]] | None = None) -> list[lint.Problem]:
     """Every image of the rendered install (release, post-install Jobs, proxy) and of the model services that still
     points at a registry `unreachable_registries` lists."""
     if not cfg.unreachable_registries:
@@ -140,7 +166,7 @@ def unreachable_images(path: str, cfg: settings.InstallSettings, found: list[mod
             objects += [render.images(j, cfg) for j in render.load_docs(b.text(upgrade.JOBS_FILE))]
     except bundle.BundleError as err:
         out.append(lint.Problem("warning", path, "-", "install", None, f"release images not checked: {err}"))
-    objects += [models.render_service(m) for m in found]
+    objects += [models.render_service(m) for m in found] + list(services or [])
     for name, where, image in mirror.unreachable(objects, cfg.unreachable_registries):
         out.append(lint.Problem("error", path, name, where, image,
                                 f"points at {mirror.registry_of(image)}, which unreachable_registries lists: the pull "
@@ -156,11 +182,7 @@ def lint_path(path: str, cfg: lint.ClusterConfig) -> list[lint.Problem]:
             return lint_inventory(path, cfg) if inv else lint_group_data(path, cfg)
         except Exception as err:  # noqa: BLE001 - a data module that does not run: say why, no traceback
             return [lint.Problem("error", path, "-", "module", None, f"cannot be run: {type(err).__name__}: {err}")]
-    try:
-        docs = [d for d in yaml.load_all(p.read_text(), Loader=render.LOADER) if d]  # noqa: S506 - a safe loader
-    except yaml.YAMLError as err:
-        return [lint.Problem("error", path, "-", "-", None, f"not valid YAML: {err}")]
-    return lint.lint_objects(docs, cfg, path)
+    return list(manifests.check_file(path, cfg).problems)  # the deploy's check of a model_manifests file
 
 
 def cmd_lint(args: argparse.Namespace) -> int:

@@ -43,7 +43,7 @@ def _progressive(image: str, env: dict[str, str] | None = None) -> str:
               "autoscaling": {"initial_scale": 1, "min_scale": 0, "max_scale": 2, "scale_down_delay": "0s",
                               "target": 16, "target_utilization_percentage": 80},
               "rollout": {"strategy": "progressive", "steps": [5, 25, 50, 100], "bake": "2s",
-                          "checks": {"requests": 10, "prompts": [check]}}}
+                          "checks": {"requests": 20, "latency_slack": "200ms", "prompts": [check]}}}
     return "models=" + json.dumps([{}, sleepy])
 
 

@@ -1,8 +1,9 @@
 """Lint Knative Services before they reach a cluster.
 
 Errors are exactly what the target Knative Serving release's admission webhook rejects (1.17: ../shared/knative/
-NOTES.md §4, §5; 1.18 adds CSI volumes and volumeMounts[].mountPropagation, each behind a config-features flag);
-warnings are what Knative accepts but will hurt a GPU service. Pure: no cluster.
+NOTES.md §4, §5; 1.18 adds CSI volumes and volumeMounts[].mountPropagation, each behind a config-features flag), and
+what it accepts but makes a revision whose Deployment Kubernetes refuses (it can never start); warnings are what
+Knative accepts but will hurt a GPU service. Pure: no cluster.
 """
 
 from __future__ import annotations
@@ -347,6 +348,15 @@ def _check_container(ctr: dict[str, Any], i: int, port_name: str, c: _Collector)
                         f"Probe port must match container port: a named port must be {port_name!r}"
                         if port_name else "Probe port must match container port: the container port has no name; "
                                           "use its number or omit the port")
+            # Knative 1.17 points readiness probes at the queue-proxy and fills the user port into liveness probes
+            # (revision/resources/deploy.go rewriteUserLivenessProbe), not into startup probes: one without a port
+            # reaches the Deployment as port 0, which Kubernetes refuses (the revision stays Deploying, an
+            # InternalError event says why).
+            if probe_name == "startupProbe" and handler in probe and h.get("port") in (None, 0, "", "0"):
+                c.error(f"{base}.startupProbe.{handler}.port", h.get("port"),
+                        "a startup probe needs its port: Knative fills it into readiness and liveness probes only, "
+                        "and Kubernetes refuses the revision's Deployment with port 0 (the revision never starts); "
+                        "set it to the container port, e.g. 8000")
         if probe_name == "readinessProbe" and probe.get("periodSeconds") == 0:
             for bad in ("failureThreshold", "timeoutSeconds"):
                 if bad in probe:

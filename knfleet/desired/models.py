@@ -72,13 +72,8 @@ class Model:
 
     def deadline_s(self, cluster_default: str = "600s") -> float:
         """The revision's effective progress deadline in seconds (its own, the GPU default, or the cluster's)."""
-        from knfleet.desired import goduration
-
-        raw = self.progress_deadline or (GPU_PROGRESS_DEADLINE if self.gpus > 0 else cluster_default)
-        try:
-            return goduration.parse(raw)
-        except goduration.DurationError:
-            return goduration.parse("600s")  # lint reports the bad value before any run gets here
+        return deadline_s(self.progress_deadline or (GPU_PROGRESS_DEADLINE if self.gpus > 0 else None),
+                          cluster_default)
 
     @property
     def can_scale_to_zero(self) -> bool:
@@ -87,17 +82,32 @@ class Model:
 
     @property
     def smoke_policy(self) -> str:
-        """When the smoke test sends its request: `when-warm` (the default for a service that can scale to zero:
-        one at zero is reported, not woken, so an idle GPU stays free), `always`, or `never`."""
-        if self.smoke is False:
-            return "never"
-        if self.smoke in (None, True):
-            return "when-warm" if self.can_scale_to_zero else "always"
-        return str(self.smoke)
+        return smoke_policy(self.smoke, self.can_scale_to_zero)
 
     @property
     def cluster_local(self) -> bool:
         return self.visibility == "cluster-local"
+
+
+def smoke_policy(smoke: str | bool | None, can_scale_to_zero: bool) -> str:
+    """When the smoke test sends its request: `when-warm` (the default for a service that can scale to zero:
+    one at zero is reported, not woken, so an idle GPU stays free), `always`, or `never`."""
+    if smoke is False:
+        return "never"
+    if smoke in (None, True):
+        return "when-warm" if can_scale_to_zero else "always"
+    return str(smoke)
+
+
+def deadline_s(progress_deadline: str | None, cluster_default: str = "600s") -> float:
+    """A revision's progress deadline in seconds (its own, else the cluster's; 600 s when unparsable: lint has
+    reported the bad value before any run gets here)."""
+    from knfleet.desired import goduration
+
+    try:
+        return goduration.parse(progress_deadline or cluster_default)
+    except goduration.DurationError:
+        return goduration.parse("600s")
 
 
 def _err(where: str, key: str, value: Any, allowed: str) -> ModelError:
@@ -303,6 +313,16 @@ def _annotations(m: Model) -> dict[str, str]:
     return ann
 
 
+def with_port(probe: dict[str, Any], port: int) -> dict[str, Any]:
+    """A startup probe with the container port where it names none: Knative fills it into readiness and liveness
+    probes only, and a startup probe's port 0 makes a Deployment Kubernetes refuses."""
+    out = dict(probe)
+    for handler in ("httpGet", "tcpSocket"):
+        if isinstance(out.get(handler), dict) and out[handler].get("port") in (None, 0, "", "0"):
+            out[handler] = {**out[handler], "port": port}
+    return out
+
+
 def render_service(m: Model, owner: str | None = None) -> dict[str, Any]:
     """The Knative Service of a model, in the runbook's shape; labelled with its owner (knfleet.dev/owner) when
     given."""
@@ -329,7 +349,7 @@ def render_service(m: Model, owner: str | None = None) -> dict[str, Any]:
     if env:
         container["env"] = env
     if m.startup_probe:
-        container["startupProbe"] = m.startup_probe
+        container["startupProbe"] = with_port(m.startup_probe, m.port)
     spec: dict[str, Any] = {"containers": [container]}
     if m.shm_size:
         container["volumeMounts"] = [{"name": "shm", "mountPath": "/dev/shm"}]
@@ -364,10 +384,6 @@ def render_manifest(models: list[Model], owner: str | None = None) -> list[dict[
     """The services, for one server-side apply of all of a cluster's models (their namespaces are not applied: a
     missing one is created, an existing one used as it is: knfleet.run's ownership step)."""
     return [render_service(m, owner) for m in models]
-
-
-def namespaces(models: list[Model]) -> tuple[str, ...]:
-    return tuple(sorted({m.namespace for m in models}))
 
 
 def namespace_object(name: str) -> dict[str, Any]:

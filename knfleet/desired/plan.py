@@ -19,6 +19,7 @@ from knfleet.desired import (
     capacity,
     ha,
     lint,
+    manifests,
     mirror,
     models,
     ownership,
@@ -284,6 +285,7 @@ class Apply:
     # (apiVersion, kind, namespace) lists to read at once, concurrently, before this step: the first apply reads
     # everything the whole run looks at, so a converged run costs one round of parallel reads
     prefetch: tuple[tuple[str, str, str | None], ...] = ()
+    notes: tuple[tuple[str, str], ...] = ()  # (object ref, a line said when it is applied): what knfleet adds
 
 
 @dataclass(frozen=True)
@@ -368,6 +370,7 @@ class Rollout:
     gpu_preflight: str = "refuse"
     task: str = "services"
     title: str = ""
+    notes: str = ""  # a service of model_manifests: what knfleet adds to it (said when it rolls out)
 
     @property
     def ref(self) -> str:
@@ -429,7 +432,7 @@ class Desired:
 
     settings: settings.InstallSettings
     bundle: bundle.Bundle
-    models: tuple[models.Model, ...]
+    models: tuple[models.Model | manifests.ManifestService, ...]  # group data `models`, then `model_manifests`
     stages: tuple[render.Stage, ...]
     warnings: tuple[str, ...] = field(default_factory=tuple)
     jobs: tuple[dict[str, Any], ...] = ()  # serving-post-install-jobs.yaml's Jobs (created on upgrades)
@@ -476,6 +479,16 @@ def check_config(cfg: settings.InstallSettings, b: bundle.Bundle) -> list[str]:
     return [f"warning: {p}" for p in problems]
 
 
+def with_manifests(cfg: settings.InstallSettings, data: Any, found: list[models.Model]
+                   ) -> tuple[settings.InstallSettings, manifests.Manifests]:
+    """Group data `model_manifests` read (once) and checked as `knfleet lint FILE` checks each file, with the
+    config-features flag what knfleet adds to them needs (the GPU toleration; none where group data disables it)."""
+    files = manifests.documents(data.get("model_manifests"))
+    flags = manifests.needed_features(files)
+    cfg = dataclasses.replace(cfg, features={**flags, **cfg.features})
+    return cfg, manifests.load(files, data.get("model_manifest_settings"), cluster_config(cfg), found)
+
+
 def desired(host_name: str, data: Any, bundle_loader: Any = bundle.load) -> Desired:
     """Check the data, verify the bundle, lint and render; raise an InputError before any change when anything is
     wrong."""
@@ -483,14 +496,18 @@ def desired(host_name: str, data: Any, bundle_loader: Any = bundle.load) -> Desi
     found = models.from_data(data.get("models"))
     given = data.get("models") is not None
     cfg = with_model_features(cfg, found)
+    mine = manifests.Manifests()
+    if cfg.action == "install":
+        cfg, mine = with_manifests(cfg, data, found)
     b = bundle_loader(cfg.knative_version, cfg.bundle_dir, cfg.optional_files, None, cfg.bundle_files) \
         if cfg.bundle_files else bundle_loader(cfg.knative_version, cfg.bundle_dir, cfg.optional_files)
     jobs: tuple[dict[str, Any], ...] = ()
     if cfg.action == "install":
-        warnings = check_config(cfg, b) + check_models(host_name, cfg, found)
+        warnings = check_config(cfg, b) + check_models(host_name, cfg, found) + list(mine.warnings)
         stages = render.install_stages(b, cfg)
-        if found:
-            stages.append(render.Stage("services", tuple(models.render_manifest(found, cfg.owner))))
+        if found or mine.services:
+            stages.append(render.Stage("services", tuple(owned_stage(models.render_manifest(found, cfg.owner), mine,
+                                                                     cfg.owner))))
         if upgrade.JOBS_FILE in b.files:
             jobs = tuple(render.images(j, cfg) for j in
                          upgrade.post_install_jobs(render.load_docs(b.text(upgrade.JOBS_FILE))))
@@ -499,11 +516,12 @@ def desired(host_name: str, data: Any, bundle_loader: Any = bundle.load) -> Desi
     else:
         warnings = []
         stages = render.uninstall_stages(b, cfg)
-    d = Desired(cfg, b, tuple(found), tuple(stages), tuple(warnings), jobs, given)
+    given = given or data.get("model_manifests") is not None
+    d = Desired(cfg, b, (*found, *mine.services), tuple(stages), tuple(warnings), jobs, given)
     if cfg.action == "install" and cfg.run.rollback:
         rollback_model(d)
     for name in cfg.run.rollout_retry:
-        if not any(name in (m.name, m.ref) and m.rollout.progressive for m in found):
+        if not any(name in (m.name, m.ref) and m.rollout.progressive for m in d.models):
             raise InputError(f"rollout_retry: {name!r} is not allowed; use a model service of this cluster whose "
                              "rollout strategy is progressive")
     return d
@@ -632,11 +650,10 @@ def install(d: Desired) -> list[Step]:
     refs = tuple(m.ref for m in d.models)
     plain = tuple(m.ref for m in d.models if not m.rollout.progressive)
     if d.models:  # knfleet's own only; then the services a new version replaces at once (progressive ones roll out)
-        steps.append(Own(cfg.owner, refs, tuple(m.ref for m in d.models if m.adopt), models.namespaces(
-            list(d.models))))
+        steps.append(Own(cfg.owner, refs, tuple(m.ref for m in d.models if m.adopt), own_namespaces(d)))
         task, title = STAGE_TITLES["services"]
         steps.append(Apply("services", tuple(o for o in stage["services"].objects if not progressive_service(d, o)),
-                           task, title, webhook_retry=float(t)))
+                           task, title, webhook_retry=float(t), notes=manifest_notes(d)))
     if d.models_given:  # no `models` in group data: nothing is pruned (an empty list removes every service)
         steps.append(Prune(f"{MANAGED},{ownership.OWNER}={cfg.owner}", refs, model_wait(d), cfg.owner,
                            remove_all=not d.models))
@@ -647,6 +664,40 @@ def install(d: Desired) -> list[Step]:
     if d.models and run.smoke and targets:
         steps.append(smoke_step(d, targets))
     return steps
+
+
+def owned_stage(model_objects: list[dict[str, Any]], mine: manifests.Manifests, owner: str) -> list[dict[str, Any]]:
+    """The services stage: the Namespaces the manifests themselves hold (applied as their users wrote them), then
+    every model service with the owner label (knfleet.dev/owner). Namespaces knfleet would make for the services are
+    not applied: the Own step creates a missing one and leaves an existing one as it is."""
+    declared = {ns["metadata"]["name"] for ns in mine.namespaces}
+    out = []
+    for o in manifests.stage_objects(model_objects, mine):
+        meta = o["metadata"]
+        if o.get("kind") == "Namespace":
+            if meta["name"] in declared:
+                out.append(o)
+            continue
+        labels = meta.get("labels") or {}
+        if labels.get(ownership.OWNER, owner) != owner:
+            raise InputError(f"model_manifests: Service {meta.get('namespace')}/{meta['name']}: metadata.labels"
+                             f"[{ownership.OWNER}] = {labels[ownership.OWNER]!r} is not allowed; knfleet sets it to "
+                             f"the owner ({owner!r}, group data `owner`): remove the label or set `owner` to it")
+        out.append({**o, "metadata": {**meta, "labels": {**labels, ownership.OWNER: owner}}})
+    return out
+
+
+def own_namespaces(d: Desired) -> tuple[str, ...]:
+    """The namespaces the Own step creates when missing: the model services' own, but not those a manifest holds
+    (applied with the services) nor `default`."""
+    declared = {o["metadata"]["name"] for s in d.stages if s.name == "services" for o in s.objects
+                if o.get("kind") == "Namespace"}
+    return tuple(sorted({m.namespace for m in d.models} - declared - set(manifests.ALWAYS_THERE)))
+
+
+def manifest_notes(d: Desired) -> tuple[tuple[str, str], ...]:
+    """What knfleet adds to each service of `model_manifests` (said when the service is applied or rolled out)."""
+    return tuple((f"Service/{m.ref}", m.note()) for m in d.models if isinstance(m, manifests.ManifestService))
 
 
 def smoke_step(d: Desired, targets: tuple[SmokeTarget, ...]) -> Smoke:
@@ -675,7 +726,7 @@ def rollouts(d: Desired) -> list[Step]:
             services[m.ref], r, m.served_model_name, m.cluster_local, smoke_step(d, ()), model_wait(d),
             need.gpus_per_pod, tuple(sorted(need.node_selector.items())), need.tolerations,
             retry=m.name in run.rollout_retry or m.ref in run.rollout_retry, prometheus_url=run.prometheus_url,
-            gpu_preflight=run.gpu_preflight,
+            gpu_preflight=run.gpu_preflight, notes=m.note() if isinstance(m, manifests.ManifestService) else "",
             title=f"Roll out {m.ref} progressively ({', '.join(f'{p} %' for p in r.steps)}; bake "
                   f"{r.bake_s:g}s)"))
     return out
@@ -698,7 +749,7 @@ def rollback(d: Desired) -> list[Step]:
     return steps
 
 
-def rollback_model(d: Desired) -> models.Model:
+def rollback_model(d: Desired) -> models.Model | manifests.ManifestService:
     """The model service `rollback` names: a progressive one of this cluster's group data (bad input otherwise)."""
     wanted = d.settings.run.rollback or ""
     found = [m for m in d.models if wanted in (m.name, m.ref)]

@@ -513,7 +513,8 @@ def verdict(checks: Checks, stable: Figures, candidate: Figures) -> Verdict:
                                   ("ttft", candidate.ttft_p95_s, stable.ttft_p95_s, checks.ttft_ratio)):
         if new is not None and old is not None and new > ratio * old + checks.latency_slack_s:
             what = "p95" if name == "latency" else "time to first token p95"
-            return Verdict(False, name, f"{what} {new:.3f} s > {ratio:g} x {old:.3f} s; {figs}")
+            slack = f" + {checks.latency_slack_s:g} s" if checks.latency_slack_s else ""
+            return Verdict(False, name, f"{what} {new:.3f} s > {ratio:g} x {old:.3f} s{slack}; {figs}")
     for name, check in sorted(checks.prometheus.items()):
         new_v, old_v = candidate.prometheus.get(name), stable.prometheus.get(name)
         if new_v is None or old_v is None:

@@ -52,6 +52,8 @@ DATA_KEYS = (
     "image_pull_secrets", "knative_bundle_files", "envoy_image", "unreachable_registries",
     # progressive model rollouts (knfleet.desired.progressive)
     "prometheus_url", "rollback", "rollout_retry",
+    # model services from the user's own Knative Service YAML (knfleet.desired.manifests)
+    "model_manifests", "model_manifest_settings",
     # ownership and transport (docs/security.md)
     "allow_insecure", "owner", "uninstall_foreign",
 )

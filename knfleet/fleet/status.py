@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 
-from knfleet.desired import plan, settings, upgrade
+from knfleet.desired import manifests, plan, settings, upgrade
 from knfleet.desired import progressive as pr
 from knfleet.errors import InputError
 from knfleet.fleet import inventory as inv
@@ -52,14 +52,15 @@ def cluster_status(c: inv.Cluster) -> ClusterOutcome:
             out.drift += [f"{stage.name}: {x}" for x in drifted]
             out.changes += diff.describe(stage.name, drifted)[1]  # field by field, with the last writers
             out.drift += [f"{stage.name}: {x}" for o in rolled for x in rollout_drift(cluster, o, found, records)]
-        for ref in refs:
-            obj = found.get(ref)
+        for m in d.models:
+            ref, obj = m.ref, found.get(m.ref)
+            source = {"source": m.source} if isinstance(m, manifests.ManifestService) else {}
             if obj is None:
-                out.services.append({"service": ref, "ready": False, "reason": "missing (deleted?)"})
+                out.services.append({"service": ref, "ready": False, "reason": "missing (deleted?)", **source})
             else:
                 ok = readiness.service_ready(obj)
                 out.services.append({"service": ref, "ready": ok, "reason": "" if ok else
-                                     readiness.service_problem(obj), **versions_of(obj)})
+                                     readiness.service_problem(obj), **versions_of(obj), **source})
     except KubeError as err:
         out.errors = [f"API server not reachable or refused a read: {err}"]
         out.status = outcome.UNREACHABLE if not out.reachable else outcome.FAILED
@@ -128,5 +129,6 @@ def status(inventory: str, as_json: bool = False) -> int:
             for s in r.services:
                 tagged = "".join(f", {t} {s[t]}" for t in ("stable", "candidate", "previous") if s.get(t))
                 print(f"    ksvc {s['service']}: {'Ready' if s['ready'] else 'NOT READY ' + s['reason']}"
-                      + (f" (rollout {s['rollout']}{tagged})" if s.get("rollout") else ""))
+                      + (f" (rollout {s['rollout']}{tagged})" if s.get("rollout") else "")
+                      + (f" [from {s['source']}]" if s.get("source") else ""))
     return 0 if all(r.status == outcome.IN_SYNC for r in results.values()) else 1

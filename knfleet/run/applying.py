@@ -76,6 +76,9 @@ def apply(step: p.Apply):
         say(f"  {line}")
     state().record.keep_changes(step.stage, objects)
     wanted = {d.ref for d in drifted}
+    for what, note in step.notes:
+        if what in wanted:
+            say(note)
     yield command(step.title, apply_objects, cluster, records, [o for o in step.objects if ref(o) in wanted],
                   step.stage, step.webhook_retry, step.repair_config)
 

@@ -41,6 +41,10 @@ MIN, MAX, INITIAL = "autoscaling.knative.dev/min-scale", "autoscaling.knative.de
     "autoscaling.knative.dev/initial-scale"
 
 
+# Knative's reasons for a revision that will not become Ready (the others, say Unschedulable, may clear)
+PERMANENT = ("ProgressDeadlineExceeded", "ContainerMissing")
+
+
 class RolledBack(KnfleetError):
     """A new version failed a check and was rolled back (the running version kept all traffic)."""
 
@@ -83,6 +87,8 @@ def rollout(step: p.Rollout):
                        Reason.ROLLOUT_CHECK_FAILED)
             return
     stable = pr.versions(live)[0] if live else ""
+    if step.notes:
+        say(step.notes)
     say(f"{step.ref}: " + (f"first version {want}" if not live else f"rolling out {want} beside {stable or '?'} "
                             f"({', '.join(f'{x} %' for x in step.settings.steps)})"))
     yield command(step.title, lambda: Roller(cluster, step).run())
@@ -157,17 +163,23 @@ class Roller:
         return seen["svc"]
 
     def revision_ready(self, revision: str, timeout: float) -> None:
+        """Until the new revision is Ready. Knative says Unschedulable while its pods wait for room (a GPU an idle
+        revision is about to give back) and recovers; only what it never recovers from fails at once."""
         def look() -> tuple[bool, str]:
             rev = self.cluster.get(*REVISION, revision, self.ns)
             if rev is None:
                 return False, f"revision {revision} not created yet"
             cond = readiness.condition(rev, "Ready")
-            if cond.get("status") == "False":
+            why = f"revision {revision}: Ready={cond.get('status', 'Unknown')} {cond.get('reason', '')}: " \
+                  f"{cond.get('message', '')}"
+            if cond.get("status") == "False" and cond.get("reason") in PERMANENT:
                 raise KnfleetError(f"revision {revision} failed: {cond.get('reason')}: {cond.get('message')}",
                                    code=Reason.ROLLOUT_FAILED)
-            return cond.get("status") == "True", f"revision {revision}: Ready={cond.get('status', 'Unknown')} " \
-                                                 f"{cond.get('reason', '')} {cond.get('message', '')}".strip()
-        wait.until(self.cluster, look, timeout, interval=0.5)
+            return cond.get("status") == "True", why
+        try:
+            wait.until(self.cluster, look, timeout, interval=0.5)
+        except NotReadyError as err:
+            raise KnfleetError(f"the new revision did not become Ready: {err}", code=Reason.ROLLOUT_FAILED) from None
 
     # --- first version, and the rollout ----------------------------------------------------------------------------
     def run(self) -> list[str]:
@@ -199,7 +211,7 @@ class Roller:
             raise
         except KnfleetError as err:  # the new version cannot be checked (not Ready, gone, …): back to stable
             # without its tag: a Route does not move traffic while a revision it names is not Ready
-            self.back(st, f"{err}".splitlines()[0], Reason.ROLLOUT_FAILED, err, keep_tag=False)
+            self.back(st, " ".join(str(err).split())[:600], Reason.ROLLOUT_FAILED, err, keep_tag=False)
             raise  # (back raises)
 
     def first(self, want: str) -> list[str]:

@@ -57,7 +57,7 @@ def prune(step: p.Prune):
         if executing():
             record().notes.append(note)
     else:
-        say(f"removed from group data: {names}")
+        say(f"removed from group data (models, model_manifests): {names}")
     yield command(step.title, delete_services, cluster, gone, step.timeout)
 
 

@@ -31,7 +31,10 @@ pytestmark = pytest.mark.integration
 
 RUNBOOK = {"model": "qwen7b", "messages": [{"role": "system", "content": "你是一个有用的助手."},
                                            {"role": "user", "content": "怎么计算1+1."}]}
-CHECKS = {"requests": 10, "prompts": [{"messages": [{"role": "user", "content": "怎么计算1+1."}], "expect": "2"}]}
+# 20 requests per version and step: the p95 is the 19th answer, so one slow outlier of a loaded CI machine does
+# not decide it; and a slack a 500 ms slower version is far beyond
+CHECKS = {"requests": 20, "latency_slack": "200ms",
+          "prompts": [{"messages": [{"role": "user", "content": "怎么计算1+1."}], "expect": "2"}]}
 ROLLOUT = {"strategy": "progressive", "steps": [5, 25, 50, 100], "bake": "1s", "checks": CHECKS}
 
 
@@ -150,7 +153,7 @@ def test_first_version_then_a_healthy_one_step_by_step_with_no_failed_request_an
         r = rollout_of(report, kube.name)
         assert r["outcome"] == "promoted" and r["stable"] == new and r["previous"] == v1[kube]
         assert [s["percent"] for s in r["steps"]] == [0, 5, 25, 50, 100] and all(s["ok"] for s in r["steps"])
-        assert all(s["candidate"]["requests"] >= 10 and s["stable"]["requests"] >= 10 for s in r["steps"])
+        assert all(s["candidate"]["requests"] >= 20 and s["stable"]["requests"] >= 20 for s in r["steps"])
         # the previous revision gave its GPUs back: its PodAutoscaler's min-scale dropped to 0
         pa = kube.json("get", "podautoscaler", v1[kube], "-n", "knative-qwen7b")
         assert pa["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"] == "0"
@@ -210,7 +213,7 @@ def test_a_new_revision_that_never_becomes_ready_is_rolled_back_without_its_tag(
     greedy = model("v0.6.5", gpus=99)  # no node has 99 GPUs: Knative reports the revision Unschedulable
     report = tmp_path / "run.json"
     run = run_pyinfra(only_a, "-y", "--data", models(greedy), "--data", "gpu_preflight=off",
-                      "--data", "model_wait_timeout=60", env={"KNFLEET_REPORT": str(report)})
+                      "--data", "model_wait_timeout=20", env={"KNFLEET_REPORT": str(report)})
     assert run.returncode != 0
     cluster = json.loads(report.read_text())["clusters"][a.name]
     assert cluster["failures"][0]["reason"] == "RolloutFailed", cluster["failures"]

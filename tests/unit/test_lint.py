@@ -345,3 +345,16 @@ def test_a_tag_knative_must_resolve_is_a_warning_unless_its_registry_is_skipped(
 ])
 def test_image_registry_follows_go_containerregistry(image, registry):
     assert lint.image_registry(image) == registry
+
+
+def test_a_startup_probe_without_port_is_refused_knative_fills_only_readiness_and_liveness():
+    """Knative 1.17's webhook accepts it, but the revision's Deployment gets port 0 and Kubernetes refuses it: the
+    revision never starts (found deploying ../shared/knative/NOTES.md's GPU service shape on the real controller)."""
+    for handler in ({"httpGet": {"path": "/health"}}, {"tcpSocket": {}}, {"httpGet": {"path": "/health", "port": 0}}):
+        found = errors(svc(container={"startupProbe": {**handler, "failureThreshold": 180}}))
+        assert found and found[0].path.startswith("spec.template.spec.containers[0].startupProbe.")
+        assert "Knative fills it into readiness and liveness probes only" in found[0].message
+    assert not errors(svc(container={"startupProbe": {"httpGet": {"path": "/health", "port": 8000}}}))
+    assert not errors(svc(container={"startupProbe": {"exec": {"command": ["true"]}}}))
+    assert not errors(svc(container={"livenessProbe": {"httpGet": {"path": "/health"}},
+                                     "readinessProbe": {"httpGet": {"path": "/health"}}}))

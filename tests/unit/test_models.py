@@ -41,6 +41,9 @@ def test_every_setting_renders():
     spec = k["spec"]["template"]["spec"]
     assert spec["volumes"][0]["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}
     assert spec["nodeSelector"] == {"gpu": "a100"} and spec["runtimeClassName"] == "nvidia"
+    # the startup probe gets the container port (Knative fills it into readiness and liveness probes only)
+    assert spec["containers"][0]["startupProbe"] == {"httpGet": {"path": "/health", "port": 8000},
+                                                     "failureThreshold": 180}
     env = {e["name"]: e for e in spec["containers"][0]["env"]}
     assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf", "key": "token"}
     assert k["metadata"]["labels"]["networking.knative.dev/visibility"] == "cluster-local"
