@@ -63,7 +63,7 @@ def test_the_runbook_file_gets_the_managed_label_gpu_toleration_and_progress_dea
     assert isinstance(m, manifests.ManifestService) and m.ref == "knative-qwen7b/knative-qwen7b-svc"
     assert m.served_model_name == "qwen7b" and m.smoke_policy == "always"  # min-scale 1
     svc = service_of(d, m.ref)
-    assert svc["metadata"]["labels"] == {models.MANAGED_BY: "knfleet"}
+    assert svc["metadata"]["labels"] == {models.MANAGED_BY: "knfleet", models.OWNER: "default"}  # (issue 23)
     tmpl = svc["spec"]["template"]
     assert tmpl["spec"]["tolerations"] == [models.GPU_TOLERATION]
     assert tmpl["metadata"]["annotations"]["serving.knative.dev/progress-deadline"] == "1800s"
@@ -94,7 +94,7 @@ def test_what_the_user_wrote_is_never_overridden(tmp_path):
     out = service_of(d, "knative-qwen7b/knative-qwen7b-svc")
     assert out["spec"]["template"]["spec"]["tolerations"] == mine
     assert out["spec"]["template"]["metadata"]["annotations"]["serving.knative.dev/progress-deadline"] == "2400s"
-    assert out["metadata"]["labels"] == {models.MANAGED_BY: "knfleet", "team": "search"}
+    assert out["metadata"]["labels"] == {models.MANAGED_BY: "knfleet", "team": "search", models.OWNER: "default"}
     assert d.models[0].added == ()
     # a CPU service gets neither the toleration nor the deadline; a namespace knfleet makes as for group data
     cpu = runbook("embed", "search")
@@ -103,9 +103,9 @@ def test_what_the_user_wrote_is_never_overridden(tmp_path):
     out = service_of(d, "search/embed")
     assert "tolerations" not in out["spec"]["template"]["spec"]
     assert "serving.knative.dev/progress-deadline" not in out["spec"]["template"]["metadata"]["annotations"]
-    stage = next(s for s in d.stages if s.name == "services")
-    assert stage.objects[0] == {"apiVersion": "v1", "kind": "Namespace",
-                                "metadata": {"name": "search", "labels": {models.MANAGED_BY: "knfleet"}}}
+    stage = next(s for s in d.stages if s.name == "services")  # (issue 23) created when missing, never applied
+    assert not [o for o in stage.objects if o["kind"] == "Namespace"]
+    assert next(s for s in plan.plan(d) if isinstance(s, plan.Own)).namespaces == ("search",)
 
 
 def test_a_service_without_namespace_goes_to_default_and_default_is_never_made(tmp_path):

@@ -700,3 +700,29 @@ def test_uninstall_names_what_it_did_not_create_in_the_release_namespaces():
         "ConfigMap knative-serving/no-manager-known (managed by no field manager)",
         "PersistentVolumeClaim knative-serving/data (managed by kubectl-client-side-apply)",
         "Secret knative-nginx/tls (managed by kubectl-create)"]
+
+
+def test_model_manifests_follow_the_same_ownership_rules(tmp_path):
+    """The services of `model_manifests` (a user's own Knative Service YAML): the owner label, the Own step (with
+    model_manifest_settings' adopt), no namespace of Kubernetes or Knative; `default` stays where a manifest without
+    a namespace goes (kubectl's), and knfleet never makes nor labels it."""
+    from tests.unit.test_manifests import NS, runbook, write
+
+    f = write(tmp_path / "q.yaml", NS, runbook())
+    d = desired({"model_manifests": [str(f)], "owner": "team-q",
+                 "model_manifest_settings": {"knative-qwen7b-svc": {"adopt": True}}})
+    services = next(s for s in d.stages if s.name == "services")
+    assert [o["kind"] for o in services.objects] == ["Namespace", "Service"]  # the file's own Namespace is applied
+    assert services.objects[1]["metadata"]["labels"]["knfleet.dev/owner"] == "team-q"
+    steps = plan.plan(d)
+    own = next(s for s in steps if isinstance(s, plan.Own))
+    assert own.adopt == ("knative-qwen7b/knative-qwen7b-svc",) and own.namespaces == ()
+    assert next(s for s in steps if isinstance(s, plan.Prune)).owner == "team-q"
+    for ns in ("kube-system", "knative-serving"):
+        with pytest.raises(InputError, match=f"metadata.namespace.*{ns}.*namespace of your own"):
+            desired({"model_manifests": [str(write(tmp_path / f"{ns}.yaml", runbook(ns=ns)))]})
+    with pytest.raises(InputError, match="adopt"):
+        desired({"model_manifests": [str(f)], "model_manifest_settings": {"knative-qwen7b-svc": {"adopt": "yes"}}})
+    theirs = runbook(meta={"labels": {"knfleet.dev/owner": "team-b"}})
+    with pytest.raises(InputError, match=r"knfleet.dev/owner\] = 'team-b' is not allowed"):
+        desired({"model_manifests": [str(write(tmp_path / "b.yaml", NS, theirs))]})
