@@ -147,19 +147,29 @@ def bad_model(draw: Any, names: list[str]) -> dict[str, Any]:
     return m
 
 
+def clear_model_marks(names: list[str], injected: list[str]) -> None:
+    """The models are replaced: their must-refuse marks go; those of injected values (kind 7) stay."""
+    while MUST_REFUSE in names:
+        names.remove(MUST_REFUSE)
+    names += [MUST_REFUSE] * len(injected)
+
+
 @st.composite
 def bad_data(draw: Any) -> tuple[dict[str, Any], list[str]]:
     """Group/host data as a deploy of group `local` sees it, with some keys spoilt; the names an error may name."""
     data = dict(BASE)
     names: list[str] = []
+    injected: list[str] = []  # keys whose value (kind 7) must be refused, as long as no later spoil replaces it
     for _ in range(draw(st.integers(1, 3))):
         kind = draw(st.integers(0, 7))
         key = draw(st.sampled_from([k for k in ksettings.DATA_KEYS if k not in ("kubeconfig", "kube_context",
                                                                                    "rollout_wave", "cluster_name")]))
         if kind == 0:  # wrong type or value of a known key
             if key == "models":  # the models before (which may have had to be refused) are replaced
-                while MUST_REFUSE in names:
-                    names.remove(MUST_REFUSE)
+                clear_model_marks(names, injected)
+            while key in injected:  # an injected value replaced: its mark goes with it
+                injected.remove(key)
+                names.remove(MUST_REFUSE)
             data[key] = draw(junk)
             names.append(key)
         elif kind == 1:  # unknown or misspelt key
@@ -174,25 +184,23 @@ def bad_data(draw: Any) -> tuple[dict[str, Any], list[str]]:
             data[cm] = {**(old if isinstance(old, dict) else {}), sub: draw(junk)}
             names += [cm, sub]
         elif kind == 3:  # bad models
-            while MUST_REFUSE in names:  # the models before are replaced
-                names.remove(MUST_REFUSE)
+            clear_model_marks(names, injected)  # the models before are replaced
             items = [draw(bad_model(names)) for _ in range(draw(st.integers(1, 4)))]
             data["models"] = items
             names.append("models")
         elif kind == 4:  # duplicate service names
-            while MUST_REFUSE in names:
-                names.remove(MUST_REFUSE)
+            clear_model_marks(names, injected)
             data["models"] = [{"name": "twin"}, {"name": "twin"}]
             names += ["models", "name", MUST_REFUSE]
         elif kind == 5:  # a huge list of models
-            while MUST_REFUSE in names:
-                names.remove(MUST_REFUSE)
+            clear_model_marks(names, injected)
             data["models"] = [{"name": f"m-{i}"} for i in range(draw(st.integers(200, 800)))] + [draw(junk)]
             names.append("models")
         elif kind == 7:  # a value that would add objects or fields if it were pasted into YAML (issue 23)
             key = draw(st.sampled_from(["proxy_image", "envoy_image"]))
             data[key] = draw(st.sampled_from(INJECTIONS))
             names += [key, MUST_REFUSE]
+            injected.append(key)
         else:  # out-of-range numbers
             data[draw(st.sampled_from(["wait_timeout", "lock_ttl", "lock_wait", "smoke_deadline",
                                        "model_wait_timeout", "request_timeout"]))] = draw(
