@@ -227,6 +227,7 @@ class Capacity:
 
     needs: tuple[capacity.Need, ...]
     mode: str  # refuse | warn
+    owner: str = ownership.DEFAULT_OWNER  # whose other services' pods the run prunes (not competition)
     task: str = "run"
     title: str = "GPU capacity preflight (initial/min scale + one rollout pod per service)"
 
@@ -616,7 +617,7 @@ def install(d: Desired) -> list[Step]:
     steps: list[Step] = [preflight(install_rights(d), cfg.knative_version)]
     needs = gpu_needs(d)
     if needs and run.gpu_preflight != "off":
-        steps.append(Capacity(needs, run.gpu_preflight))
+        steps.append(Capacity(needs, run.gpu_preflight, cfg.owner))
     steps += [
         Lock(run.lock_ttl, run.lock_wait),
         Version(cfg.knative_version, bool(d.jobs)),

@@ -14,7 +14,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from knfleet.desired import plan, settings
+from knfleet.desired import ownership, plan, settings
 from knfleet.desired import progressive as pr
 from knfleet.errors import InputError, Reason
 from knfleet.fleet import inventory as inv
@@ -44,12 +44,21 @@ def prepare(c: inv.Cluster) -> tuple[list[plan.Step], Cluster]:
 
 
 def removed_services(cluster: Cluster, step: plan.Prune) -> list[diff.Drift]:
-    """Model services knfleet deployed (its label) that group data no longer has: the run deletes them."""
+    """Model services of this owner that group data no longer has and that knfleet applied: the run deletes them
+    (the same rule as the run's prune, knfleet.desired.ownership.prunable)."""
     if not cluster.has(*readiness.KSVC):
         return []
-    managed = cluster.list(*readiness.KSVC, selector=step.selector)
-    return [diff.Drift(f"Service/{name}", "removed from group data: the run deletes it")
-            for name in sorted(readiness.name_of(o) for o in managed) if name not in step.keep]
+    gone, _left = ownership.prunable(cluster.list(*readiness.KSVC, selector=step.selector), step.keep, step.owner)
+    return [diff.Drift(f"Service/{readiness.name_of(o)}", "removed from group data: the run deletes it")
+            for o in gone]
+
+
+def refused_takeovers(cluster: Cluster, step: plan.Own) -> list[diff.Drift]:
+    """Knative Services of the models' names that the run would refuse to take over (its Own step): the run stops
+    there, so they are errors here too (exit 3), named with their managers."""
+    live = {readiness.name_of(o): o for o in cluster.list(*readiness.KSVC)} if cluster.has(*readiness.KSVC) else {}
+    return [diff.Drift(f"Service/{why.split()[2]}", f"the run refuses it: {why}", error=True)
+            for why in ownership.takeover_problems(step.services, live, step.owner, step.adopt)]
 
 
 def rollout_drift(cluster: Cluster, step: plan.Rollout, records: diff.Records) -> list[diff.Drift]:
@@ -79,12 +88,15 @@ def compare(name: str, steps: list[plan.Step], cluster: Cluster) -> ClusterOutco
                 found, stage = removed_services(cluster, step), "services"
             elif isinstance(step, plan.Rollout):
                 found, stage = rollout_drift(cluster, step, records), "services"
+            elif isinstance(step, plan.Own):
+                found, stage = refused_takeovers(cluster, step), "services"
             else:
                 continue
             out.drift += [f"{stage}: {x}" for x in found]
             for x in (x for x in found if x.error):
                 out.errors.append(f"{stage}: {x.ref} {x.why}")
-                out.failures.append({"step": stage, "reason": Reason.API_ERROR.value, "message": f"{x.ref} {x.why}"})
+                code = Reason.OWNERSHIP_REFUSED if x.why.startswith("the run refuses it") else Reason.API_ERROR
+                out.failures.append({"step": stage, "reason": code.value, "message": f"{x.ref} {x.why}"})
             out.changes += diff.describe(stage, found)[1]
     except KubeError as err:
         out.errors = [f"API server not reachable or refused a request: {err}" if not out.reachable

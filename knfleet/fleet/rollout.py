@@ -260,7 +260,7 @@ def gpu_preflight(clusters: list[inv.Cluster]) -> list[str]:
             continue
         cluster = Cluster(target_of(c.name, c.data))
         try:
-            short, text = gpu_shortfall(cluster, needs)
+            short, text = gpu_shortfall(cluster, needs, d.settings.owner)
         except (KubeError, InputError) as err:
             say(f"GPU preflight: {c.name}: cannot read the nodes ({err}); the wave's run will report it")
             continue

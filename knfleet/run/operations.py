@@ -4,7 +4,7 @@ in rooms of their own, in the order of a run:
     preflight   Preflight, Capacity (the one GPU gate), Lock
     upgrading   Version, Obsolete, PostInstall
     applying    Apply, Gate
-    services    Prune, Smoke
+    services    Own, Prune, Smoke
     progressive Rollout, Rollback (a new model version, step by step; back to the previous one)
     uninstall   Guard, DeleteServices, Delete, Removed
 

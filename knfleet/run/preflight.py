@@ -10,7 +10,7 @@ from typing import Any
 from pyinfra import host, logger
 from pyinfra.api import operation
 
-from knfleet.desired import capacity, models, releases
+from knfleet.desired import capacity, models, ownership, releases
 from knfleet.desired import plan as p
 from knfleet.errors import LockedError, Reason
 from knfleet.kube.client import Cluster, CredentialError, KubeError
@@ -105,15 +105,16 @@ def take_lock(step: p.Lock):
 
 
 # --- GPU capacity: the one gate -----------------------------------------------------------------------------------
-def gpu_shortfall(cluster: Cluster, needs: tuple[capacity.Need, ...]) -> tuple[list[capacity.Shortfall], str]:
+def gpu_shortfall(cluster: Cluster, needs: tuple[capacity.Need, ...], owner: str = ownership.DEFAULT_OWNER,
+                  ) -> tuple[list[capacity.Shortfall], str]:
     """The services whose GPU pods do not fit in what this cluster's nodes have free (their own pods left out of
     what is taken), and the report line."""
     nodes = [capacity.node_of(n) for n in cluster.list("v1", "Node")]
     own = {(n.service.split("/", 1)[0], n.service.split("/", 1)[-1]) for n in needs}
-    if cluster.has(*KSVC):  # knfleet's other services: the run prunes them (their GPUs are its to free)
+    if cluster.has(*KSVC):  # this owner's other services: the run prunes them (their GPUs are its to free)
         key, _, value = models.MANAGED.partition("=")
         own |= {(o["metadata"].get("namespace"), o["metadata"]["name"]) for o in cluster.list(*KSVC)
-                if (o["metadata"].get("labels") or {}).get(key) == value}
+                if (o["metadata"].get("labels") or {}).get(key) == value and ownership.owner_of(o) == owner}
     held = capacity.used(cluster.list("v1", "Pod"), own)
     short = capacity.shortfalls(list(needs), capacity.free(nodes, held))
     return short, capacity.report(cluster.name, list(needs), nodes, short, held)
@@ -126,7 +127,7 @@ def gpu_capacity(step: p.Capacity):
     t0 = time.monotonic()
     cluster = current_cluster()
     try:
-        short, text = gpu_shortfall(cluster, step.needs)
+        short, text = gpu_shortfall(cluster, step.needs, step.owner)
     except KubeError as err:
         yield fail(step.title, f"cannot read the nodes: {err}", err.code)
         return
