@@ -458,6 +458,15 @@ class Cluster:
             self._listed_at[key] = time.monotonic()
         return items
 
+    def read_now(self, api_version: str, kind: str, namespace: str | None = None, selector: str | None = None,
+                 fields: str | None = None) -> list[dict[str, Any]]:
+        """Objects of a kind as they are now (never cached: pods and events change by themselves), by label and
+        field selector."""
+        res = self.resource(api_version, kind)
+        doc = self.request("GET", res.path(namespace), query={"labelSelector": selector, "fieldSelector": fields},
+                           what=f"list {res.plural}" + (f" in {namespace}" if namespace else ""))
+        return list(doc.get("items") or [])
+
     def list_many(self, keys: Iterable[tuple[str, str, str | None, str | None]]) -> None:
         """Fill the cache for several lists at once (concurrently)."""
         todo = [k for k in dict.fromkeys(keys) if k not in self._lists]

@@ -21,7 +21,7 @@ import jinja2
 
 from knfleet import fsio
 from knfleet.report import metrics, outcome, validate
-from knfleet.report.records import path_of
+from knfleet.report.records import COLD_PHASES, cold_start_line, path_of
 
 # outcome -> colour (background of a cluster's cell); the legend shows them
 COLOURS = {
@@ -35,6 +35,11 @@ OTHER_COLOUR = "#424242"
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
            "#7f7f7f")
 PHASES = metrics.PHASES
+# cold-start phases (records.COLD_PHASES) -> colour of their part of a stacked bar
+PHASE_COLOURS = {"schedule": "#9e9e9e", "pull": "#ef6c00", "start": "#8e24aa", "load": "#1565c0",
+                 "first_answer": "#2e7d32"}
+BAR_W = 28  # a cold-start bar's width (the latest report's chart)
+TREND_BAR_W = 10  # and in the chart over time (one bar per service and cluster beside each other)
 # x-axis labels: one <text> per band, a line each for service, cluster and path. A band is as wide as its widest
 # label line (by an upper bound of the font's width) plus a gap, so labels never overlap however many there are; a
 # line longer than LABEL_MAX_PX is cut with "…" (the whole text is the label's tooltip and in the legend).
@@ -110,6 +115,33 @@ def band_for(labels: list[XLabel], least: float = MIN_BAND) -> float:
 
 
 @dataclass
+class Segment:
+    """One phase of a cold start in its stacked bar."""
+
+    phase: str
+    seconds: float
+    y: float
+    height: float
+    colour: str
+
+
+@dataclass
+class Bar:
+    """One cold start as a stacked bar: its known phases from the bottom up, in order (unknown ones are named in
+    the tooltip and the table, never drawn)."""
+
+    x: float  # left edge
+    width: float
+    cluster: str
+    service: str
+    total: float | None
+    label: str  # the tooltip: the closing line's text
+    segments: list[Segment] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    when: str = ""
+
+
+@dataclass
 class Chart:
     width: int
     height: int
@@ -125,6 +157,7 @@ class Chart:
     lines: list[tuple[str, str, bool]] = field(default_factory=list)  # (svg points, colour, dashed)
     legend: list[tuple[str, str]] = field(default_factory=list)  # (colour, text)
     results: int = 0  # smoke results drawn (one group each)
+    bars: list[Bar] = field(default_factory=list)  # cold starts: stacked bars
 
 
 def load(path: str) -> dict[str, Any]:
@@ -155,6 +188,8 @@ def normalized(data: dict[str, Any]) -> dict[str, Any]:
 STEP_DEFAULTS = {"title": "", "status": "", "seconds": 0.0, "objects": [], "note": ""}
 SMOKE_DEFAULTS = {"service": "", "ok": True, "status": None, "latency_s": None, "cold_start_s": None, "attempts": 0,
                   "error": None, "skipped": None, "via": None}
+COLD_DEFAULTS = {"service": "", "revision": "", "pod": "", "node": None, "image": None, "trigger": "", "started": None,
+                 "phases": {}, "total_s": None}
 SERVICE_DEFAULTS = {"service": "", "ready": False, "reason": ""}
 
 
@@ -167,6 +202,7 @@ def _cluster(name: str, o: dict[str, Any]) -> dict[str, Any]:
     for key, _ in PHASES:
         out[key] = [{**SMOKE_DEFAULTS, **s} for s in out.get(key) or []]
     out["rollouts"] = [rollout_fields(r) for r in out.get("rollouts") or []]
+    out["cold_starts"] = [{**COLD_DEFAULTS, **c} for c in out.get("cold_starts") or []]
     return out
 
 FIGURES = {"requests": 0, "errors": 0, "p95_s": None, "ttft_p95_s": None}
@@ -301,6 +337,82 @@ def trend_chart(reports: list[dict[str, Any]]) -> Chart:
     return chart
 
 
+def cold_known(c: dict[str, Any]) -> float:
+    """The seconds a cold start's bar is tall: the sum of its known phases."""
+    return sum(v for v in (c.get("phases") or {}).values() if v is not None)
+
+
+def cold_bar(chart: Chart, x: float, width: float, cluster: str, c: dict[str, Any], when_: str = "") -> Bar:
+    """A cold start's stacked bar, its phases from the plot's bottom up in the order of records.COLD_PHASES."""
+    phases = c.get("phases") or {}
+    bar = Bar(round(x, 2), width, cluster, c.get("service", ""), c.get("total_s"),
+              f"{cluster} · {cold_start_line(c)}", when=when_)
+    bottom = chart.top + chart.plot_h
+    for phase in COLD_PHASES:
+        v = phases.get(phase)
+        if v is None:
+            bar.unknown.append(phase)
+            continue
+        height = round(chart.plot_h * min(v, chart.y_max) / chart.y_max, 2)
+        bottom = round(bottom - height, 2)
+        bar.segments.append(Segment(phase, v, bottom, height, PHASE_COLOURS[phase]))
+    return bar
+
+
+def cold_series(o_by_cluster: dict[str, dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(service, cluster) -> the last cold start recorded of that service on that cluster."""
+    return {(c.get("service", ""), name): c for name in sorted(o_by_cluster)
+            for c in o_by_cluster[name].get("cold_starts") or []}
+
+
+def cold_chart(data: dict[str, Any]) -> Chart:
+    """The latest report's cold starts: a stacked bar per service and cluster (its last one), phase by phase."""
+    last = cold_series(data.get("clusters") or {})
+    series = sorted(last)
+    labels = [XLabel(0, [fit(svc.split("/")[-1]), fit(name)], f"{svc} on {name}") for svc, name in series]
+    band = band_for(labels, BAR_W + 30)
+    plot_w = max(420, round(band * len(series)))
+    band = plot_w / max(len(series), 1)
+    chart = Chart(width=plot_w + 90, height=20 + 220 + 16 + LINE_PX + 10, left=70, top=20, plot_w=plot_w,
+                  plot_h=220, y_max=_nice_max(max((cold_known(c) for c in last.values()), default=0) * 1.1))
+    _ticks(chart)
+    for i, ((svc, name), label) in enumerate(zip(series, labels, strict=True)):
+        label.x = round(chart.left + band * i + band / 2, 2)
+        chart.x_labels.append(label)
+        chart.bars.append(cold_bar(chart, label.x - BAR_W / 2, BAR_W, name, last[(svc, name)]))
+    chart.legend = [(colour, phase.replace("_", " ")) for phase, colour in PHASE_COLOURS.items()]
+    return chart
+
+
+def cold_trend_chart(reports: list[dict[str, Any]]) -> Chart | None:
+    """Cold starts run after run: at each report, a stacked bar per service and cluster (side by side, in the order
+    of the legend); None when no report has any."""
+    series = sorted({k for r in reports for k in cold_series(r["clusters"])})
+    if not series:
+        return None
+    labels = [XLabel(0, [time.strftime("%m-%d", time.gmtime(r.get("finished"))),
+                         time.strftime("%H:%M", time.gmtime(r.get("finished")))], when(r.get("finished")))
+              for r in reports]
+    group = len(series) * (TREND_BAR_W + 3)
+    band = max(band_for(labels, 60), group + 16)
+    plot_w = max(480, round(band * len(reports)))
+    band = plot_w / len(reports)
+    tallest = max((cold_known(c) for r in reports for c in cold_series(r["clusters"]).values()), default=0)
+    chart = Chart(width=plot_w + 90, height=20 + 220 + 16 + LINE_PX + 10, left=70, top=20, plot_w=plot_w,
+                  plot_h=220, y_max=_nice_max(tallest * 1.1))
+    _ticks(chart)
+    for i, (r, label) in enumerate(zip(reports, labels, strict=True)):
+        label.x = round(chart.left + band * i + band / 2, 2)
+        chart.x_labels.append(label)
+        last = cold_series(r["clusters"])
+        for k, key in enumerate(series):
+            if key in last:
+                x = label.x - group / 2 + k * (TREND_BAR_W + 3)
+                chart.bars.append(cold_bar(chart, x, TREND_BAR_W, key[1], last[key], when(r.get("finished"))))
+    chart.legend = [(colour, phase.replace("_", " ")) for phase, colour in PHASE_COLOURS.items()]
+    return chart
+
+
 def looked_only(data: dict[str, Any]) -> bool:
     """A report of a look that changed nothing (`knfleet diff`, `knfleet status`, a `--dry` run): its `changes` are
     what would change."""
@@ -357,6 +469,7 @@ def details(data: dict[str, Any]) -> list[dict[str, Any]]:
             "changed": metrics.changed_objects(o),
             "steps": [{**s, "pct": round(100 * float(s.get("seconds") or 0) / longest, 1)} for s in steps],
             "smoke": [(phase, s) for key, phase in PHASES for s in o.get(key) or []],
+            "cold_starts": [(c, cold_start_line(c)) for c in o.get("cold_starts") or []],
             "field_changes": field_changes(o),
         })
     return out
@@ -394,6 +507,9 @@ def render(reports: list[dict[str, Any]]) -> str:
     return _env().get_template("report.html.j2").render(
         r=latest, finished=when(latest.get("finished")), rows=cells(latest), clusters=details(latest),
         chart=smoke_chart(latest), trend=trend_chart(ordered) if len(ordered) > 1 else None,
+        cold=cold_chart(latest), cold_trend=cold_trend_chart(ordered) if len(ordered) > 1 else None,
+        cold_trend_order=", ".join(f"{svc.split('/')[-1]} on {name}"
+                                   for svc, name in sorted({k for r in ordered for k in cold_series(r["clusters"])})),
         history=history(ordered) if len(ordered) > 1 else None, colours=COLOURS, count=len(ordered),
         label_px=LABEL_PX, fmt_s=fmt_s)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from knfleet import fsio
 from knfleet.report import outcome
-from knfleet.report.records import path_of
+from knfleet.report.records import COLD_PHASES, path_of
 
 PREFIX = "knfleet_"
 # every status a cluster of a run or rollout report can have: an enum-style gauge has a series for each
@@ -92,6 +92,9 @@ def families(data: dict[str, Any], previous: dict[tuple[str, Labels], float] | N
         ("smoke_skipped", "gauge", "1 when no smoke request was sent to the service (at zero, not woken)."),
         ("smoke_latency_seconds", "gauge", "The answer time of the service's smoke test request."),
         ("smoke_cold_start_seconds", "gauge", "The answer time of a smoke request that woke the service from zero."),
+        ("cold_start_phase_seconds", "gauge", "Seconds of each phase of a revision pod's cold start (schedule, pull, "
+                                              "start, load, first_answer), as the cluster recorded them."),
+        ("cold_start_seconds", "gauge", "A revision pod's cold start: created to first answer (or to Ready)."),
         ("knative_version_info", "gauge", "The Knative Serving version installed on the cluster; always 1."),
         ("model_rollout_step_percent", "gauge", "Traffic on the new version of a progressive model rollout at the end "
                                                 "of the last run (100 promoted or first version, 0 rolled back)."),
@@ -150,11 +153,24 @@ def families(data: dict[str, Any], previous: dict[tuple[str, Labels], float] | N
             f["knative_version_info"].add(1, version=o["knative_version"], **c)
         for r in o.get("rollouts") or []:
             rollout_samples(f, r, c)
+        cold_start_samples(f, o.get("cold_starts") or [], c)
     for labels, v in sorted(counted.items()):
         f["cluster_runs_total"].add(v, **dict(labels))
     for labels, v in sorted(changed_total.items()):
         f["cluster_changed_objects_total"].add(v, **dict(labels))
     return [fam for fam in f.values() if fam.samples]
+
+
+def cold_start_samples(f: dict[str, Family], items: list[dict[str, Any]], c: dict[str, str]) -> None:
+    """Each revision's cold start (the last one the run saw of that revision: one series per revision), its phases
+    that are known and its total."""
+    last = {(str(i.get("service")), str(i.get("revision"))): i for i in items}
+    for (service, revision), item in sorted(last.items()):
+        where = {"service": service, "revision": revision, **c}
+        phases = item.get("phases") or {}
+        for phase in COLD_PHASES:
+            f["cold_start_phase_seconds"].add(phases.get(phase), phase=phase, **where)
+        f["cold_start_seconds"].add(item.get("total_s"), **where)
 
 
 def rollout_samples(f: dict[str, Family], r: dict[str, Any], c: dict[str, str]) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from knfleet import __version__
-from knfleet.report.records import ClusterRun, describe, rollout_lines
+from knfleet.report.records import ClusterRun, cold_start_line, describe, rollout_lines
 
 SCHEMA = "knfleet.report/v1"
 # status of a cluster after a run
@@ -43,6 +43,7 @@ class ClusterOutcome:
     changes: list[dict[str, Any]] = field(default_factory=list)  # per object: {object, stage, why, patch: [RFC 6902]}
     services: list[dict[str, Any]] = field(default_factory=list)
     rollouts: list[dict[str, Any]] = field(default_factory=list)  # progressive model rollouts: steps, figures, outcome
+    cold_starts: list[dict[str, Any]] = field(default_factory=list)  # records.ColdStart: phases of each pod start
     notes: list[str] = field(default_factory=list)  # said in the closing lines (e.g. models = []: every service gone)
     knative_version: str | None = None
     reachable: bool | None = None
@@ -113,6 +114,7 @@ def outcomes(state: Any, dry: bool = False) -> dict[str, ClusterOutcome]:
         out[name] = ClusterOutcome(
             cluster=name, host=host.name, status=status, errors=errors, failures=failures,
             rollouts=list(record.rollouts) if record else [],
+            cold_starts=[c.as_dict() for c in record.cold_starts] if record else [],
             notes=list(record.notes) if record else [],
             warnings=list(record.warnings) if record else [],
             changed_operations=changed, would_change=would, failed_operations=failed,
@@ -145,7 +147,7 @@ def line(o: ClusterOutcome, action: str) -> list[str]:
     else:
         text = [f"knfleet: {o.cluster}: {action} done, no change (already converged)"]
     return text + [f"    {n}" for n in o.notes] + [f"    {line}" for r in o.rollouts for line in rollout_lines(r)] \
-        + [f"    smoke {describe(s)}" for s in o.smoke]
+        + [f"    smoke {describe(s)}" for s in o.smoke] + [f"    {cold_start_line(c)}" for c in o.cold_starts]
 
 
 def lines(results: dict[str, ClusterOutcome], action: str) -> list[str]:

@@ -66,6 +66,43 @@ def describe(r: dict[str, Any]) -> str:
     return f"{r['service']}: {r['status']} in {r['latency_s']:.2f}s{cold}{via}"
 
 
+COLD_PHASES = ("schedule", "pull", "start", "load", "first_answer")  # in this order (docs/cold-starts.md)
+COLD_TRIGGERS = ("wake", "new_revision", "rollout_step")
+
+
+@dataclass
+class ColdStart:
+    """One revision pod's start, phase by phase, as the cluster recorded it (knfleet.run.coldstart reads it). Phases
+    are seconds, None where the cluster's records cannot tell (never guessed); total_s is created -> first answer
+    (or -> Ready when no request was sent). The JSON shape of docs/cold-starts.md."""
+
+    service: str  # namespace/name of the Knative Service
+    revision: str
+    pod: str
+    node: str | None
+    image: str | None  # the model container's image
+    trigger: str  # COLD_TRIGGERS
+    started: float | None  # Unix time the pod was created
+    phases: dict[str, float | None]
+    total_s: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _seconds(value: float | None) -> str:
+    return "? s" if value is None else f"{value:.1f} s"
+
+
+def cold_start_line(d: dict[str, Any]) -> str:
+    """One cold start in a line (also for one read back from a JSON report):
+    `cold start ns/svc (rev on node, wake) 412.9 s: schedule 3.0 s, pull 214.0 s, ... first answer 0.4 s`."""
+    phases = d.get("phases") or {}
+    parts = ", ".join(f"{k.replace('_', ' ')} {_seconds(phases.get(k))}" for k in COLD_PHASES if k in phases)
+    return (f"cold start {d.get('service')} ({d.get('revision')} on {d.get('node') or '?'}, {d.get('trigger')}) "
+            f"{_seconds(d.get('total_s'))}: {parts}")
+
+
 def path_of(via: str | None) -> str:
     """The kind of path a result took, for grouping (no pod name or address): kourier-internal, proxy, smoke_url,
     smoke_internal_url; "none" when no request was sent."""
@@ -104,6 +141,7 @@ class ClusterRun:
     failures: list[Failure] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     rollouts: list[dict[str, Any]] = field(default_factory=list)  # progressive model rollouts (desired.progressive)
+    cold_starts: list[ColdStart] = field(default_factory=list)  # revision pods seen starting (run.coldstart)
     notes: list[str] = field(default_factory=list)  # what the closing lines must say besides the outcome
     locked_by: str | None = None
     started: float = field(default_factory=time.time)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from knfleet.errors import InputError, shown
+from knfleet.report.records import COLD_PHASES
 
 
 class ReportError(InputError):
@@ -98,6 +99,10 @@ ROLLOUT_STEP: dict[str, tuple[Check, bool]] = {"percent": (_number, False), "ok"
                                                "check": (_string, True)}
 FIGURES: dict[str, tuple[Check, bool]] = {"requests": (_number, False), "errors": (_number, False),
                                           "p95_s": (_number, True), "ttft_p95_s": (_number, True)}
+COLD_START: dict[str, tuple[Check, bool]] = {  # one revision pod's cold start (docs/cold-starts.md)
+    "service": (_string, False), "revision": (_string, False), "pod": (_string, False), "node": (_string, True),
+    "image": (_string, True), "trigger": (_string, False), "started": (_timestamp, True), "total_s": (_number, True),
+}
 REQUIRED = {"step": ("title",), "smoke": ("service",), "service": ("service",), "operation": ("op",)}
 
 
@@ -126,6 +131,22 @@ def _rollouts(path: str, where: str, o: dict[str, Any]) -> None:
             for tag in ("stable", "candidate"):
                 if st.get(tag) is not None:
                     _fields(path, f"{at}.steps[{j}].{tag}", st[tag], FIGURES)
+
+
+def _cold_starts(path: str, where: str, o: dict[str, Any]) -> None:
+    for i, c in enumerate(_list(path, where, o, "cold_starts")):
+        at = f"{where}.cold_starts[{i}]"
+        _fields(path, at, c, COLD_START, ("service", "revision", "phases"))
+        phases = c["phases"]
+        if not isinstance(phases, dict):
+            raise ReportError(f"{path}: {at}.phases: {shown(phases, 80)} is not allowed; expected an object")
+        for key, value in phases.items():
+            if key not in COLD_PHASES:
+                raise ReportError(f"{path}: {at}.phases.{key}: not a cold-start phase; allowed: "
+                                  f"{', '.join(COLD_PHASES)}")
+            if value is not None and not (_number(value) and value >= 0):
+                raise ReportError(f"{path}: {at}.phases.{key}: {shown(value, 80)} is not allowed; expected a number "
+                                  "of seconds >= 0 or null")
 
 
 def _fields(path: str, where: str, obj: Any, schema: dict[str, tuple[Check, bool]], required: tuple[str, ...] = ()
@@ -169,6 +190,7 @@ def check(path: str, data: Any) -> None:
                 _fields(path, f"{where}.{key}[{i}]", x, schema, REQUIRED[item])
         _changes(path, where, o)
         _rollouts(path, where, o)
+        _cold_starts(path, where, o)
         for key in ("smoke", "smoke_after_bake"):
             items = o.get(key, [])
             if not isinstance(items, list):

@@ -16,7 +16,7 @@ from knfleet.desired import plan as p
 from knfleet.errors import KnfleetError, Reason
 from knfleet.kube import readiness, wait
 from knfleet.kube.client import Cluster, Conflict, KubeError
-from knfleet.run import smoke, upgrading
+from knfleet.run import coldstart, smoke, upgrading
 from knfleet.run.context import cluster as current_cluster
 from knfleet.run.context import command, executing, fail, record, say, unchanged, warn
 
@@ -279,8 +279,12 @@ def smoke_test(step: p.Smoke):
                 hosts = partial(smoke_hosts, cluster, svc, ns, name, s.host)
                 for via, send in entry.paths(s, hosts):
                     deadline = max(step.deadline, s.cold_deadline) if at_zero else step.deadline
+                    woke = time.time()
                     result = smoke.chat(s.ref, send, s.model, deadline, at_zero)
                     result.via = via
+                    if at_zero and result.ok and step.before_upgrade is None:  # the pod it woke, phase by phase
+                        rec.cold_starts += coldstart.observe(cluster, s.ref, (svc.get("status") or {}).get(
+                            "latestReadyRevisionName") or "", "wake", woke, answered=time.time())
                     if not result.ok and via.endswith("(port-forward)") and entry.errors():
                         result.error = f"{result.error}; {entry.errors()[-1]}"
                     at_zero = False  # the first path woke it
