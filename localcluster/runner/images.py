@@ -34,7 +34,7 @@ from typing import Any
 PULLED_ANNOTATION = "localcluster.knfleet.local/images-pulled"
 PULLS_FILE = "image-pulls.json"
 DEFAULT_PULL_MS = 2000
-LARGE_TEST_IMAGE = "registry.knfleet.local/models/vllm-large:test"
+LARGE_TEST_IMAGE = "dev.local/knfleet/vllm-large:test"  # dev.local: Knative resolves no tag there
 LARGE_PULL_MS = 20000
 FAILING_REGISTRY = "registry.invalid/"
 BYTES_PER_SECOND = 200 * 1000 * 1000  # the simulated registry's speed: what the Pulled event's image size says
@@ -112,7 +112,9 @@ class Puller:
         self.core, self.dir, self.default_ms, self.skip, self.log = core, cluster_dir, default_ms, skip, log
         self.pulls: dict[str, Pull] = {}
         self.finished: set[str] = set()  # pods annotated, until the watch shows the annotation (or the pod goes)
-        self.present: dict[str, set[str]] = {}  # node -> images pulled there (also written to status.images)
+        # node -> images pulled there and written to its status.images, until the node's watch shows them (from then on
+        # the node's status.images alone says what it has: an image removed from it is gone, as after an image GC)
+        self.pending: dict[str, set[str]] = {}
 
     def config(self) -> dict[str, Any]:
         try:
@@ -124,6 +126,8 @@ class Puller:
     def tick(self, pods: list[dict[str, Any]], nodes: list[dict[str, Any]]) -> None:
         config = self.config()
         on_node = {n["metadata"]["name"]: node_images(n) for n in nodes}
+        for node, images in self.pending.items():
+            images -= on_node.get(node, set())
         live: set[str] = set()
         self.finished &= {p["metadata"]["uid"] for p in pods
                           if PULLED_ANNOTATION not in (p["metadata"].get("annotations") or {})}
@@ -147,7 +151,7 @@ class Puller:
                 self.log(f"image pull of {pull.namespace}/{pull.name}: {err}")
 
     def has(self, node: str, image: str, on_node: dict[str, set[str]]) -> bool:
-        return image in self.present.get(node, set()) or image in on_node.get(node, set())
+        return image in self.pending.get(node, set()) or image in on_node.get(node, set())
 
     def _advance(self, pull: Pull, config: dict[str, Any], on_node: dict[str, set[str]]) -> None:
         now = time.monotonic()
@@ -194,11 +198,11 @@ class Puller:
             "reportingComponent": "kubelet", "reportingInstance": pull.node})
 
     def _add_to_node(self, node: str, image: str, size: int, on_node: dict[str, set[str]]) -> None:
-        self.present.setdefault(node, set()).add(image)
         have = on_node.setdefault(node, set())
         if image in have:
             return
         have.add(image)
+        self.pending.setdefault(node, set()).add(image)
         current = self.core.read_node_status(node, _preload_content=False)
         images = (json.loads(current.data).get("status") or {}).get("images") or []
         if any(image in (i.get("names") or []) for i in images):

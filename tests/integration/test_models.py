@@ -11,7 +11,10 @@ import time
 
 import pytest
 
+from knfleet.report import html
+from knfleet.report.records import cold_start_line
 from localcluster.cluster import Spec
+from localcluster.runner.images import LARGE_TEST_IMAGE
 from tests.conftest import REPO
 from tests.integration.test_deploy import changed_ops, failure, pyinfra
 
@@ -78,6 +81,83 @@ def test_converges_knative_proxy_and_two_models_smoke_tests_pass(cluster):
     # the proxy path comes second: the service is warm by then
     assert re.search(r"smoke knative-qwen7b/qwen7b-scale-to-zero: 200 in \d+\.\d+s \(via proxy http://", third.stderr)
     print(f"\n{cold.group(0)}")
+
+
+# Issue 25: a model of its own image (no other service pulls it), scaling to zero
+COLD = {"name": "qwen7b-cold", "image": LARGE_TEST_IMAGE,
+        "autoscaling": {"initial_scale": 1, "min_scale": 0, "max_scale": 1, "scale_down_delay": "0s"}}
+COLD_REF = "knative-qwen7b/qwen7b-cold"
+COLD_DEPLOYMENT = ("deployment", "qwen7b-cold-00001-deployment", "-n", "knative-qwen7b")
+# three services take 3 of the 4 GPUs; the preflight would also keep one GPU per service free for a rollout
+WITH_COLD = ("--data", models_arg(QWEN, SLEEPY, COLD), "--data", "gpu_preflight=warn")
+
+
+def wait_at_zero(kube) -> None:
+    deadline = time.monotonic() + 90
+    while kube.json("get", *COLD_DEPLOYMENT)["status"].get("readyReplicas") or kube.json(
+            "get", "pods", "-n", "knative-qwen7b", "-l", "serving.knative.dev/service=qwen7b-cold")["items"]:
+        assert time.monotonic() < deadline, "the min-scale 0 service never scaled to zero"
+        time.sleep(0.5)
+
+
+def node_images(kube, node: str) -> list[dict]:
+    return kube.json("get", "node", node)["status"].get("images") or []
+
+
+def set_node_images(kube, node: str, images: list[dict]) -> None:
+    kube.run("patch", "node", node, "--subresource=status", "--type=merge", "-p",
+             json.dumps({"status": {"images": images}}))
+
+
+def woken(root, tmp_path, name: str) -> tuple[dict, str]:
+    """A converge with smoke_cold (services at zero are woken): its cluster's report entry and its output."""
+    report = tmp_path / f"{name}.json"
+    run = pyinfra(root, "-y", *WITH_COLD, "--data", "smoke_cold=true", report=report)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (o,) = json.loads(report.read_text())["clusters"].values()
+    return o, run.stdout + run.stderr
+
+
+def test_a_woken_service_reports_its_cold_start_phases(cluster, tmp_path):
+    """Issue 25: the phases of a service woken from zero add up to its measured cold start (within 5 %); woken again
+    on a node that has its image, its pull phase is 0."""
+    root, kube = cluster
+    first = pyinfra(root, "-y", *WITH_COLD)
+    assert first.returncode == 0, first.stderr[-3000:]
+    kube.cluster.set_image_pulls({LARGE_TEST_IMAGE: 30})  # a large image: 30 s
+    gpu = [n["metadata"]["name"] for n in kube.json("get", "nodes", "-l", "nvidia.com/gpu.present=true")["items"]]
+    wait_at_zero(kube)
+    for node in gpu:  # no node has it (as after the kubelet's image garbage collection)
+        set_node_images(kube, node, [i for i in node_images(kube, node) if LARGE_TEST_IMAGE not in i["names"]])
+
+    o, out = woken(root, tmp_path, "wake1")
+    (cold,) = [c for c in o["cold_starts"] if c["service"] == COLD_REF]
+    smoke_cold = next(s["cold_start_s"] for s in o["smoke"] if s["service"] == COLD_REF and s["cold_start_s"])
+    assert cold["trigger"] == "wake" and cold["image"] == LARGE_TEST_IMAGE and cold["node"] in gpu
+    assert cold["revision"] == "qwen7b-cold-00001"
+    assert None not in cold["phases"].values(), cold
+    assert cold["phases"]["pull"] >= 29, cold  # the kubelet's Pulling..Pulled
+    assert sum(cold["phases"].values()) == pytest.approx(cold["total_s"], abs=0.01)
+    assert abs(cold["total_s"] - smoke_cold) <= 0.05 * smoke_cold, (cold, smoke_cold)
+    assert cold_start_line(cold) in out  # the closing line
+    print(f"\n{cold_start_line(cold)} (smoke: cold start {smoke_cold:.2f} s)")
+    pulled = [i for i in node_images(kube, cold["node"]) if LARGE_TEST_IMAGE in i["names"]]
+    assert pulled, "the node that pulled the image does not list it"
+
+    # woken again: wherever the pod lands, the node has the image (the other GPU nodes get it as a pre-pull would)
+    wait_at_zero(kube)
+    for node in gpu:
+        if node != cold["node"]:
+            set_node_images(kube, node, node_images(kube, node) + pulled)
+    again, out = woken(root, tmp_path, "wake2")
+    (second,) = [c for c in again["cold_starts"] if c["service"] == COLD_REF]
+    assert second["phases"]["pull"] == 0.0, second
+    assert None not in second["phases"].values(), second
+    assert sum(second["phases"].values()) == pytest.approx(second["total_s"], abs=0.01)
+    print(f"{cold_start_line(second)}")
+    # the page of the two reports draws them (the latest's bar, and both over time)
+    page = html.render([html.load(str(tmp_path / "wake1.json")), html.load(str(tmp_path / "wake2.json"))])
+    assert page.count(f'class="cold-bar" data-cluster="{again["cluster"]}" data-service="{COLD_REF}"') == 3
 
 
 def test_smoke_via_exec_runs_the_runbooks_curl_inside_the_proxy_pod(cluster, tmp_path, monkeypatch):
