@@ -264,3 +264,75 @@ def test_metrics_file_of_a_converge_holds_the_json_report_values(fleet, tmp_path
     assert total == 2 * len(clusters)
     assert all(get("knfleet_cluster_changed_objects_total", cluster=c.name) > 0 for c in clusters)
     assert "No smoke results" not in page.read_text()
+
+
+PHASE_BOXES = ("return Array.from(document.querySelectorAll(arguments[0])).map(g => Array.from("
+               "g.querySelectorAll('rect.cold-phase')).map(e => {const r = e.getBoundingClientRect(); "
+               "return [r.left, r.top, r.right, r.bottom, e.getAttribute('data-phase'), "
+               "parseFloat(e.getAttribute('data-seconds'))];}))")
+
+
+def cold_report(clusters: list[str], services: list[str], finished: float, pull: float) -> dict:
+    """A run report with a cold start per service and cluster (one of them with its pull phase unknown)."""
+    results = {name: outcome.ClusterOutcome(name, outcome.CONVERGED, cold_starts=[
+        {"service": svc, "revision": f"{svc.split('/')[-1]}-00001", "pod": "p", "node": "kwok-gpu-1",
+         "image": "vllm/vllm-openai:v0.6.4", "trigger": "wake", "started": finished - 500,
+         "phases": {"schedule": 3.0, "pull": None if (i, j) == (1, 0) else pull + i, "start": 0.5, "load": 195.0 - i,
+                    "first_answer": 0.4}, "total_s": None}
+        for i, svc in enumerate(services)]) for j, name in enumerate(clusters)}
+    return {**outcome.report("run", results, action="install", dry_run=False), "finished": finished}
+
+
+def assert_stacked(driver: Any, chart: str, count: int) -> None:
+    """Each bar's phases as the browser lays them out: in order from the bottom of the plot up, each on top of the
+    one below, as tall as its seconds on the chart's scale; no two bars overlapping."""
+    svg = driver.find_element("css selector", chart)
+    y_max = float(svg.get_attribute("data-y-max"))
+    area = driver.find_element("css selector", f"{chart} g.plot-area rect").rect
+    bars = driver.execute_script(PHASE_BOXES, f"{chart} g.cold-bar")
+    assert len(bars) == count
+    for segments in bars:
+        assert segments, "a bar with no phase drawn"
+        order = [s[4] for s in segments]
+        assert order == [p for p in ("schedule", "pull", "start", "load", "first_answer") if p in order]
+        bottom = area["y"] + area["height"]
+        for left, top, right, low, phase, seconds in segments:
+            assert abs(low - bottom) <= 1.0, (phase, low, bottom)
+            assert abs((low - top) - area["height"] * seconds / y_max) <= 1.5, (phase, low - top, seconds)
+            assert right - left >= 8
+            bottom = top
+    spans = sorted((s[0][0], s[0][2]) for s in bars)
+    for (_, right), (left, _) in itertools.pairwise(spans):
+        assert right <= left + 0.5, spans
+
+
+@pytest.mark.parametrize(("clusters", "services"), [
+    (["local-1"], ["knative-qwen7b/qwen7b-scale-to-zero"]),
+    ([f"prod-eu-west-{i}-gpu-a100-pool" for i in range(4)], [f"llm-serving/qwen2-5-72b-instruct-awq-{i}" for i in
+                                                              range(5)]),
+    ([f"MMMW-WWWM-mmmm-wwww-{i}" for i in range(3)],
+     ["team-wwwwwwwwwwwwmmmmmmmmmmmmmmmmmmmmmmmm/mmmm-wwww-m", "ns/服务"]),
+])
+def test_cold_start_phases_are_stacked_bars_with_labels_apart(chromium, tmp_path, clusters, services):
+    """Issue 25: the page shows each service's cold start on each cluster as a stacked bar of its phases, and over
+    time with several reports; the labels never overlap."""
+    page = tmp_path / "cold.html"
+    html.write(str(page), [cold_report(clusters, services, 1795700000.0, 214.0)])
+    chromium.get(page.resolve().as_uri())
+    n = len(clusters) * len(services)
+    assert_stacked(chromium, "#cold-chart", n)
+    assert_labels_apart(chromium, "#cold-chart", n)
+    unknown = chromium.find_elements("css selector", '#cold-chart g.cold-bar[data-unknown="pull"]')
+    assert len(unknown) == (1 if len(services) > 1 else 0)  # not drawn, named in the tooltip: "pull ? s"
+    for u in unknown:
+        assert "pull ? s" in u.find_element("css selector", "title").get_attribute("textContent")
+    rows = chromium.find_elements("css selector", "#clusters table.cold-starts tr[data-pod]")
+    assert len(rows) == n and all(r.text.startswith("cold start ") for r in rows)
+    # several reports: the pull phase going away (a pre-pulled image), report after report
+    reports = [cold_report(clusters[:2], services[:2], 1795700000.0 + 600 * k, 214.0 if k < 3 else 0.0)
+               for k in range(8)]
+    html.write(str(page), reports)
+    chromium.get(page.resolve().as_uri())
+    per_report = min(len(clusters), 2) * min(len(services), 2)
+    assert_stacked(chromium, "#cold-trend-chart", 8 * per_report)
+    assert_labels_apart(chromium, "#cold-trend-chart", 8)
