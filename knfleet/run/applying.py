@@ -16,6 +16,8 @@ from knfleet.desired import plan as p
 from knfleet.errors import KnfleetError, NotReadyError, Reason
 from knfleet.kube import diff, readiness, wait, webhook
 from knfleet.kube.client import Cluster, KubeError, WebhookUnavailable, ref
+from knfleet.report.records import ClusterRun
+from knfleet.run import coldstart
 from knfleet.run.context import cluster as current_cluster
 from knfleet.run.context import command, executing, fail, say, state, unchanged, warn
 
@@ -83,7 +85,7 @@ def apply(step: p.Apply):
                   step.stage, step.webhook_retry, step.repair_config)
 
 
-def wait_ready(cluster: Cluster, check: Any, timeout: int) -> list[str]:
+def wait_ready(cluster: Cluster, check: Any, timeout: int, rec: ClusterRun | None = None) -> list[str]:
     """Wait for a check (short polls on the pooled connection: a look costs a list or two, as `kubectl wait`);
     on giving up, the nodes that cannot run pods are named too."""
     try:
@@ -91,7 +93,16 @@ def wait_ready(cluster: Cluster, check: Any, timeout: int) -> list[str]:
     except NotReadyError as err:
         code = Reason.WEBHOOK_NOT_READY if isinstance(check, p.WebhookServing) else Reason.NOT_READY
         raise NotReadyError(with_nodes(cluster, str(err)), code=code) from None
+    if rec is not None:
+        note_new_revisions(cluster, check, rec)
     return []
+
+
+def note_new_revisions(cluster: Cluster, check: Any, rec: ClusterRun | None = None) -> None:
+    """Once the model services are Ready: the cold starts of the revisions this run created (run.coldstart)."""
+    if isinstance(check, p.ServicesReady):
+        rec = rec or state().record
+        rec.cold_starts += coldstart.new_revisions(cluster, check.refs, rec.started)
 
 
 def with_nodes(cluster: Cluster, message: str) -> str:
@@ -122,6 +133,8 @@ def gate(step: p.Gate):
     if ready:
         if why.startswith("warning: "):
             warn(why)
+        if executing():
+            note_new_revisions(cluster, step.check)
         unchanged(step.title, why, t0)
         return
-    yield command(step.title, wait_ready, cluster, step.check, step.timeout)
+    yield command(step.title, wait_ready, cluster, step.check, step.timeout, state().record)

@@ -137,3 +137,22 @@ def observe(cluster: Cluster, service: str, revision: str, trigger: str, since: 
     except KubeError:
         return out
     return sorted(out, key=lambda c: (c.started or 0.0, c.pod))
+
+
+def new_revisions(cluster: Cluster, refs: tuple[str, ...], since: float) -> list[ColdStart]:
+    """The cold starts of the pods of each service's latest ready revision when that revision was created since
+    `since` (this run): a new revision's first pods."""
+    out: list[ColdStart] = []
+    for ref in refs:
+        namespace, name = ref.split("/", 1)
+        try:
+            svc = cluster.get("serving.knative.dev/v1", "Service", name, namespace) or {}
+            revision = (svc.get("status") or {}).get("latestReadyRevisionName")
+            rev = cluster.get("serving.knative.dev/v1", "Revision", revision, namespace) if revision else None
+        except KubeError:
+            continue
+        created = timestamp(((rev or {}).get("metadata") or {}).get("creationTimestamp"))
+        if revision and created is not None and created >= int(since):
+            out += observe(cluster, ref, revision, "new_revision", created)
+    return out
+

@@ -30,7 +30,7 @@ from knfleet.errors import KnfleetError, NotReadyError, Reason
 from knfleet.kube import diff, readiness, wait
 from knfleet.kube.client import Cluster, KubeError
 from knfleet.report.records import ClusterRun
-from knfleet.run import services, smoke
+from knfleet.run import coldstart, services, smoke
 from knfleet.run.context import cluster as current_cluster
 from knfleet.run.context import command, executing, fail, record, say, state, unchanged
 
@@ -181,6 +181,12 @@ class Roller:
         except NotReadyError as err:
             raise KnfleetError(f"the new revision did not become Ready: {err}", code=Reason.ROLLOUT_FAILED) from None
 
+    def cold_starts(self, revision: str, trigger: str) -> None:
+        """The revision's pods that started during this run and are Ready, phase by phase (each pod once)."""
+        seen = {c.pod for c in self.record.cold_starts}
+        self.record.cold_starts += [c for c in coldstart.observe(self.cluster, self.step.ref, revision, trigger,
+                                                                 self.record.started) if c.pod not in seen]
+
     # --- first version, and the rollout ----------------------------------------------------------------------------
     def run(self) -> list[str]:
         step = self.step
@@ -218,6 +224,7 @@ class Roller:
         st = pr.State(pr.FIRST, want, want, started=pr.now())
         self.apply(self.step.service, pr.traffic(want), st)
         self.revision_ready(want, self.step.wait)
+        self.cold_starts(want, "new_revision")
         self.routed({want: 100}, self.step.wait)
         self.report.update(outcome="first version", candidate=want, stable=want)
         self.record.rollouts.append(self.report)
@@ -233,6 +240,7 @@ class Roller:
             start += 1
         self.apply(step.service, pr.traffic(st.stable, st.candidate, st.percent(steps), st.previous), st)
         self.revision_ready(st.candidate, step.wait)
+        self.cold_starts(st.candidate, "rollout_step")
         if st.surge and start < 0:
             self.hold_candidate(st)
         for i in range(start, len(steps)):
@@ -243,6 +251,7 @@ class Roller:
             self.apply(step.service, pr.traffic(st.stable, st.candidate, percent, st.previous), st)
             live = self.routed({st.stable: 100 - percent, st.candidate: percent}, step.wait)
             stable_figs, new_figs = self.measure(live, step.settings.bake_s)
+            self.cold_starts(st.candidate, "rollout_step")  # pods a step's scale added
             verdict = pr.verdict(step.settings.checks, stable_figs, new_figs)
             st.steps.append({"percent": percent, "ok": verdict.ok, "check": verdict.check, "at": pr.now(),
                              "stable": stable_figs.as_dict(), "candidate": new_figs.as_dict()})

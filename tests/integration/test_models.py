@@ -12,7 +12,7 @@ import time
 import pytest
 
 from knfleet.report import html
-from knfleet.report.records import cold_start_line
+from knfleet.report.records import COLD_PHASES, cold_start_line
 from localcluster.cluster import Spec
 from localcluster.runner.images import LARGE_TEST_IMAGE
 from tests.conftest import REPO
@@ -122,8 +122,14 @@ def test_a_woken_service_reports_its_cold_start_phases(cluster, tmp_path):
     """Issue 25: the phases of a service woken from zero add up to its measured cold start (within 5 %); woken again
     on a node that has its image, its pull phase is 0."""
     root, kube = cluster
-    first = pyinfra(root, "-y", *WITH_COLD)
+    kube.cluster.set_image_pulls({LARGE_TEST_IMAGE: 2})
+    first = pyinfra(root, "-y", *WITH_COLD, report=tmp_path / "new.json")
     assert first.returncode == 0, first.stderr[-3000:]
+    (o,) = json.loads((tmp_path / "new.json").read_text())["clusters"].values()
+    (new,) = [c for c in o["cold_starts"] if c["service"] == COLD_REF]  # its first revision's first pod
+    assert new["trigger"] == "new_revision" and new["revision"] == "qwen7b-cold-00001", new
+    assert new["phases"]["first_answer"] is None and None not in [new["phases"][k] for k in COLD_PHASES[:4]], new
+    assert sum(new["phases"][k] for k in COLD_PHASES[:4]) == pytest.approx(new["total_s"], abs=0.01)
     kube.cluster.set_image_pulls({LARGE_TEST_IMAGE: 30})  # a large image: 30 s
     gpu = [n["metadata"]["name"] for n in kube.json("get", "nodes", "-l", "nvidia.com/gpu.present=true")["items"]]
     wait_at_zero(kube)

@@ -154,6 +154,11 @@ def test_first_version_then_a_healthy_one_step_by_step_with_no_failed_request_an
         assert r["outcome"] == "promoted" and r["stable"] == new and r["previous"] == v1[kube]
         assert [s["percent"] for s in r["steps"]] == [0, 5, 25, 50, 100] and all(s["ok"] for s in r["steps"])
         assert all(s["candidate"]["requests"] >= 20 and s["stable"]["requests"] >= 20 for s in r["steps"])
+        # issue 25: the new version's pods started during the rollout, phase by phase (no request of their own)
+        colds = [c for c in json.loads(report.read_text())["clusters"][kube.name]["cold_starts"]
+                 if c["trigger"] == "rollout_step"]
+        assert colds and all(c["revision"] == new and c["image"] == "vllm/vllm-openai:v0.6.4" for c in colds), colds
+        assert all(v is not None for c in colds for k, v in c["phases"].items() if k != "first_answer"), colds
         # the previous revision gave its GPUs back: its PodAutoscaler's min-scale dropped to 0
         pa = kube.json("get", "podautoscaler", v1[kube], "-n", "knative-qwen7b")
         assert pa["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"] == "0"
