@@ -31,6 +31,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from localcluster.nodes import KWOK_ANNOTATION
+
 PULLED_ANNOTATION = "localcluster.knfleet.local/images-pulled"
 PULLS_FILE = "image-pulls.json"
 DEFAULT_PULL_MS = 2000
@@ -126,6 +128,9 @@ class Puller:
     def tick(self, pods: list[dict[str, Any]], nodes: list[dict[str, Any]]) -> None:
         config = self.config()
         on_node = {n["metadata"]["name"]: node_images(n) for n in nodes}
+        # a node whose simulated kubelet is stopped (LocalCluster.set_kubelets) pulls nothing
+        kubelets = {n["metadata"]["name"] for n in nodes
+                    if (n["metadata"].get("annotations") or {}).get(KWOK_ANNOTATION) == "fake"}
         for node, images in self.pending.items():
             images -= on_node.get(node, set())
         live: set[str] = set()
@@ -134,7 +139,7 @@ class Puller:
         for pod in pods:
             meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
             if (meta["uid"] in self.finished or meta.get("deletionTimestamp") or not status.get("podIP")
-                    or not spec.get("nodeName") or PULLED_ANNOTATION in (meta.get("annotations") or {})
+                    or spec.get("nodeName") not in kubelets or PULLED_ANNOTATION in (meta.get("annotations") or {})
                     or self.skip(pod)):
                 continue
             live.add(meta["uid"])
@@ -145,6 +150,8 @@ class Puller:
             if uid not in live:
                 self.pulls.pop(uid)
         for pull in list(self.pulls.values()):
+            if pull.node not in kubelets:
+                continue
             try:
                 self._advance(pull, config, on_node)
             except Exception as err:  # noqa: BLE001 - the apiserver may be briefly away: next tick again

@@ -37,3 +37,70 @@ def test_pod_images_in_the_kubelets_order():
     assert pod_images(pod) == [("spec.initContainers{i}", "i", "init"),
                                ("spec.containers{user-container}", "user-container", "model"),
                                ("spec.containers{queue-proxy}", "queue-proxy", "qp")]
+
+
+class FakeCore:
+    """What the puller writes, recorded (the API calls a kubelet's image manager would cause)."""
+
+    def __init__(self, nodes: dict[str, list[dict]]) -> None:
+        self.nodes, self.events, self.annotated = nodes, [], []
+
+    def create_namespaced_event(self, namespace, body):
+        self.events.append((body["involvedObject"]["name"], body["reason"], body["message"]))
+
+    def patch_namespaced_pod(self, name, namespace, body):
+        self.annotated.append(name)
+
+    def read_node_status(self, name, _preload_content=True):
+        import json as j
+        from types import SimpleNamespace
+
+        return SimpleNamespace(data=j.dumps({"status": {"images": self.nodes[name]}}).encode())
+
+    def patch_node_status(self, name, body):
+        self.nodes[name] = body["status"]["images"]
+
+
+def a_pod(name: str, image: str, node: str = "kwok-gpu-1") -> dict:
+    return {"metadata": {"name": name, "namespace": "ns", "uid": name}, "spec": {
+        "nodeName": node, "containers": [{"name": "main", "image": image}]}, "status": {"podIP": "10.0.0.5"}}
+
+
+def a_node(name: str, images: list[str], kubelet: str = "fake") -> dict:
+    return {"metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": kubelet}},
+            "status": {"images": [{"names": [i], "sizeBytes": 1} for i in images]}}
+
+
+def test_the_puller_pulls_once_per_node_then_finds_the_image_present(tmp_path):
+    from localcluster.runner.images import Puller
+
+    core = FakeCore({"kwok-gpu-1": []})
+    puller = Puller(core, tmp_path, default_ms=0)
+    puller.tick([a_pod("first", "m:v1")], [a_node("kwok-gpu-1", [])])
+    assert core.events == [("first", "Pulling", 'Pulling image "m:v1"'), ("first", "Pulled", core.events[1][2])]
+    assert core.events[1][2].startswith('Successfully pulled image "m:v1" in ') and "Image size: " in core.events[1][2]
+    assert core.annotated == ["first"] and core.nodes["kwok-gpu-1"][0]["names"] == ["m:v1"]
+    # the watch has not shown the node's new image yet: the puller knows it all the same
+    puller.tick([a_pod("first", "m:v1"), a_pod("second", "m:v1")], [a_node("kwok-gpu-1", [])])
+    assert core.events[2:] == [("second", "Pulled", 'Container image "m:v1" already present on machine')]
+    assert core.annotated == ["first", "second"]
+
+
+def test_a_failing_registry_and_a_stopped_kubelet(tmp_path):
+    from localcluster.runner.images import Puller
+
+    core = FakeCore({"kwok-gpu-1": [], "kwok-gpu-2": []})
+    puller = Puller(core, tmp_path, default_ms=0)
+    pods = [a_pod("bad", "registry.invalid/x:v1"), a_pod("off", "m:v1", node="kwok-gpu-2")]
+    nodes = [a_node("kwok-gpu-1", []), a_node("kwok-gpu-2", [], kubelet="kubelet-stopped")]
+    puller.tick(pods, nodes)
+    puller.tick(pods, nodes)
+    assert core.events == [("bad", "Pulling", 'Pulling image "registry.invalid/x:v1"')]  # never Pulled
+    assert core.annotated == []
+    # an image removed from the node's status.images (as after image garbage collection) is pulled again
+    core2 = FakeCore({"kwok-gpu-1": []})
+    p2 = Puller(core2, tmp_path, default_ms=0)
+    p2.tick([a_pod("one", "m:v1")], [a_node("kwok-gpu-1", ["m:v1"])])
+    assert core2.events == [("one", "Pulled", 'Container image "m:v1" already present on machine')]
+    p2.tick([a_pod("two", "m:v1")], [a_node("kwok-gpu-1", [])])
+    assert [e[1] for e in core2.events[1:]] == ["Pulling", "Pulled"]
