@@ -187,3 +187,49 @@ def test_the_page_stacks_the_known_phases_of_each_service_and_cluster():
     assert by["other/svc"].unknown == ["pull"]
     page = html.render([rep, report_with([item()], 1795700600.0)])
     assert page.count('class="cold-bar"') == 1 + 3  # the latest's one, and over time 2 + 1
+
+
+class FakeCluster:
+    """The reads coldstart.observe and new_revisions make, answered from fixed objects."""
+
+    def __init__(self, pods: list[dict[str, Any]], events: list[dict[str, Any]], revision_created: float) -> None:
+        self.pods, self.events, self.revision_created = pods, events, revision_created
+        self.reads: list[tuple[str, str | None, str | None]] = []
+
+    def read_now(self, api_version: str, kind: str, namespace: str | None = None, selector: str | None = None,
+                 fields: str | None = None) -> list[dict[str, Any]]:
+        self.reads.append((kind, selector, fields))
+        if kind == "Pod":
+            return [p for p in self.pods if selector == "serving.knative.dev/revision=" +
+                    p["metadata"]["labels"]["serving.knative.dev/revision"]]
+        uid = (fields or "").removeprefix("involvedObject.uid=")
+        return [e for e in self.events if e["involvedObject"]["uid"] == uid]
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        if kind == "Service":
+            return {"status": {"latestReadyRevisionName": "qwen-00002"}}
+        return {"metadata": {"name": name, "creationTimestamp": at(self.revision_created)}}
+
+
+def test_observe_takes_the_ready_pods_created_since_and_reads_each_ones_events():
+    from knfleet.run import coldstart
+
+    late, early, starting = pod(uid="u1"), pod(uid="u2"), pod(uid="u3", ready=None)
+    early["metadata"]["creationTimestamp"] = at(-60)
+    for p, name in ((late, "late"), (early, "early"), (starting, "starting")):
+        p["metadata"]["name"] = name
+    c = FakeCluster([late, early, starting], [PULLING, PULLED], 0)
+    found = coldstart.observe(c, "knative-qwen7b/qwen", "qwen-00002", "wake", since=T0 + 0.7, answered=T0 + 416)
+    assert [x.pod for x in found] == ["late"]  # created in the same second counts; not Ready yet does not
+    assert found[0].phases["pull"] == 214.0 and found[0].trigger == "wake"
+    assert ("Event", None, "involvedObject.uid=u1") in c.reads
+
+
+def test_new_revisions_only_of_revisions_this_run_created():
+    from knfleet.run import coldstart
+
+    c = FakeCluster([pod()], [PULLING, PULLED], revision_created=-1)
+    (found,) = coldstart.new_revisions(c, ("knative-qwen7b/qwen",), since=T0 - 5)
+    assert found.trigger == "new_revision" and found.revision == "qwen-00002"
+    assert found.phases["first_answer"] is None and found.total_s == 415.0
+    assert coldstart.new_revisions(c, ("knative-qwen7b/qwen",), since=T0 + 10) == []  # an older revision
