@@ -105,7 +105,7 @@ def phases_of(pod: dict[str, Any], events: list[dict[str, Any]], service: str, t
     ready = condition_time(pod, "Ready")
     phases = dict(zip(COLD_PHASES, (
         gap(created, scheduled),
-        0.0 if present and scheduled is not None else gap(scheduled, pulled_at),
+        0.0 if present else gap(scheduled, pulled_at),
         gap(pulled_at, running),
         gap(running, ready),
         gap(ready, answered)), strict=True))

@@ -91,7 +91,9 @@ def test_missing_timestamps_are_null():
     assert cs.phases["start"] == 3.0 and cs.phases["load"] == 195.0
     bad = pod()
     bad["status"]["conditions"][0]["lastTransitionTime"] = "not a time"
-    assert phases_of(bad, [], "ns/s", "wake").phases["schedule"] is None
+    unknown = phases_of(bad, [], "ns/s", "wake").phases
+    assert unknown["schedule"] is None and unknown["start"] is None
+    assert unknown["pull"] == 0.0  # no Pulling event and the container runs: the image was there
 
 
 def test_not_ready_and_not_running_leave_their_phases_unknown():
