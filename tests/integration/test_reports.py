@@ -99,6 +99,14 @@ def check_page(driver: Any, page: Path, rep: dict[str, Any], png: Path) -> None:
         assert_labels_apart(driver, "#smoke-chart", len({(n, s["service"], path_of(s.get("via"))) for n, s in results}))
     else:
         assert driver.find_element("css selector", "#no-smoke").is_displayed()
+    # issue 25: the cold starts the run saw (say, a new revision's pods), a stacked bar per service and cluster
+    colds = {(c["service"], name) for name, o in rep["clusters"].items() for c in o.get("cold_starts") or []}
+    assert len(driver.find_elements("css selector", "#cold-chart g.cold-bar")) == len(colds)
+    if colds:
+        assert_stacked(driver, "#cold-chart", len(colds))
+        assert_labels_apart(driver, "#cold-chart", len(colds))
+    else:
+        assert driver.find_element("css selector", "#no-cold-starts").is_displayed()
     browser_png = png
     height = driver.find_element("tag name", "body").rect["height"]
     driver.set_window_size(1280, int(height) + 120)
@@ -182,6 +190,8 @@ def test_html_report_of_a_halted_and_a_converged_rollout_in_a_real_browser(fleet
     assert "halted after wave 0" in chromium.find_element(
         "css selector", f'td.cell[data-cluster="{other.name}"] .reason').text
     check_page(chromium, converged_page, converged, tmp_path / "converged.png")
+    # the first rollout created the services: their first revisions' pods, phase by phase
+    assert any(c["trigger"] == "new_revision" for o in converged["clusters"].values() for c in o["cold_starts"])
     for name, o in converged["clusters"].items():
         article = chromium.find_element("css selector", f"article#cluster-{name}")
         assert len(article.find_elements("css selector", "table.steps tr[data-step]")) == len(o["steps"])
