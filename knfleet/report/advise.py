@@ -220,10 +220,11 @@ def delay_advice(s: Seen) -> dict[str, Any]:
                 "says": f"gaps between smoke requests: {shown}; every gap is over 1h (Knative's limit): no delay "
                         "bridges them; keep the default (0s) or see min-scale"}
     longest = max(g for g in found if g <= MAX_SCALE_DOWN_DELAY)
-    rest = f"; {len(over)} gap(s) over 1h (Knative's limit) no delay bridges" if over else ""
+    rest = f"; {len(over)} gap(s) over 1h, which no delay bridges" if over else ""
     return {**base, "value": f"{secs}s", "seconds": secs,
-            "says": f"gaps between smoke requests: {shown}; longest up to 1h {_dur(longest)}, up to a whole minute "
-                    f"= {secs} s{rest}"}
+            "says": f"gaps between smoke requests: {shown}; the longest within 1h (Knative's limit) is "
+                    f"{_dur(longest)}, up to a whole minute = {secs} s (a pod holds its GPUs that long after its "
+                    f"last request){rest}"}
 
 
 def scale_advice(s: Seen, days: float | None, a: Assumptions) -> dict[str, Any]:
