@@ -247,9 +247,9 @@ def test_lint_warns_when_the_deadline_is_below_the_slowest_measured_cold_start(t
     found = lint(tmp_path, capsys, service("600s"), *RUNS)
     assert found == [
         f"{tmp_path / 'svc.yaml'}: warning: {Q}: spec.template.metadata.annotations[serving.knative.dev/progress-"
-        f"deadline] = '600s': below the slowest cold start measured, 640.2 s (cluster gpu-b in {FIXTURES / 'run2.json'};"
-        f" reports {', '.join(str(FIXTURES / r) for r in RUNS)}): a start that slow fails the revision "
-        "(ProgressDeadlineExceeded); knfleet advise derives 1020s from these reports"]
+        f"deadline] = '600s': below the slowest cold start measured, 640.2 s (cluster gpu-b in "
+        f"{FIXTURES / 'run2.json'}; reports {', '.join(str(FIXTURES / r) for r in RUNS)}): a start that slow fails "
+        "the revision (ProgressDeadlineExceeded); knfleet advise derives 1020s from these reports"]
 
 
 def test_lint_is_silent_at_or_above_the_slowest_and_without_reports(tmp_path, capsys):
