@@ -6,8 +6,9 @@ across clusters, with a line per cluster when there are several), this module de
 with its arithmetic in one line:
 
 - `serving.knative.dev/progress-deadline`: the slowest cold start seen x DEADLINE_MARGIN, up to a whole minute;
-- `autoscaling.knative.dev/scale-down-delay`: the longest gap between smoke requests (per cluster, a run's end
-  being its requests' time) that Knative can bridge (at most 1 h), up to a whole minute;
+- `autoscaling.knative.dev/scale-down-delay`: the longest gap between smoke requests (per cluster; one time per
+  run: its recorded wake's first answer, else the report's end) that Knative can bridge (at most 1 h), up to a
+  whole minute;
 - `autoscaling.knative.dev/min-scale` 1 or not: the waiting it avoids (wakes per day x mean wake) against the GPU
   hours it holds (24 h x GPUs per pod x clusters), with the break-even, and a verdict when costs are given.
 
@@ -54,6 +55,7 @@ class ColdStart:
     total_s: float | None
     phases: dict[str, float | None]
     source: str = "cold_starts"  # or "smoke": an older report's smoke cold_start_s (phases unknown)
+    answered: float | None = None  # Unix time of the first answer: started + total_s (a record with both)
 
 
 @dataclass
@@ -73,8 +75,17 @@ class Seen:
 
 
 # --- reading the reports -----------------------------------------------------------------------------------------
-def _sent(results: Iterable[dict[str, Any]], service: str) -> bool:
-    return any(r.get("service") == service and not r.get("skipped") for r in results)
+def request_time(results: Iterable[dict[str, Any]], cold: list[ColdStart], service: str,
+                 finished: float | None) -> float | None:
+    """When one run's smoke requests reached a service on one cluster (one time per run: results carry no time of
+    their own): the first answer of the wake it recorded, else the report's `finished`; None when no request was
+    sent (every result skipped) or no time is known."""
+    if not any(r.get("service") == service and not r.get("skipped") for r in results):
+        return None
+    woke = [c.answered for c in cold if c.trigger == "wake" and c.answered is not None]
+    if woke:
+        return round(min(woke), 3)
+    return None if finished is None else float(finished)
 
 
 def _cold_of(path: str, cluster: str, o: dict[str, Any]) -> dict[str, list[ColdStart]]:
@@ -82,8 +93,10 @@ def _cold_of(path: str, cluster: str, o: dict[str, Any]) -> dict[str, list[ColdS
     woke it (an older report) counts that wait, phases unknown."""
     out: dict[str, list[ColdStart]] = {}
     for c in o.get("cold_starts") or []:
-        out.setdefault(c["service"], []).append(ColdStart(path, cluster, c["trigger"], c.get("total_s"),
-                                                          dict(c.get("phases") or {})))
+        started, total = c.get("started"), c.get("total_s")
+        out.setdefault(c["service"], []).append(ColdStart(
+            path, cluster, c["trigger"], total, dict(c.get("phases") or {}),
+            answered=started + total if started is not None and total is not None else None))
     for s in [*(o.get("smoke") or []), *(o.get("smoke_after_bake") or [])]:
         if s.get("cold_start_s") is not None and not any(c.trigger == "wake" for c in out.get(s["service"], [])):
             out.setdefault(s["service"], []).append(ColdStart(path, cluster, "wake", s["cold_start_s"], {}, "smoke"))
@@ -92,7 +105,7 @@ def _cold_of(path: str, cluster: str, o: dict[str, Any]) -> dict[str, list[ColdS
 
 def gather(reports: list[tuple[str, dict[str, Any]]]) -> dict[str, Seen]:
     """Per service (namespace/name): the clusters and reports it appears in, its cold starts, and per cluster the
-    times smoke requests reached it (the report's `finished`: a run's requests count as one time)."""
+    times smoke requests reached it (one per run: `request_time`)."""
     seen: dict[str, Seen] = {}
     for path, data in reports:
         finished = data.get("finished")
@@ -104,8 +117,9 @@ def gather(reports: list[tuple[str, dict[str, Any]]]) -> dict[str, Seen]:
                 s = seen.setdefault(name, Seen(name))
                 s.saw(path, cluster)
                 s.cold += cold.get(name, [])
-                if finished is not None and _sent(results, name):
-                    s.requests.setdefault(cluster, set()).add(float(finished))
+                when = request_time(results, cold.get(name, []), name, finished)
+                if when is not None:
+                    s.requests.setdefault(cluster, set()).add(when)
     return seen
 
 

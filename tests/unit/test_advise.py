@@ -53,14 +53,17 @@ def test_the_golden_figures_are_the_arithmetic_of_the_fixtures(capsys, monkeypat
     assert (qwen["cold_starts"]["p50_s"], qwen["cold_starts"]["p95_s"]) == (412.9, 640.2)
     assert qwen["cold_starts"]["slowest_phase"] == {"phase": "pull", "p95_s": 420.0}  # pulls 250, 0, 420, 214
     assert qwen["progress_deadline"]["seconds"] == 1020  # 640.2 x 1.5 = 960.3 -> 17 min
-    assert qwen["scale_down_delay"]["gaps_s"] == [1800, 1800, 86400] and qwen["scale_down_delay"]["seconds"] == 1800
+    # one time per run and cluster: a recorded wake's first answer (started + total_s), else the report's finished:
+    # gpu-a T0, T0+1800 (a new revision, no wake), T0+87500+412.9; gpu-b T0-600+455, T0+1000+640.2 (then skipped)
+    assert qwen["scale_down_delay"]["gaps_s"] == [1785.2, 1800, 86112.9]
+    assert qwen["scale_down_delay"]["seconds"] == 1800
     ms = qwen["min_scale"]  # 4 wakes in 88200 s; mean (400 + 455 + 640.2 + 412.9) / 4 = 477.025 s; 2 clusters
     assert ms["wakes_per_day"] == round(4 / (88200 / 86400), 3) and ms["mean_wake_s"] == 477.0
     assert ms["gpu_hours_per_day"] == 48.0 and ms["break_even_gpu_hours"] == round(48 / (4 / (88200 / 86400)
                                                                                            * 477.025 / 3600), 2)
     llama = found["knative-llama/llama"]
     assert llama["progress_deadline"]["seconds"] == 180 and llama["cold_starts"]["slowest_phase"]["phase"] == "load"
-    assert llama["scale_down_delay"]["value"] is None and llama["scale_down_delay"]["over_limit"] == 1
+    assert llama["scale_down_delay"]["value"] is None and llama["scale_down_delay"]["gaps_s"] == [87698.0]
     embed = found["knative-embed/embed"]
     assert embed["note"] == advise.NO_COLD_START and embed["progress_deadline"] is None
     assert "no cold start measured: run with --smoke-cold" in (FIXTURES / "advise.txt").read_text()
@@ -103,6 +106,17 @@ def test_the_scale_down_delay_bridges_the_longest_gap_knative_allows(gaps, delay
 def test_gaps_are_between_distinct_times_in_order():
     assert advise.gaps([30.0, 10.0, 20.0, 20.0]) == [10.0, 10.0]
     assert advise.gaps([5.0]) == []
+
+
+def test_a_runs_request_time_is_its_wakes_first_answer_else_its_finish():
+    woke = [advise.ColdStart("r", "c", "wake", 412.9, {}, answered=1000.0 + 412.9),
+            advise.ColdStart("r", "c", "new_revision", 380.0, {}, answered=500.0 + 380.0)]
+    sent, skipped = [{"service": Q, "ok": True}], [{"service": Q, "ok": True, "skipped": "at zero, not woken"}]
+    assert advise.request_time(sent, woke, Q, 5000.0) == 1412.9
+    assert advise.request_time(sent, woke[1:], Q, 5000.0) == 5000.0  # a new revision's start is no request
+    assert advise.request_time(sent, [], Q, None) is None
+    assert advise.request_time(skipped, woke, Q, 5000.0) is None
+    assert advise.request_time(sent, [], "other/svc", 5000.0) is None
 
 
 def test_min_scale_break_even_and_verdict():
@@ -201,6 +215,24 @@ def test_a_bad_cold_start_record_is_refused_naming_file_and_field(tmp_path, caps
         code, out, err = run(capsys, *argv)
         assert code == 2 and out == "", argv
         assert f"{bad}: {BAD[how]}" in err, (argv, err)
+
+
+def test_the_shared_schemas_example_record_is_valid_and_the_page_renders_reports_with_cold_starts(tmp_path, capsys):
+    """The record of /work/notes/cold-schema.md (the other helper writes it) passes; knfleet report still renders."""
+    data = fixture("run2.json")
+    data["clusters"]["gpu-b"]["cold_starts"] = [{
+        "service": "knative-qwen7b/qwen", "revision": "qwen-00002", "pod": "qwen-00002-deployment-abc-xyz",
+        "node": "gpu-node-1", "image": "vllm/vllm-openai:v0.6.4", "trigger": "wake", "started": 1765060000.0,
+        "phases": {"schedule": 3.0, "pull": 214.0, "start": 0.5, "load": 195.0, "first_answer": 0.4},
+        "total_s": 412.9}, {
+        "service": "knative-qwen7b/qwen", "revision": "qwen-00003", "pod": "p", "node": None, "image": "i",
+        "trigger": "rollout_step", "started": 1765060000.0,
+        "phases": {"schedule": None, "pull": 0.0, "start": None, "load": None, "first_answer": None},
+        "total_s": None}]
+    (tmp_path / "r.json").write_text(json.dumps(data))
+    assert run(capsys, "advise", str(tmp_path / "r.json"))[0] == 0
+    code, out, _ = run(capsys, "report", *[str(FIXTURES / r) for r in RUNS], str(tmp_path / "r.json"))
+    assert code == 0 and out.startswith("<!DOCTYPE html>")
 
 
 def test_files_that_are_not_reports_are_refused(tmp_path, capsys):
