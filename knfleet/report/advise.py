@@ -123,9 +123,15 @@ def gather(reports: list[tuple[str, dict[str, Any]]]) -> dict[str, Seen]:
     return seen
 
 
+def _measures(data: dict[str, Any]) -> bool:
+    """A report that sent smoke requests or recorded a cold start (a status or diff report observes neither)."""
+    return any(o.get(k) for o in (data.get("clusters") or {}).values()
+               for k in ("smoke", "smoke_after_bake", "cold_starts"))
+
+
 def window(reports: list[tuple[str, dict[str, Any]]]) -> tuple[float, float] | None:
-    """The first and last `finished` of the reports (None when none has one)."""
-    times = [float(d["finished"]) for _, d in reports if d.get("finished") is not None]
+    """The first and last `finished` of the reports that measure anything (None when none has one)."""
+    times = [float(d["finished"]) for _, d in reports if d.get("finished") is not None and _measures(d)]
     return (min(times), max(times)) if times else None
 
 

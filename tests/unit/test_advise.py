@@ -119,6 +119,15 @@ def test_a_runs_request_time_is_its_wakes_first_answer_else_its_finish():
     assert advise.request_time(sent, [], "other/svc", 5000.0) is None
 
 
+def test_the_window_is_that_of_the_reports_that_measure():
+    """A status report (no smoke, no cold start) a week later does not stretch the wakes-per-day window."""
+    runs = [(r, fixture(r)) for r in RUNS]
+    status = {"schema": "knfleet.report/v1", "kind": "status", "finished": runs[0][1]["finished"] + 7 * 86400,
+              "clusters": {"gpu-a": {"cluster": "gpu-a", "status": "in-sync", "services": [{"service": Q}]}}}
+    assert advise.window([*runs, ("status.json", status)]) == advise.window(runs) == (1765015200.0, 1765103400.0)
+    assert advise.window([("status.json", status)]) is None
+
+
 def test_min_scale_break_even_and_verdict():
     m = advise.min_scale(wakes_per_day=4, mean_wake_s=450, gpus_per_pod=2, clusters=1)
     assert (m.wait_hours_per_day, m.gpu_hours_per_day, m.break_even) == (0.5, 48.0, 96.0)
