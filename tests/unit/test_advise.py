@@ -322,3 +322,21 @@ def test_lint_of_group_data_compares_each_models_deadline(tmp_path, capsys, monk
     assert [(p.service, p.value) for p in found] == [(Q, "300s")]  # fast has knfleet's GPU default, 1800s
     assert not [p for p in cli.lint_path("group_data/gpu.py", cli.lint.ClusterConfig())
                 if "slowest cold start" in p.message]
+
+
+def test_lint_of_an_inventory_warns_per_cluster(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "group_data").mkdir()
+    (tmp_path / "inventories").mkdir()
+    (tmp_path / "group_data" / "all.py").write_text(
+        'models = [{"name": "qwen", "namespace": "knative-qwen7b", "progress_deadline": "600s"}]\n'
+        'knative_deployment = {"registries-skipping-tag-resolving": "index.docker.io"}\n')
+    (tmp_path / "inventories" / "inv.py").write_text(
+        'gpu = [("@kube/a", {}), ("@kube/b", {"models": [{"name": "qwen", "namespace": "knative-qwen7b", '
+        '"progress_deadline": "20m"}]})]\n')
+    code, out, _ = run(capsys, "lint", "inventories/inv.py", "--reports", *[str(FIXTURES / r) for r in RUNS])
+    assert code == 0
+    warned = [line.split(": warning: ")[0] for line in out.splitlines() if "slowest cold start" in line]
+    assert warned == ["inventories/inv.py (a)"]  # b's own 20m is above 640.2 s
+    assert run(capsys, "lint", "inventories/inv.py", "--strict", "--reports", str(FIXTURES / "run2.json"))[0] == 1
+    assert run(capsys, "lint", "inventories/inv.py", "--strict")[0] == 0  # the warning was what failed it
