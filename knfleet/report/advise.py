@@ -198,6 +198,7 @@ def figures(cold: list[ColdStart]) -> dict[str, Any]:
     for c in cold:
         triggers[c.trigger] = triggers.get(c.trigger, 0) + 1
     return {"count": len(cold), "by_trigger": dict(sorted(triggers.items())),
+            "pulled": sum((c.phases.get("pull") or 0) > 0 for c in cold),
             "unknown_total": len(cold) - len(totals), "p50_s": _r(quantile(totals, 0.5)),
             "p95_s": _r(quantile(totals, 0.95)), "max_s": _r(max(totals) if totals else None),
             "slowest_phase": {"phase": slow[2], "p95_s": _r(slow[0])} if slow else None}
@@ -219,10 +220,12 @@ def deadline_advice(fig: dict[str, Any]) -> dict[str, Any]:
         return {**base, "value": None, "seconds": None,
                 "says": "unknown: no cold start with a known total"}
     secs = deadline_for(slowest)
+    caution = "" if fig["pulled"] else "; caution: no start here is known to have pulled the image (pull 0 or " \
+                                       "unknown): on a node without it the pull comes on top"
     return {**base, "value": f"{secs}s", "seconds": secs,
             "says": f"slowest cold start {slowest:.1f} s x {DEADLINE_MARGIN} = {slowest * DEADLINE_MARGIN:.1f} s, up "
                     f"to a whole minute = {secs} s; current: unknown (reports do not record it; `knfleet lint PATH "
-                    "--reports ...` compares it with your models)"}
+                    f"--reports ...` compares it with your models){caution}"}
 
 
 def delay_advice(s: Seen) -> dict[str, Any]:
@@ -285,7 +288,7 @@ def service_advice(s: Seen, days: float | None, a: Assumptions) -> dict[str, Any
     fig = figures(s.cold)
     clusters = sorted(s.clusters)
     fig["per_cluster"] = {c: {k: v for k, v in figures([x for x in s.cold if x.cluster == c]).items()
-                              if k in ("count", "p50_s", "p95_s", "max_s")} for c in clusters}
+                              if k in ("count", "pulled", "p50_s", "p95_s", "max_s")} for c in clusters}
     return {"service": s.service, "clusters": clusters, "reports": list(s.reports),
             "note": None if s.cold else NO_COLD_START, "cold_starts": fig,
             "progress_deadline": deadline_advice(fig) if s.cold else None,

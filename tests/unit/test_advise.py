@@ -63,6 +63,8 @@ def test_the_golden_figures_are_the_arithmetic_of_the_fixtures(capsys, monkeypat
                                                                                            * 477.025 / 3600), 2)
     llama = found["knative-llama/llama"]
     assert llama["progress_deadline"]["seconds"] == 180 and llama["cold_starts"]["slowest_phase"]["phase"] == "load"
+    assert "caution: no start here is known to have pulled the image" in llama["progress_deadline"]["says"]
+    assert qwen["cold_starts"]["pulled"] == 3 and "caution" not in qwen["progress_deadline"]["says"]
     assert llama["scale_down_delay"]["value"] is None and llama["scale_down_delay"]["gaps_s"] == [87698.0]
     embed = found["knative-embed/embed"]
     assert embed["note"] == advise.NO_COLD_START and embed["progress_deadline"] is None
