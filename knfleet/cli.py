@@ -31,7 +31,7 @@ import yaml
 from knfleet import __version__, completion
 from knfleet.desired import lint, manifests, models, plan, releases, render, settings
 
-Measured = dict[str, lint.Measured] | None  # per service: its slowest measured cold start (lint --reports)
+MeasuredColdStarts = dict[str, lint.Measured] | None  # per service: its slowest measured cold start (lint --reports)
 
 
 def version() -> str:
@@ -74,7 +74,7 @@ def group_data_values(path: Path) -> dict[str, Any]:
     return out
 
 
-def lint_group_data(path: str, base: lint.ClusterConfig, measured: Measured = None) -> list[lint.Problem]:
+def lint_group_data(path: str, base: lint.ClusterConfig, measured: MeasuredColdStarts = None) -> list[lint.Problem]:
     """Lint a group data module exactly as a deploy of that group checks it (same settings, same cluster config)."""
     return lint_values(path, group_data_values(Path(path)), base, measured)
 
@@ -98,7 +98,7 @@ def is_inventory(path: Path, values: dict[str, Any]) -> bool:
     return bool(values) and all(group(v) for v in values.values())
 
 
-def lint_inventory(path: str, base: lint.ClusterConfig, measured: Measured = None) -> list[lint.Problem]:
+def lint_inventory(path: str, base: lint.ClusterConfig, measured: MeasuredColdStarts = None) -> list[lint.Problem]:
     """Lint each cluster of an inventory with the data a deploy gives it (its own over its groups', over
     group_data/ of the working directory): one set of problems per cluster, named `<file> (<cluster>)`."""
     from knfleet.fleet import inventory
@@ -112,7 +112,7 @@ def lint_inventory(path: str, base: lint.ClusterConfig, measured: Measured = Non
     return [pr for c in clusters for pr in lint_values(f"{path} ({c.name})", c.data, base, measured)]
 
 
-def lint_values(path: str, data: dict[str, Any], base: lint.ClusterConfig, measured: Measured = None
+def lint_values(path: str, data: dict[str, Any], base: lint.ClusterConfig, measured: MeasuredColdStarts = None
                 ) -> list[lint.Problem]:
     values = settings.Data(data, action="install")
     try:
@@ -182,7 +182,7 @@ def unreachable_images(path: str, cfg: settings.InstallSettings, found: list[mod
     return out
 
 
-def lint_path(path: str, cfg: lint.ClusterConfig, measured: Measured = None) -> list[lint.Problem]:
+def lint_path(path: str, cfg: lint.ClusterConfig, measured: MeasuredColdStarts = None) -> list[lint.Problem]:
     """A file's problems; with `measured` (slowest cold starts from reports), a deadline below one is a warning."""
     p = Path(path)
     if p.suffix == ".py":

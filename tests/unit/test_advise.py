@@ -162,6 +162,12 @@ def test_a_smoke_wake_of_an_older_report_counts_once(tmp_path):
                                                                        ("gpu-b", 455.0, "cold_starts")]
 
 
+def test_a_report_named_twice_counts_once(capsys, monkeypatch):
+    monkeypatch.chdir(FIXTURES)
+    once = json.loads(run(capsys, "advise", "--json", *RUNS)[1])
+    assert json.loads(run(capsys, "advise", "--json", *RUNS, "run2.json", "run1.json")[1]) == once
+
+
 def test_a_single_report_gives_no_rate_and_no_gap(capsys, monkeypatch):
     monkeypatch.chdir(FIXTURES)
     code, out, _ = run(capsys, "advise", "run2.json")
