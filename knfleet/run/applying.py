@@ -87,10 +87,14 @@ def wait_ready(cluster: Cluster, check: Any, timeout: int) -> list[str]:
     """Wait for a check (short polls on the pooled connection: a look costs a list or two, as `kubectl wait`);
     on giving up, the nodes that cannot run pods are named too."""
     try:
-        wait.until_ready(cluster, check, timeout)
+        why = wait.until_ready(cluster, check, timeout)
     except NotReadyError as err:
-        code = Reason.WEBHOOK_NOT_READY if isinstance(check, p.WebhookServing) else Reason.NOT_READY
+        code = Reason.WEBHOOK_NOT_READY if isinstance(check, p.WebhookServing) else Reason.PREPULL_FAILED \
+            if isinstance(check, p.ImagesPulled) else Reason.NOT_READY
         raise NotReadyError(with_nodes(cluster, str(err)), code=code) from None
+    if isinstance(check, p.ImagesPulled):  # which nodes have which image: the run says it, the report keeps it
+        say(why)
+        return [f"DaemonSet/{part}" for part in why.split(": ", 1)[-1].split("; ")]
     return []
 
 
