@@ -1,0 +1,133 @@
+"""Issue 25, part 2 acceptance: images pulled before they are needed (`prepull: true`), on the real local control
+plane whose simulated kubelets pull images as a real kubelet records it (localcluster/runner/images.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+from localcluster import nodes
+from localcluster.cluster import Spec
+from tests.integration.test_deploy import changed_ops, failure, pyinfra
+from tests.kube import eventually
+
+pytestmark = pytest.mark.integration
+
+NS = "knative-qwen7b"
+IMAGE = "registry.knfleet.local/models/vllm@sha256:" + "5e" * 32  # by digest: Knative leaves it as it is
+MODEL = {"name": "pp", "image": IMAGE, "prepull": True, "smoke": "never",
+         "autoscaling": {"initial_scale": 1, "min_scale": 1}}
+MISSING = {"name": "missing", "image": "registry.invalid/models/vllm:does-not-exist", "prepull": True,
+           "smoke": "never"}
+GPU_NODES = {"kwok-gpu-1", "kwok-gpu-2"}
+
+
+def models_arg(*items: dict) -> str:
+    return "models=" + json.dumps(list(items))
+
+
+@pytest.fixture(scope="module")
+def cluster(pool):
+    kube = pool.start("prepull", Spec(cpu_nodes=1, gpu_nodes=2, ready_delay_ms=300), group="prepull")
+    yield pool.root_for("prepull"), kube
+    pool.stop(kube)
+
+
+def daemonset_pods(kube, ns: str, what: str) -> list[dict]:
+    return kube.json("get", "pods", "-n", ns, "-l", f"knfleet.dev/prepull={what}")["items"]
+
+
+def kubelet_events(kube, ns: str, pod: str) -> list[dict]:
+    items = kube.json("get", "events", "-n", ns, "--field-selector", f"involvedObject.name={pod}")["items"]
+    return [e for e in items if (e.get("source") or {}).get("component") == "kubelet"]
+
+
+def node_images(kube, node: str) -> set[str]:
+    return {n for i in kube.json("get", "node", node)["status"].get("images") or [] for n in i["names"]}
+
+
+def test_a_new_models_first_revision_starts_without_a_pull_after_the_run_waited_on_every_gpu_node(cluster, tmp_path):
+    root, kube = cluster
+    kube.cluster.set_image_pulls({IMAGE: 4.0})  # a pull the revision would show, were the image not there first
+    report = tmp_path / "report.json"
+    run = pyinfra(root, "-y", "--data", models_arg(MODEL), report=report)
+    assert run.returncode == 0, run.stderr[-4000:]
+    # the run waited for the DaemonSets on every GPU node, and on none of the CPU nodes, before the services stage
+    said = re.search(r"images on every eligible node: (.*)", run.stderr)
+    assert said, run.stderr[-3000:]
+    assert f"{NS}/knfleet-prepull-pp on 2 node(s) (kwok-gpu-1, kwok-gpu-2)" in said.group(1)
+    assert "knative-serving/knfleet-prepull-queue-proxy on 2 node(s) (kwok-gpu-1, kwok-gpu-2)" in said.group(1)
+    steps = [s["title"] for s in json.loads(report.read_text())["clusters"][kube.name]["steps"]]
+    gate = steps.index("Pre-pulled images on every eligible node (DaemonSets Ready)")
+    assert steps.index("Pre-pull images on the GPU nodes (DaemonSets)") < gate < steps.index(
+        "Model services (Knative Services)")
+    for ns, what in ((NS, "pp"), ("knative-serving", "queue-proxy")):
+        assert {p["spec"]["nodeName"] for p in daemonset_pods(kube, ns, what)} == GPU_NODES
+    ds = kube.json("get", "daemonset", "knfleet-prepull-pp", "-n", NS)
+    assert ds["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "knfleet"
+    assert ds["metadata"]["labels"]["knfleet.dev/owner"] == "default"
+    for node in GPU_NODES:
+        assert IMAGE in node_images(kube, node)
+    assert IMAGE not in node_images(kube, "kwok-cpu-1")
+    # the first revision's pod: the kubelet found the model image (and queue-proxy's) already on its node
+    (pod,) = kube.json("get", "pods", "-n", NS, "-l", "serving.knative.dev/service=pp")["items"]
+    events = kubelet_events(kube, NS, pod["metadata"]["name"])
+    assert events, "no kubelet events for the revision's pod"
+    assert not [e for e in events if e["reason"] == "Pulling"], events
+    pulled = {e["involvedObject"]["fieldPath"]: e["message"] for e in events if e["reason"] == "Pulled"}
+    assert pulled["spec.containers{vllm}"] == f'Container image "{IMAGE}" already present on machine'
+    assert pulled["spec.containers{queue-proxy}"].endswith("already present on machine")
+    # a converged run changes nothing and waits for nothing
+    again = pyinfra(root, "-y", "--json", "--data", models_arg(MODEL))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert changed_ops(again) == []
+
+
+def test_dry_shows_a_changed_image_in_the_daemonset_and_changes_nothing(cluster):
+    root, kube = cluster
+    newer = IMAGE.replace("5e" * 32, "6f" * 32)
+    dry = pyinfra(root, "--dry", "--data", models_arg({**MODEL, "image": newer}))
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert f"DaemonSet/{NS}/knfleet-prepull-pp" in dry.stderr + dry.stdout
+    ds = kube.json("get", "daemonset", "knfleet-prepull-pp", "-n", NS)
+    assert ds["spec"]["template"]["spec"]["initContainers"][1]["image"] == IMAGE
+
+
+def test_a_node_added_later_gets_the_image(cluster):
+    _, kube = cluster
+    third = [d for d in yaml.safe_load_all(nodes.render_nodes(0, 3, 2)) if d["metadata"]["name"] == "kwok-gpu-3"]
+    kube.apply(yaml.safe_dump_all(third))
+    eventually(lambda: IMAGE in node_images(kube, "kwok-gpu-3"), timeout=60, what="the image on kwok-gpu-3")
+    eventually(lambda: any(p["spec"]["nodeName"] == "kwok-gpu-3" and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or [])
+        for p in daemonset_pods(kube, NS, "pp")), timeout=60, what="the pre-pull pod Ready on kwok-gpu-3")
+
+
+def test_a_pull_that_fails_stops_the_run_naming_the_node_and_the_kubelets_reason(cluster, tmp_path):
+    root, kube = cluster
+    report = tmp_path / "report.json"
+    run = pyinfra(root, "-y", "--data", models_arg(MODEL, MISSING), "--data", "prepull_timeout=8", report=report)
+    assert run.returncode != 0
+    f = failure(report, kube.name)
+    assert f["reason"] == "PrepullFailed", f
+    message = f["message"]
+    assert f"daemonset {NS}/knfleet-prepull-missing: 0/3 node(s) Ready" in message, message
+    for node in ("kwok-gpu-1", "kwok-gpu-2", "kwok-gpu-3"):
+        assert re.search(rf"node {node}: container image \(registry.invalid/models/vllm:does-not-exist\) "
+                         r"ErrImagePull: rpc error: code = NotFound", message), message
+    assert "kwok-cpu-1" not in message
+    # the run stopped before the services stage: the service was not created
+    assert not kube.exists("ksvc", "missing", "-n", NS)
+
+
+def test_removing_the_model_removes_its_daemonsets(cluster):
+    root, kube = cluster
+    run = pyinfra(root, "-y", "--data", "models=[]")
+    assert run.returncode == 0, run.stderr[-3000:]
+    for name, ns in (("knfleet-prepull-pp", NS), ("knfleet-prepull-missing", NS),
+                     ("knfleet-prepull-queue-proxy", "knative-serving")):
+        assert not kube.exists("daemonset", name, "-n", ns), name
+    assert not kube.exists("ksvc", "pp", "-n", NS)
