@@ -20,6 +20,8 @@ NS = "knative-qwen7b"
 IMAGE = "registry.knfleet.local/models/vllm@sha256:" + "5e" * 32  # by digest: Knative leaves it as it is
 MODEL = {"name": "pp", "image": IMAGE, "prepull": True, "smoke": "never",
          "autoscaling": {"initial_scale": 1, "min_scale": 1}}
+COLD_IMAGE = IMAGE.replace("5e" * 32, "7c" * 32)
+COLD = {**MODEL, "name": "cold", "image": COLD_IMAGE, "prepull": False}  # the same service, not pre-pulled
 MISSING = {"name": "missing", "image": "registry.invalid/models/vllm:does-not-exist", "prepull": True,
            "smoke": "never"}
 GPU_NODES = {"kwok-gpu-1", "kwok-gpu-2"}
@@ -51,9 +53,9 @@ def node_images(kube, node: str) -> set[str]:
 
 def test_a_new_models_first_revision_starts_without_a_pull_after_the_run_waited_on_every_gpu_node(cluster, tmp_path):
     root, kube = cluster
-    kube.cluster.set_image_pulls({IMAGE: 4.0})  # a pull the revision would show, were the image not there first
+    kube.cluster.set_image_pulls({IMAGE: 4.0, COLD_IMAGE: 4.0})  # pulls a revision shows unless the image is there
     report = tmp_path / "report.json"
-    run = pyinfra(root, "-y", "--data", models_arg(MODEL), report=report)
+    run = pyinfra(root, "-y", "--data", models_arg(MODEL, COLD), report=report)
     assert run.returncode == 0, run.stderr[-4000:]
     # the run waited for the DaemonSets on every GPU node, and on none of the CPU nodes, before the services stage
     said = re.search(r"images on every eligible node: (.*)", run.stderr)
@@ -80,8 +82,13 @@ def test_a_new_models_first_revision_starts_without_a_pull_after_the_run_waited_
     pulled = {e["involvedObject"]["fieldPath"]: e["message"] for e in events if e["reason"] == "Pulled"}
     assert pulled["spec.containers{vllm}"] == f'Container image "{IMAGE}" already present on machine'
     assert pulled["spec.containers{queue-proxy}"].endswith("already present on machine")
+    # the same service without prepull: its first revision pulled its image (the phase the pre-pull saves)
+    (cold,) = kube.json("get", "pods", "-n", NS, "-l", "serving.knative.dev/service=cold")["items"]
+    events = kubelet_events(kube, NS, cold["metadata"]["name"])
+    assert [e["message"] for e in events if e["reason"] == "Pulling"] == [f'Pulling image "{COLD_IMAGE}"'], events
+    assert not kube.exists("daemonset", "knfleet-prepull-cold", "-n", NS)
     # a converged run changes nothing and waits for nothing
-    again = pyinfra(root, "-y", "--json", "--data", models_arg(MODEL))
+    again = pyinfra(root, "-y", "--json", "--data", models_arg(MODEL, COLD))
     assert again.returncode == 0, again.stderr[-3000:]
     assert changed_ops(again) == []
 
@@ -89,9 +96,11 @@ def test_a_new_models_first_revision_starts_without_a_pull_after_the_run_waited_
 def test_dry_shows_a_changed_image_in_the_daemonset_and_changes_nothing(cluster):
     root, kube = cluster
     newer = IMAGE.replace("5e" * 32, "6f" * 32)
-    dry = pyinfra(root, "--dry", "--data", models_arg({**MODEL, "image": newer}))
+    dry = pyinfra(root, "--dry", "--data", models_arg({**MODEL, "image": newer}, COLD))
     assert dry.returncode == 0, dry.stderr[-3000:]
-    assert f"DaemonSet/{NS}/knfleet-prepull-pp" in dry.stderr + dry.stdout
+    out = dry.stderr + dry.stdout
+    assert re.search(rf"prepull: 1 object\(s\) differ: DaemonSet/{NS}/knfleet-prepull-pp", out), out[-3000:]
+    assert newer in out and IMAGE in out  # the field, from and to
     ds = kube.json("get", "daemonset", "knfleet-prepull-pp", "-n", NS)
     assert ds["spec"]["template"]["spec"]["initContainers"][1]["image"] == IMAGE
 
