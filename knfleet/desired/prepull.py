@@ -195,6 +195,22 @@ def selector(owner: str | None) -> str:
     return base if owner is None else f"{base},{ownership.OWNER}={owner}"
 
 
+def unwanted(live: list[dict[str, Any]], keep: tuple[str, ...]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Of the DaemonSets carrying knfleet's pre-pull labels: those to delete (applied by knfleet, not kept, not being
+    deleted already) and, named, those left alone (labels copied or hand-made: knfleet's field manager never applied
+    them)."""
+    gone, left = [], []
+    for o in live:
+        ref = ownership.name_of(o)
+        if ref in keep or (o.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        if ownership.applied_by_knfleet(o):
+            gone.append(o)
+        else:
+            left.append(f"DaemonSet {ref} (carries knfleet's pre-pull labels but knfleet did not apply it)")
+    return sorted(gone, key=ownership.name_of), sorted(left)
+
+
 def eligible_nodes(ksvc: dict[str, Any], nodes: list[dict[str, Any]]) -> list[str]:
     """The nodes a service's pods may run on by what the scheduler checks (GPUs per pod allocatable, nodeSelector,
     taints): what its pre-pull DaemonSet should cover."""

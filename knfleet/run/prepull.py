@@ -9,8 +9,8 @@ from typing import Any
 
 from pyinfra.api import operation
 
-from knfleet.desired import ownership
 from knfleet.desired import plan as p
+from knfleet.desired.prepull import unwanted
 from knfleet.errors import NotReadyError, StuckError
 from knfleet.kube import readiness, wait
 from knfleet.kube.client import Cluster, KubeError
@@ -18,22 +18,6 @@ from knfleet.run.context import cluster as current_cluster
 from knfleet.run.context import command, fail, save_notes, say, state, unchanged, warn
 
 DAEMONSET = readiness.DAEMONSET
-
-
-def unwanted(live: list[dict[str, Any]], keep: tuple[str, ...]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Of the DaemonSets carrying knfleet's pre-pull labels: those to delete (applied by knfleet, not kept, not being
-    deleted already) and, named, those left alone (labels copied or hand-made: knfleet's field manager never applied
-    them)."""
-    gone, left = [], []
-    for o in live:
-        ref = readiness.name_of(o)
-        if ref in keep or (o.get("metadata") or {}).get("deletionTimestamp"):
-            continue
-        if ownership.applied_by_knfleet(o):
-            gone.append(o)
-        else:
-            left.append(f"DaemonSet {ref} (carries knfleet's pre-pull labels but knfleet did not apply it)")
-    return sorted(gone, key=readiness.name_of), sorted(left)
 
 
 def delete_daemonsets(cluster: Cluster, daemonsets: list[dict[str, Any]], timeout: int) -> list[str]:

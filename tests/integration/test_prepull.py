@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 
 import pytest
 import yaml
@@ -12,6 +13,7 @@ import yaml
 from localcluster import nodes
 from localcluster.cluster import Spec
 from tests.integration.test_deploy import changed_ops, failure, pyinfra
+from tests.integration.test_rollout import knfleet
 from tests.kube import eventually
 
 pytestmark = pytest.mark.integration
@@ -93,7 +95,8 @@ def test_a_new_models_first_revision_starts_without_a_pull_after_the_run_waited_
     assert changed_ops(again) == []
 
 
-def test_dry_shows_a_changed_image_in_the_daemonset_and_changes_nothing(cluster):
+def test_dry_and_knfleet_diff_show_the_daemonsets_like_any_object_and_change_nothing(cluster, shared_knative,
+                                                                                    tmp_path):
     root, kube = cluster
     newer = IMAGE.replace("5e" * 32, "6f" * 32)
     dry = pyinfra(root, "--dry", "--data", models_arg({**MODEL, "image": newer}, COLD))
@@ -101,6 +104,19 @@ def test_dry_shows_a_changed_image_in_the_daemonset_and_changes_nothing(cluster)
     out = dry.stderr + dry.stdout
     assert re.search(rf"prepull: 1 object\(s\) differ: DaemonSet/{NS}/knfleet-prepull-pp", out), out[-3000:]
     assert newer in out and IMAGE in out  # the field, from and to
+    # knfleet diff: the changed image of a pre-pulled model; and the DaemonSets a run would delete
+    def diff(*items: dict) -> subprocess.CompletedProcess[str]:
+        host = {"kubeconfig": str(kube.kubeconfig), "knative_bundle_dir": str(shared_knative), "models": list(items)}
+        inv = tmp_path / "fleet.py"
+        inv.write_text(f"local = [('@kube/{kube.name}', {host!r})]\n")  # group `local`, as inventories/local.py
+        return knfleet("diff", str(inv))
+    changed = diff({**MODEL, "image": newer}, COLD)
+    assert changed.returncode == 1, changed.stdout + changed.stderr
+    assert f"DaemonSet/{NS}/knfleet-prepull-pp" in changed.stdout and newer in changed.stdout, changed.stdout
+    off = diff({**MODEL, "prepull": False}, COLD)
+    assert off.returncode == 1, off.stdout + off.stderr
+    for name in (f"{NS}/knfleet-prepull-pp", "knative-serving/knfleet-prepull-queue-proxy"):
+        assert re.search(rf"DaemonSet/{name}\S*:? .*no model pre-pulls it any more", off.stdout), off.stdout
     ds = kube.json("get", "daemonset", "knfleet-prepull-pp", "-n", NS)
     assert ds["spec"]["template"]["spec"]["initContainers"][1]["image"] == IMAGE
 

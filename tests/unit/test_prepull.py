@@ -12,7 +12,6 @@ import pytest
 from knfleet.desired import manifests, models, plan, prepull, settings
 from knfleet.errors import InputError, Reason
 from knfleet.kube import readiness
-from knfleet.run.prepull import unwanted
 from tests.unit.bundle_fixture import fixture_bundle
 
 DIGEST = "registry.example/vllm/vllm-openai@sha256:" + "ab" * 32
@@ -264,7 +263,7 @@ def test_prune_deletes_only_what_knfleet_applied_and_no_model_keeps():
     kept = {**mine, "metadata": {**mine["metadata"], "name": "knfleet-prepull-b"}}
     copied = {"kind": "DaemonSet", "metadata": {"name": "lookalike", "namespace": "ns", "managedFields": [
         {"manager": "kubectl", "operation": "Update"}]}}
-    gone, left = unwanted([mine, kept, copied], ("ns/knfleet-prepull-b",))
+    gone, left = prepull.unwanted([mine, kept, copied], ("ns/knfleet-prepull-b",))
     assert [o["metadata"]["name"] for o in gone] == ["knfleet-prepull-a"]
     assert left == ["DaemonSet ns/lookalike (carries knfleet's pre-pull labels but knfleet did not apply it)"]
 
