@@ -148,11 +148,15 @@ def test_a_pull_that_fails_stops_the_run_naming_the_node_and_the_kubelets_reason
     assert not kube.exists("ksvc", "missing", "-n", NS)
 
 
-def test_removing_the_model_removes_its_daemonsets(cluster):
+def test_removing_a_model_removes_its_daemonset_and_an_uninstall_removes_them_all(cluster):
     root, kube = cluster
-    run = pyinfra(root, "-y", "--data", "models=[]")
+    run = pyinfra(root, "-y", "--data", models_arg(MODEL, COLD))  # `missing` removed from group data
     assert run.returncode == 0, run.stderr[-3000:]
-    for name, ns in (("knfleet-prepull-pp", NS), ("knfleet-prepull-missing", NS),
-                     ("knfleet-prepull-queue-proxy", "knative-serving")):
-        assert not kube.exists("daemonset", name, "-n", ns), name
-    assert not kube.exists("ksvc", "pp", "-n", NS)
+    assert not kube.exists("daemonset", "knfleet-prepull-missing", "-n", NS)
+    assert "pre-pull DaemonSets no model needs: knative-qwen7b/knfleet-prepull-missing" in run.stderr
+    for name, ns in (("knfleet-prepull-pp", NS), ("knfleet-prepull-queue-proxy", "knative-serving")):
+        assert kube.exists("daemonset", name, "-n", ns), name  # still wanted
+    gone = pyinfra(root, "-y", "--data", "action=uninstall")
+    assert gone.returncode == 0, gone.stderr[-3000:]
+    assert kube.json("get", "daemonsets", "-A", "-l", "knfleet.dev/prepull")["items"] == []
+    assert not kube.exists("namespace", "knative-serving")
