@@ -37,7 +37,7 @@ PREFIX = "knfleet-prepull-"
 HELPER_IMAGE = "docker.io/library/busybox:1.36.1-musl"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"  # the kubelet's own sandbox image: usually present on every node
 TOOLS = "/knfleet-prepull"
-GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")
+GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")  # knfleet.kube.readiness.GPU_LABEL: the same
 
 
 def tiny() -> dict[str, dict[str, str]]:

@@ -93,8 +93,11 @@ def wait_ready(cluster: Cluster, check: Any, timeout: int) -> list[str]:
             if isinstance(check, p.ImagesPulled) else Reason.NOT_READY
         raise NotReadyError(with_nodes(cluster, str(err)), code=code) from None
     if isinstance(check, p.ImagesPulled):  # which nodes have which image: the run says it, the report keeps it
-        say(why)
-        return [f"DaemonSet/{part}" for part in why.split(": ", 1)[-1].split("; ")]
+        head, *warnings = why.splitlines()
+        say(head)
+        for w in warnings:
+            warn(w)
+        return [f"DaemonSet/{part}" for part in head.split(": ", 1)[-1].split("; ")]
     return []
 
 
@@ -126,6 +129,9 @@ def gate(step: p.Gate):
     if ready:
         if why.startswith("warning: "):
             warn(why)
+        for line in why.splitlines()[1:]:  # a check that passed with a warning of its own (ImagesPulled)
+            if line.startswith("warning: "):
+                warn(line)
         unchanged(step.title, why, t0)
         return
     yield command(step.title, wait_ready, cluster, step.check, step.timeout)

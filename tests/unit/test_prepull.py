@@ -298,3 +298,35 @@ def test_a_prepull_that_gives_up_names_the_node_and_the_kubelets_reason_with_its
     with pytest.raises(NotReadyError) as other:  # any other gate keeps its reason
         wait_ready(OneCluster(), plan.PodsReady(("ns",)), 0)
     assert other.value.code == Reason.NOT_READY
+
+
+def test_gpu_nodes_without_the_gpu_label_are_named_when_the_daemonset_leaves_them_out():
+    d = desired({"models": [{"name": "a", "prepull": True}]})
+    ds = prepull_objects(d)["knative-qwen7b/knfleet-prepull-a"]
+    taint = {"key": models.GPU, "value": "present", "effect": "NoSchedule"}
+
+    def node(name: str, gpus: int, labels: dict, taints: list) -> dict:
+        return {"metadata": {"name": name, "labels": labels}, "spec": {"taints": taints},
+                "status": {"allocatable": {models.GPU: str(gpus)}}}
+    found = [node("labelled", 2, {"nvidia.com/gpu.present": "true"}, [taint]), node("bare", 2, {}, [taint]),
+             node("cpu", 0, {}, []), node("other-team", 2, {}, [{"key": "team", "effect": "NoSchedule"}])]
+    assert readiness.unlabelled_gpu_nodes(ds, found) == ["bare"]  # the others: covered, no GPU, not tolerated
+    chosen = prepull_objects(desired({"models": [{"name": "a", "prepull": True, "node_selector": {"p": "x"}}]}))
+    assert readiness.unlabelled_gpu_nodes(chosen["knative-qwen7b/knfleet-prepull-a"], found) == []  # its selector
+
+    class Ready(OneCluster):
+        def list(self, api_version: str, kind: str, namespace: str | None = None, selector: str | None = None):
+            if kind == "DaemonSet":
+                return [{**ds, "metadata": {**ds["metadata"], "generation": 1}, "status": {
+                    "observedGeneration": 1, "desiredNumberScheduled": 1, "updatedNumberScheduled": 1,
+                    "numberReady": 1}}]
+            if kind == "Node":
+                return found
+            return [{"metadata": {"name": "p", "namespace": "knative-qwen7b", "labels": ds["spec"]["selector"][
+                "matchLabels"]}, "spec": {"nodeName": "labelled"}, "status": {
+                "phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}] if kind == "Pod" else []
+    ok, why = readiness.images_pulled(Ready(), ("knative-qwen7b/knfleet-prepull-a",))
+    assert ok and why.splitlines() == [
+        "images on every eligible node: knative-qwen7b/knfleet-prepull-a on 1 node(s) (labelled)",
+        "warning: knative-qwen7b/knfleet-prepull-a: GPU node(s) without the label nvidia.com/gpu.present=true are "
+        "not pre-pulled: bare (label them, or give the model a node_selector)"]
