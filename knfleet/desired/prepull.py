@@ -86,9 +86,12 @@ def _labels(owner: str, what: str, model: str | None) -> dict[str, str]:
     return out
 
 
-def _daemonset(name: str, namespace: str, labels: dict[str, str], image: str, pod: dict[str, Any],
+def _daemonset(name: str, namespace: str, labels: dict[str, str], images: list[str], pod: dict[str, Any],
                helper: str, pause: str) -> dict[str, Any]:
     mount = [{"name": "knfleet-prepull", "mountPath": TOOLS}]
+    pulls = [{"name": "image" if len(images) == 1 else f"image-{i}", "image": image, "imagePullPolicy": "IfNotPresent",
+              "command": [f"{TOOLS}/true"], "env": [dict(e) for e in NO_GPU_ENV], "resources": tiny(),
+              "volumeMounts": mount} for i, image in enumerate(images, 1)]
     spec = {
         **pod,
         "automountServiceAccountToken": False,
@@ -98,8 +101,7 @@ def _daemonset(name: str, namespace: str, labels: dict[str, str], image: str, po
         "initContainers": [
             {"name": "tools", "image": helper, "imagePullPolicy": "IfNotPresent",
              "command": ["cp", "/bin/busybox", f"{TOOLS}/true"], "resources": tiny(), "volumeMounts": mount},
-            {"name": "image", "image": image, "imagePullPolicy": "IfNotPresent", "command": [f"{TOOLS}/true"],
-             "env": [dict(e) for e in NO_GPU_ENV], "resources": tiny(), "volumeMounts": mount},
+            *pulls,
         ],
         "containers": [{"name": "pause", "image": pause, "imagePullPolicy": "IfNotPresent", "resources": tiny()}],
     }
@@ -108,7 +110,7 @@ def _daemonset(name: str, namespace: str, labels: dict[str, str], image: str, po
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
         "metadata": {"name": name, "namespace": namespace, "labels": labels,
-                     "annotations": {"knfleet.dev/prepull-image": image}},
+                     "annotations": {"knfleet.dev/prepull-image": " ".join(images)}},
         "spec": {
             "selector": {"matchLabels": selector},
             # every node pulls a new image at once (a rollout that waits for one node after another takes hours)
@@ -125,18 +127,18 @@ def _helpers(image_mirror: str | None) -> tuple[str, str]:
 
 
 def for_service(ksvc: dict[str, Any], owner: str, image_mirror: str | None = None) -> dict[str, Any]:
-    """The DaemonSet that pre-pulls a model service's image (its first container's) on the nodes its pods may run on:
+    """The DaemonSet that pre-pulls a model service's images (each of its containers') on the nodes its pods may run on:
     the same nodeSelector, tolerations and runtimeClassName as the service's pod spec (and its imagePullSecrets);
     the GPU node label when the service asks for GPUs and names no nodeSelector."""
     meta, pod = ksvc["metadata"], pod_spec_of(ksvc)
-    image = (pod.get("containers") or [{}])[0]["image"]
+    images = list(dict.fromkeys(c["image"] for c in pod.get("containers") or [] if c.get("image")))
     spec: dict[str, Any] = {k: pod[k] for k in ("nodeSelector", "tolerations", "runtimeClassName",
                                                 "imagePullSecrets") if pod.get(k)}
     if not pod.get("nodeSelector") and gpus_per_pod(ksvc) > 0:
         spec["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
             "nodeSelectorTerms": [node_term(ksvc)]}}}
     return _daemonset(daemonset_name(meta["name"], owner), meta["namespace"],
-                      _labels(owner, meta["name"], meta["name"]), image, spec, *_helpers(image_mirror))
+                      _labels(owner, meta["name"], meta["name"]), images, spec, *_helpers(image_mirror))
 
 
 def for_queue_proxy(image: str, services: list[dict[str, Any]], owner: str, image_mirror: str | None = None,
@@ -163,7 +165,7 @@ def for_queue_proxy(image: str, services: list[dict[str, Any]], owner: str, imag
         spec["runtimeClassName"] = runtimes.pop()
     if pull_secrets:
         spec["imagePullSecrets"] = [{"name": s} for s in pull_secrets]
-    return _daemonset(daemonset_name(QUEUE_PROXY, owner), QUEUE_NAMESPACE, _labels(owner, QUEUE_PROXY, None), image,
+    return _daemonset(daemonset_name(QUEUE_PROXY, owner), QUEUE_NAMESPACE, _labels(owner, QUEUE_PROXY, None), [image],
                       spec, *_helpers(image_mirror))
 
 

@@ -59,12 +59,15 @@ def test_a_misspelt_key_names_prepull():
 def test_model_manifest_settings_prepull_is_checked(tmp_path: Path):
     f = tmp_path / "svc.yaml"
     f.write_text("apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: s, namespace: team}\n"
-                 "spec: {template: {spec: {containers: [{image: 'vllm/vllm-openai:v0.6.3', args: ['--model', 'x'],"
-                 " resources: {limits: {nvidia.com/gpu: '1'}}}]}}}\n")
+                 "spec: {template: {spec: {containers: [{name: vllm, image: 'vllm/vllm-openai:v0.6.3', args: "
+                 "['--model', 'x'], ports: [{containerPort: 8000}], resources: {limits: {nvidia.com/gpu: '1'}}}, "
+                 "{name: side, image: 'registry.example/sidecar:v1'}]}}}\n")
     with pytest.raises(InputError, match=r"model_manifest_settings.prepull.*use true"):
         desired({"model_manifests": [str(f)], "model_manifest_settings": {"s": {"prepull": "on"}}})
     d = desired({"model_manifests": [str(f)], "model_manifest_settings": {"s": {"prepull": True}}})
     assert "team/knfleet-prepull-s" in prepull_objects(d)
+    assert [c["image"] for c in pod(prepull_objects(d)["team/knfleet-prepull-s"])["initContainers"][1:]] == [
+        "vllm/vllm-openai:v0.6.3", "registry.example/sidecar:v1"]  # every container's image (multi-container)
     assert isinstance(d.models[0], manifests.ManifestService) and d.models[0].prepull is True
 
 
