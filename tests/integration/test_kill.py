@@ -146,7 +146,9 @@ def test_uninstall_killed_midway_then_run_again_leaves_nothing_and_names_finaliz
     inv, kube, install_s = target
     rng = random.Random(f"{SEED}-uninstall")
     cluster = Cluster(Target(kube.name, str(kube.kubeconfig)))
-    uninstall = command("deploy", inv, ["--data", "action=uninstall", "--data", "force_uninstall=true"])
+    # the held ConfigMap is not knfleet's: the uninstall guard refuses to delete it unless told to (issue 23)
+    uninstall = command("deploy", inv, ["--data", "action=uninstall", "--data", "force_uninstall=true",
+                                        "--data", "uninstall_foreign=delete"])
     done = 0
     while done < KILLS:
         assert finish(command("deploy", inv, CHANGES[0])).returncode == 0
