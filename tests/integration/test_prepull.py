@@ -57,6 +57,14 @@ def test_a_new_models_first_revision_starts_without_a_pull_after_the_run_waited_
     root, kube = cluster
     kube.cluster.set_image_pulls({IMAGE: 4.0, COLD_IMAGE: 4.0})  # pulls a revision shows unless the image is there
     report = tmp_path / "report.json"
+    # --dry on the fresh cluster names the DaemonSets among what a run would create, and creates nothing
+    dry = pyinfra(root, "--dry", "--data", models_arg(MODEL, COLD))
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    said = dry.stderr + dry.stdout
+    assert re.search(rf"prepull: 2 object\(s\) differ: DaemonSet/{NS}/knfleet-prepull-pp \(missing\), "
+                     r"DaemonSet/knative-serving/knfleet-prepull-queue-proxy \(missing\)", said), \
+        [x for x in said.splitlines() if "prepull" in x]
+    assert not kube.exists("namespace", NS)
     run = pyinfra(root, "-y", "--data", models_arg(MODEL, COLD), report=report)
     assert run.returncode == 0, run.stderr[-4000:]
     # the run waited for the DaemonSets on every GPU node, and on none of the CPU nodes, before the services stage
