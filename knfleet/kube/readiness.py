@@ -154,6 +154,25 @@ def daemonset_problem(ds: dict[str, Any], pods: list[dict[str, Any]], events: li
     return "\n".join(lines)
 
 
+def daemonset_short(ds: dict[str, Any], pods: list[dict[str, Any]]) -> str:
+    """A DaemonSet's nodes without the image, each with the kubelet's reason in a word (ErrImagePull, ...)."""
+    selector = ((ds.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    out = []
+    for p in sorted(pods, key=lambda q: (q.get("spec") or {}).get("nodeName") or ""):
+        if pod_ready(p) or not pod_counts(p) or not all(
+                (p["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items()):
+            continue
+        st = p.get("status") or {}
+        waiting = [((cs.get("state") or {}).get("waiting") or {}).get("reason") for cs in
+                   [*(st.get("initContainerStatuses") or []), *(st.get("containerStatuses") or [])]]
+        why = next((w for w in waiting if w in PULL_REASONS), None) or next((w for w in waiting if w), None) \
+            or "not Ready"
+        out.append(f"{(p.get('spec') or {}).get('nodeName') or '(not scheduled)'} {why}")
+    want = int((ds.get("status") or {}).get("desiredNumberScheduled") or 0)
+    ready = int((ds.get("status") or {}).get("numberReady") or 0)
+    return f"{ready}/{want} node(s)" + (f" ({', '.join(out)})" if out else "")
+
+
 def daemonset_nodes(ds: dict[str, Any], pods: list[dict[str, Any]]) -> list[str]:
     """The nodes where a DaemonSet's pods are Ready."""
     selector = ((ds.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
@@ -304,16 +323,19 @@ def evaluate(cluster: Any, check: Any) -> tuple[bool, str]:
 def images_pulled(cluster: Any, refs: tuple[str, ...]) -> tuple[bool, str]:
     """(every pre-pull DaemonSet Ready on all its nodes?, why): the nodes that have each image, or, node by node,
     what the kubelet says about those that do not (its pull errors)."""
-    problems, done, warnings = [], [], []
+    problems, done, warnings, short = [], [], [], []
     for ref in refs:
         ns, name = ref.split("/", 1)
         ds = next((d for d in cluster.list(*DAEMONSET, ns) if d["metadata"]["name"] == name), None)
         if ds is None:
             problems.append(f"daemonset {ref}: not found")
+            short.append(f"{ref} not found")
             continue
         pods = cluster.list(*POD, ns)
         if not daemonset_ready(ds):
-            problems.append(daemonset_problem(ds, pods, cluster.list(*EVENT, ns)))
+            events = cluster.list(*EVENT, ns)
+            problems.append(daemonset_problem(ds, pods, events))
+            short.append(f"{ref}: " + daemonset_short(ds, pods))
             continue
         nodes = daemonset_nodes(ds, pods)
         left_out = unlabelled_gpu_nodes(ds, cluster.list(*NODE))
@@ -322,8 +344,8 @@ def images_pulled(cluster: Any, refs: tuple[str, ...]) -> tuple[bool, str]:
                             f"{', '.join(left_out)} (label them, or give the model a node_selector)")
         done.append(f"{ref} on {len(nodes)} node(s)" + (f" ({', '.join(nodes)})" if nodes else
                                                         " (no node matches its nodeSelector and tolerations)"))
-    if problems:
-        return False, "\n".join(problems)
+    if problems:  # the first line for the closing line: each node and the kubelet's reason in a word
+        return False, "\n".join(["images not on every eligible node: " + "; ".join(short), *problems])
     return True, "\n".join(["images on every eligible node: " + "; ".join(done), *warnings])
 
 

@@ -89,8 +89,10 @@ def wait_ready(cluster: Cluster, check: Any, timeout: int) -> list[str]:
     try:
         why = wait.until_ready(cluster, check, timeout)
     except NotReadyError as err:
-        code = Reason.WEBHOOK_NOT_READY if isinstance(check, p.WebhookServing) else Reason.PREPULL_FAILED \
-            if isinstance(check, p.ImagesPulled) else Reason.NOT_READY
+        if isinstance(check, p.ImagesPulled):  # its first line names each node and the kubelet's reason
+            raise NotReadyError(with_nodes(cluster, str(err).replace("not ready after", "gave up after", 1)
+                                           .replace(":\n", ": ", 1)), code=Reason.PREPULL_FAILED) from None
+        code = Reason.WEBHOOK_NOT_READY if isinstance(check, p.WebhookServing) else Reason.NOT_READY
         raise NotReadyError(with_nodes(cluster, str(err)), code=code) from None
     if isinstance(check, p.ImagesPulled):  # which nodes have which image: the run says it, the report keeps it
         head, *warnings = why.splitlines()

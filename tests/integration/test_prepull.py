@@ -152,6 +152,9 @@ def test_a_pull_that_fails_stops_the_run_naming_the_node_and_the_kubelets_reason
         assert re.search(rf"node {node}: container image \(registry.invalid/models/vllm:does-not-exist\) "
                          r"ErrImagePull: rpc error: code = NotFound", message), message
     assert "kwok-cpu-1" not in message
+    closing = next(x for x in run.stderr.splitlines() if x.startswith(f"knfleet: {kube.name}: FAILED"))
+    assert (f"images not on every eligible node: {NS}/knfleet-prepull-missing: 0/3 node(s) (kwok-gpu-1 ErrImagePull, "
+            "kwok-gpu-2 ErrImagePull, kwok-gpu-3 ErrImagePull)") in closing, closing
     # the run stopped before the services stage: the service was not created
     assert not kube.exists("ksvc", "missing", "-n", NS)
 

@@ -297,6 +297,8 @@ def test_a_prepull_that_gives_up_names_the_node_and_the_kubelets_reason_with_its
     with pytest.raises(NotReadyError) as err:
         wait_ready(OneCluster(), plan.ImagesPulled(("ns/knfleet-prepull-a",)), 0)
     assert err.value.code == Reason.PREPULL_FAILED
+    assert str(err.value).splitlines()[0] == ("gave up after 0s: images not on every eligible node: "
+                                              "ns/knfleet-prepull-a: 0/1 node(s) (gpu-1 ErrImagePull)")
     assert "node gpu-1: container image (registry.invalid/x:1) ErrImagePull" in str(err.value)
     with pytest.raises(NotReadyError) as other:  # any other gate keeps its reason
         wait_ready(OneCluster(), plan.PodsReady(("ns",)), 0)
