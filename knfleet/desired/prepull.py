@@ -40,6 +40,16 @@ TOOLS = "/knfleet-prepull"
 GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")  # knfleet.kube.readiness.GPU_LABEL: the same
 
 
+# What Pod Security's `restricted` level asks, so the pods run in a namespace that enforces it: nobody's user, no
+# privilege, no capability (copying a file into an emptyDir and exiting, or pausing, needs none)
+POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
+                "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def locked_down() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
 def tiny() -> dict[str, dict[str, str]]:
     """The resources of every pre-pull container: next to nothing, and never a GPU."""
     return {"requests": {"cpu": "1m", "memory": "8Mi"}, "limits": {"cpu": "100m", "memory": "32Mi"}}
@@ -91,19 +101,22 @@ def _daemonset(name: str, namespace: str, labels: dict[str, str], images: list[s
     mount = [{"name": "knfleet-prepull", "mountPath": TOOLS}]
     pulls = [{"name": "image" if len(images) == 1 else f"image-{i}", "image": image, "imagePullPolicy": "IfNotPresent",
               "command": [f"{TOOLS}/true"], "env": [dict(e) for e in NO_GPU_ENV], "resources": tiny(),
-              "volumeMounts": mount} for i, image in enumerate(images, 1)]
+              "securityContext": locked_down(), "volumeMounts": mount} for i, image in enumerate(images, 1)]
     spec = {
         **pod,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 1,
+        "securityContext": {**POD_SECURITY, "seccompProfile": dict(POD_SECURITY["seccompProfile"])},
         "volumes": [{"name": "knfleet-prepull", "emptyDir": {"sizeLimit": "16Mi"}}],
         "initContainers": [
             {"name": "tools", "image": helper, "imagePullPolicy": "IfNotPresent",
-             "command": ["cp", "/bin/busybox", f"{TOOLS}/true"], "resources": tiny(), "volumeMounts": mount},
+             "command": ["cp", "/bin/busybox", f"{TOOLS}/true"], "resources": tiny(), "securityContext": locked_down(),
+             "volumeMounts": mount},
             *pulls,
         ],
-        "containers": [{"name": "pause", "image": pause, "imagePullPolicy": "IfNotPresent", "resources": tiny()}],
+        "containers": [{"name": "pause", "image": pause, "imagePullPolicy": "IfNotPresent", "resources": tiny(),
+                        "securityContext": locked_down()}],
     }
     selector = {LABEL: labels[LABEL], ownership.OWNER: labels[ownership.OWNER]}  # one owner's never takes another's
     return {

@@ -139,6 +139,27 @@ def test_a_node_added_later_gets_the_image(cluster):
         for p in daemonset_pods(kube, NS, "pp")), timeout=60, what="the pre-pull pod Ready on kwok-gpu-3")
 
 
+def test_the_prepull_pods_pass_pod_security_restricted(cluster):
+    """A namespace that enforces Pod Security `restricted` admits the pre-pull pods (the API server's own check)."""
+    _, kube = cluster
+    kube.run("create", "namespace", "psa-restricted")
+    kube.run("label", "namespace", "psa-restricted", "pod-security.kubernetes.io/enforce=restricted",
+             "pod-security.kubernetes.io/warn=restricted")
+    ds = kube.json("get", "daemonset", "knfleet-prepull-pp", "-n", NS)
+    template = ds["spec"]["template"]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "prepull-psa", "namespace": "psa-restricted"},
+           "spec": {**template["spec"], "nodeName": "kwok-gpu-1"}}
+    made = kube.run("apply", "--dry-run=server", "-f", "-", stdin=json.dumps(pod), check=False)
+    assert made.returncode == 0 and "violate" not in made.stderr, made.stderr + made.stdout
+    # the check is live: the same pod without its security settings is refused
+    bare = json.loads(json.dumps(pod))
+    bare["spec"].pop("securityContext")
+    for c in [*bare["spec"]["initContainers"], *bare["spec"]["containers"]]:
+        c.pop("securityContext")
+    refused = kube.run("apply", "--dry-run=server", "-f", "-", stdin=json.dumps(bare), check=False)
+    assert refused.returncode != 0 and "violates PodSecurity" in refused.stderr, refused.stderr
+
+
 def test_a_pull_that_fails_stops_the_run_naming_the_node_and_the_kubelets_reason(cluster, tmp_path):
     root, kube = cluster
     report = tmp_path / "report.json"

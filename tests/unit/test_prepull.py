@@ -117,6 +117,11 @@ def test_a_gpu_models_daemonset_runs_where_its_pods_may_run_and_pulls_by_digest_
         for part in ("requests", "limits"):
             assert models.GPU not in c["resources"][part]
     assert ds["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] == "100%"
+    # Pod Security `restricted`: non-root, RuntimeDefault seccomp, no privilege escalation, no capability
+    assert spec["securityContext"]["runAsNonRoot"] and spec["securityContext"]["seccompProfile"]["type"] == \
+        "RuntimeDefault"
+    for c in [*spec["initContainers"], *spec["containers"]]:
+        assert c["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
     assert ds["spec"]["selector"]["matchLabels"] == {prepull.LABEL: "a", models.OWNER: "team-a"}
     assert prepull.image_note(DIGEST) == "by digest" and "by tag" in prepull.image_note("vllm/vllm-openai:v0.6.3")
 
