@@ -112,7 +112,8 @@ def install_rights(d: Desired) -> tuple[Right, ...]:
     if any(s.name == "prepull" for s in d.stages):
         rights |= {Right("list", "", "nodes"), *(Right("list", g, r, ns) for ns in
                                                  {o["metadata"]["namespace"] for s in d.stages if s.name == "prepull"
-                                                  for o in s.objects} for g, r in (("", "pods"), ("", "events")))}
+                                                  for o in s.objects if o.get("kind") == "DaemonSet"}
+                                                 for g, r in (("", "pods"), ("", "events")))}
     run = d.settings.run
     if d.models and run.smoke:
         rights |= {Right("get", g, r, m.namespace) for m in d.models
@@ -589,8 +590,13 @@ def prepull_stage(cfg: settings.InstallSettings, stages: list[render.Stage],
     if not services:
         return []
     queue = prepull.queue_image(next((s.objects for s in stages if s.name == "config"), ()))
-    return [render.Stage("prepull", tuple(prepull.objects(services, queue, cfg.owner, cfg.image_mirror,
-                                                          cfg.image_pull_secrets)))]
+    daemonsets = prepull.objects(services, queue, cfg.owner, cfg.image_mirror, cfg.image_pull_secrets)
+    # a namespace model_manifests declare is applied with the services, after the pre-pull: applied here first too
+    # (the same object under the same field manager: the two applies agree)
+    wanted_ns = {o["metadata"]["namespace"] for o in daemonsets}
+    declared = [o for s in stages if s.name == "services" for o in s.objects
+                if o.get("kind") == "Namespace" and o["metadata"]["name"] in wanted_ns]
+    return [render.Stage("prepull", tuple(declared + daemonsets))]
 
 
 def prepull_wait(d: Desired) -> int:
@@ -728,7 +734,9 @@ def install(d: Desired) -> list[Step]:
 
 
 def prepull_refs(d: Desired) -> tuple[str, ...]:
-    return tuple(readiness_ref(o) for s in d.stages if s.name == "prepull" for o in s.objects)
+    """The pre-pull DaemonSets ("ns/name") the run applies."""
+    return tuple(readiness_ref(o) for s in d.stages if s.name == "prepull" for o in s.objects
+                 if o.get("kind") == "DaemonSet")
 
 
 def owned_stage(model_objects: list[dict[str, Any]], mine: manifests.Manifests, owner: str) -> list[dict[str, Any]]:

@@ -71,6 +71,19 @@ def test_model_manifest_settings_prepull_is_checked(tmp_path: Path):
     assert isinstance(d.models[0], manifests.ManifestService) and d.models[0].prepull is True
 
 
+def test_a_namespace_the_manifests_declare_is_applied_before_the_daemonset_that_lives_in_it(tmp_path: Path):
+    f = tmp_path / "svc.yaml"
+    f.write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n---\n"
+                 "apiVersion: serving.knative.dev/v1\nkind: Service\nmetadata: {name: s, namespace: team}\n"
+                 "spec: {template: {spec: {containers: [{image: 'vllm/vllm-openai:v0.6.3', args: ['--model', 'x'],"
+                 " resources: {limits: {nvidia.com/gpu: '1'}}}]}}}\n")
+    d = desired({"model_manifests": [str(f)], "model_manifest_settings": {"s": {"prepull": True}}})
+    stage = next(s for s in d.stages if s.name == "prepull")
+    assert [(o["kind"], o["metadata"]["name"]) for o in stage.objects] == [
+        ("Namespace", "team"), ("DaemonSet", "knfleet-prepull-s"), ("DaemonSet", "knfleet-prepull-queue-proxy")]
+    assert plan.prepull_refs(d) == ("team/knfleet-prepull-s", "knative-serving/knfleet-prepull-queue-proxy")
+
+
 def test_knfleet_lint_refuses_a_bad_prepull_in_group_data(tmp_path: Path):
     mod = tmp_path / "gpu.py"
     mod.write_text("models = [{'name': 'a', 'prepull': 'sometimes'}]\n")
