@@ -342,8 +342,10 @@ def images_pulled(cluster: Any, refs: tuple[str, ...]) -> tuple[bool, str]:
         if left_out:
             warnings.append(f"warning: {ref}: GPU node(s) without the label {'='.join(GPU_LABEL)} are not pre-pulled: "
                             f"{', '.join(left_out)} (label them, or give the model a node_selector)")
-        done.append(f"{ref} on {len(nodes)} node(s)" + (f" ({', '.join(nodes)})" if nodes else
-                                                        " (no node matches its nodeSelector and tolerations)"))
+        if not nodes:
+            warnings.append(f"warning: {ref}: no node matches its nodeSelector, GPU label and tolerations: nothing "
+                            "was pre-pulled (a node that comes later pulls the image when it joins)")
+        done.append(f"{ref} on {len(nodes)} node(s)" + (f" ({', '.join(nodes)})" if nodes else ""))
     if problems:  # the first line for the closing line: each node and the kubelet's reason in a word
         return False, "\n".join(["images not on every eligible node: " + "; ".join(short), *problems])
     return True, "\n".join(["images on every eligible node: " + "; ".join(done), *warnings])

@@ -353,3 +353,16 @@ def test_gpu_nodes_without_the_gpu_label_are_named_when_the_daemonset_leaves_the
         "images on every eligible node: knative-qwen7b/knfleet-prepull-a on 1 node(s) (labelled)",
         "warning: knative-qwen7b/knfleet-prepull-a: GPU node(s) without the label nvidia.com/gpu.present=true are "
         "not pre-pulled: bare (label them, or give the model a node_selector)"]
+
+
+def test_a_daemonset_with_no_node_to_run_on_passes_with_a_warning():
+    class NoNode(OneCluster):
+        def list(self, api_version: str, kind: str, namespace: str | None = None, selector: str | None = None):
+            if kind == "DaemonSet":
+                return [ds_with({"observedGeneration": 2, "desiredNumberScheduled": 0})]
+            return []
+    ok, why = readiness.images_pulled(NoNode(), ("ns/knfleet-prepull-a",))
+    assert ok and why.splitlines() == [
+        "images on every eligible node: ns/knfleet-prepull-a on 0 node(s)",
+        "warning: ns/knfleet-prepull-a: no node matches its nodeSelector, GPU label and tolerations: nothing was "
+        "pre-pulled (a node that comes later pulls the image when it joins)"]
