@@ -342,6 +342,18 @@ class PrunePrepull:
 
 
 @dataclass(frozen=True)
+class Prepulled:
+    """The gate of the pre-pull: every pre-pull DaemonSet Ready on all its nodes (knfleet.kube.readiness
+    `images_pulled`), or, at the timeout, the cluster fails with PrepullFailed naming each node and the kubelet's
+    reason; the nodes that have each image are said and kept in the report."""
+
+    check: ImagesPulled
+    timeout: int
+    task: str = "services"
+    title: str = "Pre-pulled images on every eligible node (DaemonSets Ready)"
+
+
+@dataclass(frozen=True)
 class Own:
     """Before the model services are applied: refuse to take over a Knative Service knfleet did not create (or
     another owner's), naming it and its manager, unless its model says `adopt: true`; create the model namespaces
@@ -454,7 +466,7 @@ class Removed:
 
 
 Step = Preflight | Capacity | Lock | Version | Apply | Gate | Obsolete | PostInstall | Prune | Own | Smoke | Rollout \
-    | Rollback | Guard | DeleteServices | Delete | Removed | PrunePrepull
+    | Rollback | Guard | DeleteServices | Delete | Removed | Prepulled | PrunePrepull
 
 
 @dataclass(frozen=True)
@@ -715,8 +727,7 @@ def install(d: Desired) -> list[Step]:
     if d.models:  # knfleet's own only; then the services a new version replaces at once (progressive ones roll out)
         steps.append(Own(cfg.owner, refs, tuple(m.ref for m in d.models if m.adopt), own_namespaces(d)))
         if "prepull" in stage:  # the images on the GPU nodes before any revision (or rollout) needs them
-            steps += [apply("prepull"), Gate(ImagesPulled(prepull_refs(d)), prepull_wait(d), "services",
-                                             "Pre-pulled images on every eligible node (DaemonSets Ready)")]
+            steps += [apply("prepull"), Prepulled(ImagesPulled(prepull_refs(d)), prepull_wait(d))]
         task, title = STAGE_TITLES["services"]
         steps.append(Apply("services", tuple(o for o in stage["services"].objects if not progressive_service(d, o)),
                            task, title, webhook_retry=float(t), notes=manifest_notes(d)))

@@ -87,19 +87,10 @@ def wait_ready(cluster: Cluster, check: Any, timeout: int) -> list[str]:
     """Wait for a check (short polls on the pooled connection: a look costs a list or two, as `kubectl wait`);
     on giving up, the nodes that cannot run pods are named too."""
     try:
-        why = wait.until_ready(cluster, check, timeout)
+        wait.until_ready(cluster, check, timeout)
     except NotReadyError as err:
-        if isinstance(check, p.ImagesPulled):  # its first line names each node and the kubelet's reason
-            raise NotReadyError(with_nodes(cluster, str(err).replace("not ready after", "gave up after", 1)
-                                           .replace(":\n", ": ", 1)), code=Reason.PREPULL_FAILED) from None
         code = Reason.WEBHOOK_NOT_READY if isinstance(check, p.WebhookServing) else Reason.NOT_READY
         raise NotReadyError(with_nodes(cluster, str(err)), code=code) from None
-    if isinstance(check, p.ImagesPulled):  # which nodes have which image: the run says it, the report keeps it
-        head, *warnings = why.splitlines()
-        say(head)
-        for w in warnings:
-            warn(w)
-        return [f"DaemonSet/{part}" for part in head.split(": ", 1)[-1].split("; ")]
     return []
 
 
@@ -131,9 +122,6 @@ def gate(step: p.Gate):
     if ready:
         if why.startswith("warning: "):
             warn(why)
-        for line in why.splitlines()[1:]:  # a check that passed with a warning of its own (ImagesPulled)
-            if line.startswith("warning: "):
-                warn(line)
         unchanged(step.title, why, t0)
         return
     yield command(step.title, wait_ready, cluster, step.check, step.timeout)

@@ -5,7 +5,7 @@ in rooms of their own, in the order of a run:
     upgrading   Version, Obsolete, PostInstall
     applying    Apply, Gate
     services    Own, Prune, Smoke
-    prepull     PrunePrepull (the pre-pull DaemonSets no model needs; applied and waited for by Apply and Gate)
+    prepull     Prepulled, PrunePrepull (the pre-pull DaemonSets are applied by Apply; waited for; pruned)
     progressive Rollout, Rollback (a new model version, step by step; back to the previous one)
     uninstall   Guard, DeleteServices, Delete, Removed
 
@@ -28,7 +28,7 @@ OPERATIONS: dict[type, Callable[..., Any]] = {
     p.Rollout: progressive.rollout, p.Rollback: progressive.roll_back,
     p.Guard: uninstall.guard, p.DeleteServices: uninstall.delete_services, p.Delete: uninstall.delete,
     p.Removed: uninstall.removed,
-    p.PrunePrepull: prepull.prune_prepull,
+    p.Prepulled: prepull.prepulled, p.PrunePrepull: prepull.prune_prepull,
 }
 
 

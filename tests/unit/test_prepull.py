@@ -191,9 +191,9 @@ def test_the_plan_pulls_before_the_services_stage_and_prunes_after_it():
     steps = plan.plan(desired({"prepull_timeout": 77, "models": [{"name": "a", "prepull": True}]}))
     names = [f"{type(s).__name__}:{getattr(s, 'stage', '')}" for s in steps]
     i = names.index("Apply:prepull")
-    assert names[i - 1] == "Own:" and names[i + 1] == "Gate:" and names[i + 2] == "Apply:services"
+    assert names[i - 1] == "Own:" and names[i + 1] == "Prepulled:" and names[i + 2] == "Apply:services"
     gate = steps[i + 1]
-    assert isinstance(gate.check, plan.ImagesPulled) and gate.timeout == 77
+    assert isinstance(gate.check, plan.ImagesPulled) and gate.timeout == 77 and gate.task == "services"
     assert gate.check.daemonsets == ("knative-qwen7b/knfleet-prepull-a", "knative-serving/knfleet-prepull-queue-proxy")
     prune = next(s for s in steps if isinstance(s, plan.PrunePrepull))
     assert names.index("PrunePrepull:") > names.index("Apply:services")
@@ -206,16 +206,14 @@ def test_the_plan_pulls_before_the_services_stage_and_prunes_after_it():
 def test_progressive_rollouts_come_after_the_pull_so_a_new_image_is_on_the_nodes_first():
     steps = plan.plan(desired({"models": [{"name": "a", "prepull": True, "rollout": {"strategy": "progressive"}}]}))
     kinds = [type(s).__name__ for s in steps]
-    assert kinds.index("Gate") < kinds.index("Rollout")
-    gate = next(s for s in steps if isinstance(s, plan.Gate) and isinstance(s.check, plan.ImagesPulled))
-    assert kinds.index("Rollout") > steps.index(gate)
+    assert kinds.index("Prepulled") < kinds.index("Rollout")
 
 
 def test_a_model_removed_or_turned_off_is_not_kept_and_an_empty_list_prunes_every_prepull_of_the_owner():
     off = plan.plan(desired({"models": [{"name": "a"}]}))
     prune = next(s for s in off if isinstance(s, plan.PrunePrepull))
     assert prune.keep == ()
-    assert not any(isinstance(s, plan.Gate) and isinstance(s.check, plan.ImagesPulled) for s in off)
+    assert not any(isinstance(s, plan.Prepulled) for s in off)
     assert next(s for s in plan.plan(desired({"models": []})) if isinstance(s, plan.PrunePrepull)).keep == ()
     assert not any(isinstance(s, plan.PrunePrepull) for s in plan.plan(desired({})))  # no `models`: nothing pruned
 
@@ -311,9 +309,10 @@ class OneCluster:
 def test_a_prepull_that_gives_up_names_the_node_and_the_kubelets_reason_with_its_own_typed_reason():
     from knfleet.errors import NotReadyError
     from knfleet.run.applying import wait_ready
+    from knfleet.run.prepull import wait_pulled
 
     with pytest.raises(NotReadyError) as err:
-        wait_ready(OneCluster(), plan.ImagesPulled(("ns/knfleet-prepull-a",)), 0)
+        wait_pulled(OneCluster(), plan.ImagesPulled(("ns/knfleet-prepull-a",)), 0)
     assert err.value.code == Reason.PREPULL_FAILED
     assert str(err.value).splitlines()[0] == ("gave up after 0s: images not on every eligible node: "
                                               "ns/knfleet-prepull-a: 0/1 node(s) (gpu-1 ErrImagePull)")
