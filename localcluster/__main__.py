@@ -17,7 +17,10 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--cpu-nodes", type=int, default=2)
     up.add_argument("--gpu-nodes", type=int, default=2)
     up.add_argument("--gpus-per-node", type=int, default=2)
-    up.add_argument("--ready-delay-ms", type=int, default=1000, help="kwok: time for a scheduled pod to be Ready")
+    up.add_argument("--ready-delay-ms", type=int, default=1000,
+                    help="kwok: from containers running (images pulled) to Ready: the model load")
+    up.add_argument("--pull-delay-ms", type=int, default=2000,
+                    help="simulated kubelets: time to pull an image a node does not have yet")
     up.add_argument("--time-factor", type=float, default=1.0,
                     help="simulator: multiply the scale-to-zero idle window by this (e.g. 0.1)")
     up.add_argument("--no-simulator", action="store_true", help="do not start the Knative/gateway simulator")
@@ -30,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
             build.build()
         elif args.cmd == "up":
             spec = Spec(args.cpu_nodes, args.gpu_nodes, args.gpus_per_node, args.ready_delay_ms,
-                        simulator=not args.no_simulator, time_factor=args.time_factor)
+                        simulator=not args.no_simulator, time_factor=args.time_factor, pull_delay_ms=args.pull_delay_ms)
             clusters = fleet.up(args.clusters, spec)
             print("\nUse them with kubectl:")
             for c in clusters:

@@ -47,6 +47,9 @@ class Spec:
     ready_delay_ms: int = 1000
     simulator: bool = True
     time_factor: float = 1.0  # compresses the simulated autoscaler's idle window (tests use < 1)
+    # The simulated kubelets' image pull time of an image a node does not have yet (None: images.DEFAULT_PULL_MS);
+    # per image: LocalCluster.set_image_pulls.
+    pull_delay_ms: int | None = None
 
 
 @dataclass
@@ -201,6 +204,30 @@ class LocalCluster:
         tmp.write_text(json.dumps(faults))
         tmp.replace(self.dir / FAULTS_FILE)
 
+    @property
+    def pull_delay_ms(self) -> int:
+        from localcluster.runner.images import DEFAULT_PULL_MS
+
+        return DEFAULT_PULL_MS if self.spec.pull_delay_ms is None else int(self.spec.pull_delay_ms)
+
+    def set_image_pulls(self, images: dict[str, float] | None = None, default_s: float | None = None) -> None:
+        """The simulated kubelets' pull time (seconds) per image (exact reference or repository), and for every
+        other image (`default_s`; else the cluster's Spec.pull_delay_ms). Applies to pulls that start from now on
+        (the runner reads the file on every tick); replaces what an earlier call set."""
+        from localcluster.runner.images import PULLS_FILE
+
+        for image, seconds in (images or {}).items():
+            if not isinstance(seconds, (int, float)) or seconds < 0:
+                raise ValueError(f"pull time of image {image!r} must be a number of seconds >= 0, got {seconds!r}")
+        if default_s is not None and default_s < 0:
+            raise ValueError(f"default_s must be >= 0, got {default_s!r}")
+        data: dict[str, Any] = {"images": {k: int(v * 1000) for k, v in (images or {}).items()}}
+        if default_s is not None:
+            data["default_ms"] = int(default_s * 1000)
+        tmp = self.dir / (PULLS_FILE + ".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(self.dir / PULLS_FILE)
+
     def remove(self) -> None:
         self.down()
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -303,7 +330,7 @@ class LocalCluster:
         self._spawn(state, "runner", [
             sys.executable, "-m", "localcluster.runner", f"--cluster-dir={self.dir}",
             f"--bin-root={paths.bin_root()}", f"--egress-socket={self.egress_socket}",
-            f"--kubelet-port={state.ports['kubelet']}",
+            f"--kubelet-port={state.ports['kubelet']}", f"--pull-delay-ms={self.pull_delay_ms}",
         ], env=_python_env())
         self._wait(state, "runner", self.egress_socket.exists, 60, "serving the egress proxy")
 

@@ -10,6 +10,7 @@ import itertools
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from tests.kube import Kube
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_KNATIVE = REPO.parent / "shared" / "knative" / "v1.17.0"
+TEST_PULL_MS = 300  # the simulated image pull of test clusters (Spec.pull_delay_ms None); the CLI's default is 2 s
 
 
 class ClusterPool:
@@ -37,7 +39,10 @@ class ClusterPool:
         return self.root / group / "clusters"
 
     def start(self, prefix: str = "local", spec: Spec | None = None, group: str = "default") -> Kube:
-        cluster = LocalCluster(f"{prefix}-{next(self._ids)}", self.root_for(group), spec or Spec(ready_delay_ms=300))
+        spec = spec or Spec(ready_delay_ms=300)
+        if spec.pull_delay_ms is None:  # test clusters pull fast unless the test says otherwise
+            spec = replace(spec, pull_delay_ms=TEST_PULL_MS)
+        cluster = LocalCluster(f"{prefix}-{next(self._ids)}", self.root_for(group), spec)
         self.started.append(cluster)
         cluster.up(self.bin_dir)
         return Kube(cluster, self.bin_dir)

@@ -14,7 +14,7 @@ import yaml
 from kubernetes import client, config
 
 from localcluster.kubewatch import Cache
-from localcluster.runner import egress
+from localcluster.runner import egress, images
 from localcluster.runner.binaries import for_image
 from localcluster.runner.pods import PodRunner
 
@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--egress-socket", required=True, type=Path)
     ap.add_argument("--kubelet-port", type=int, default=0,
                     help="the nodes' kubelet port: kwok's server (logs, exec, port-forward), on 127.0.0.1")
+    ap.add_argument("--pull-delay-ms", type=int, default=images.DEFAULT_PULL_MS,
+                    help="the simulated kubelets' image pull time (per image: image-pulls.json, see images.py)")
     args = ap.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -53,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                  keep=lambda p: any(for_image(c.get("image", "")) for c in (p.get("spec") or {}).get("containers")
                                     or []))
 
+    threading.Thread(target=pull_images, args=(core, args, stop, log), daemon=True, name="images").start()
+
     # Processes are started from this (main) thread only: their parent-death signal follows this thread.
     while not stop.is_set():
         wake.clear()
@@ -66,6 +70,27 @@ def main(argv: list[str] | None = None) -> int:
     runner.stop_all()
     log("runner stopped")
     return 0
+
+
+def runs_here(pod: dict) -> bool:
+    """A pod whose containers are real processes of the runner (their status is the runner's, not kwok's)."""
+    return any(for_image(c.get("image", "")) for c in (pod.get("spec") or {}).get("containers") or [])
+
+
+def pull_images(core: client.CoreV1Api, args: argparse.Namespace, stop: threading.Event, log) -> None:
+    """The simulated kubelets' image pulls (images.Puller) for kwok's pods, ticking 5 times a second."""
+    changed = threading.Event()
+    pods = Cache(core.list_pod_for_all_namespaces, changed, stop, keep=lambda p: not runs_here(p))
+    nodes = Cache(core.list_node, changed, stop)
+    puller = images.Puller(core, args.cluster_dir, args.pull_delay_ms, skip=runs_here, log=log)
+    while not stop.is_set():
+        changed.clear()
+        if pods.synced.is_set() and nodes.synced.is_set():
+            try:
+                puller.tick(pods.items(), nodes.items())
+            except Exception as err:  # noqa: BLE001 - the apiserver may be briefly unavailable
+                log(f"image pulls failed: {err}")
+        changed.wait(0.2)
 
 
 if __name__ == "__main__":
