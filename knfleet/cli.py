@@ -1,6 +1,6 @@
 """The `knfleet` command: what pyinfra's CLI does not do.
 
-    knfleet lint [--cluster-config FILE] [--knative-version X.Y.Z] [--strict] [--json] PATH...
+    knfleet lint [--cluster-config FILE] [--knative-version X.Y.Z] [--strict] [--json] PATH... [--reports JSON...]
                                                                      (YAML, group data or inventory files)
     knfleet rollout INVENTORY [--bake S] [--max-failed-clusters N] [--resume] [--report FILE]
     knfleet rollback INVENTORY SERVICE [--limit CLUSTER]... [--report FILE]
@@ -8,6 +8,7 @@
     knfleet diff INVENTORY [--json] [--report FILE] [--report-html FILE]
     knfleet doctor INVENTORY [--json]
     knfleet report JSON... [-o FILE.html]
+    knfleet advise JSON... [--json] [--gpus-per-pod N] [--gpu-hour-cost X --wait-hour-cost Y] [--wakes-per-day N]
     knfleet completion bash|zsh
     knfleet --version
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import runpy
 import sys
@@ -28,6 +30,8 @@ import yaml
 
 from knfleet import __version__, completion
 from knfleet.desired import lint, manifests, models, plan, releases, render, settings
+
+MeasuredColdStarts = dict[str, lint.Measured] | None  # per service: its slowest measured cold start (lint --reports)
 
 
 def version() -> str:
@@ -70,9 +74,9 @@ def group_data_values(path: Path) -> dict[str, Any]:
     return out
 
 
-def lint_group_data(path: str, base: lint.ClusterConfig) -> list[lint.Problem]:
+def lint_group_data(path: str, base: lint.ClusterConfig, measured: MeasuredColdStarts = None) -> list[lint.Problem]:
     """Lint a group data module exactly as a deploy of that group checks it (same settings, same cluster config)."""
-    return lint_values(path, group_data_values(Path(path)), base)
+    return lint_values(path, group_data_values(Path(path)), base, measured)
 
 
 def is_inventory(path: Path, values: dict[str, Any]) -> bool:
@@ -94,7 +98,7 @@ def is_inventory(path: Path, values: dict[str, Any]) -> bool:
     return bool(values) and all(group(v) for v in values.values())
 
 
-def lint_inventory(path: str, base: lint.ClusterConfig) -> list[lint.Problem]:
+def lint_inventory(path: str, base: lint.ClusterConfig, measured: MeasuredColdStarts = None) -> list[lint.Problem]:
     """Lint each cluster of an inventory with the data a deploy gives it (its own over its groups', over
     group_data/ of the working directory): one set of problems per cluster, named `<file> (<cluster>)`."""
     from knfleet.fleet import inventory
@@ -105,10 +109,11 @@ def lint_inventory(path: str, base: lint.ClusterConfig) -> list[lint.Problem]:
         severity = "warning" if str(err).endswith(": no hosts") else "error"
         return [lint.Problem(severity, path, "-", "inventory", None, str(err) + (
             " (nothing linted)" if severity == "warning" else ""))]
-    return [pr for c in clusters for pr in lint_values(f"{path} ({c.name})", c.data, base)]
+    return [pr for c in clusters for pr in lint_values(f"{path} ({c.name})", c.data, base, measured)]
 
 
-def lint_values(path: str, data: dict[str, Any], base: lint.ClusterConfig) -> list[lint.Problem]:
+def lint_values(path: str, data: dict[str, Any], base: lint.ClusterConfig, measured: MeasuredColdStarts = None
+                ) -> list[lint.Problem]:
     values = settings.Data(data, action="install")
     try:
         cfg = settings.from_data(values)
@@ -127,7 +132,10 @@ def lint_values(path: str, data: dict[str, Any], base: lint.ClusterConfig) -> li
         cfg, autoscaler={**base.autoscaler, **cfg.autoscaler}, defaults={**base.defaults, **cfg.defaults},
         features={**base.features, **cfg.features}, deployment={**base.deployment, **cfg.deployment})
     mine, found_in_files = manifest_problems(path, values, cfg, found, files)
-    return problems + plan.lint_models(path, cfg, found) + found_in_files + unreachable_images(path, cfg, found, mine)
+    slow = lint.below_measured([models.render_service(m) for m in found] + mine, plan.cluster_config(cfg), path,
+                               measured)
+    return problems + plan.lint_models(path, cfg, found) + found_in_files + unreachable_images(path, cfg, found, mine) \
+        + slow
 
 
 def manifest_problems(path: str, values: dict[str, Any], cfg: settings.InstallSettings, found: list[models.Model],
@@ -174,15 +182,27 @@ def unreachable_images(path: str, cfg: settings.InstallSettings, found: list[mod
     return out
 
 
-def lint_path(path: str, cfg: lint.ClusterConfig) -> list[lint.Problem]:
+def lint_path(path: str, cfg: lint.ClusterConfig, measured: MeasuredColdStarts = None) -> list[lint.Problem]:
+    """A file's problems; with `measured` (slowest cold starts from reports), a deadline below one is a warning."""
     p = Path(path)
     if p.suffix == ".py":
         try:
             inv = is_inventory(p, module_values(p))
-            return lint_inventory(path, cfg) if inv else lint_group_data(path, cfg)
+            return lint_inventory(path, cfg, measured) if inv else lint_group_data(path, cfg, measured)
         except Exception as err:  # noqa: BLE001 - a data module that does not run: say why, no traceback
             return [lint.Problem("error", path, "-", "module", None, f"cannot be run: {type(err).__name__}: {err}")]
-    return list(manifests.check_file(path, cfg).problems)  # the deploy's check of a model_manifests file
+    checked = manifests.check_file(path, cfg)  # the deploy's check of a model_manifests file
+    return list(checked.problems) + lint.below_measured([s.service for s in checked.services], cfg, path, measured)
+
+
+def measured_cold_starts(paths: list[str]) -> dict[str, lint.Measured]:
+    """Per service, the slowest cold start in saved reports (each checked as `knfleet report` checks it: a bad
+    one raises ReportError naming the file and the field)."""
+    from knfleet.report import advise, html
+
+    reports = [(path, html.load(path)) for path in paths]
+    return {name: lint.Measured(secs, cluster, report, tuple(paths), advise.deadline_for(secs))
+            for name, (secs, cluster, report) in advise.slowest(reports).items()}
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
@@ -196,12 +216,19 @@ def cmd_lint(args: argparse.Namespace) -> int:
               f"{', '.join(releases.RELEASES)}", file=sys.stderr)
         return 2
     cfg = dataclasses.replace(cfg, release=args.knative_version)
+    from knfleet.report import validate
+
+    try:
+        measured = measured_cold_starts(args.reports) if args.reports else None
+    except validate.ReportError as err:
+        print(f"knfleet lint: --reports: {err}", file=sys.stderr)
+        return 2
     problems: list[lint.Problem] = []
     for path in args.paths:
         if not Path(path).exists():
             print(f"knfleet lint: {path}: no such file", file=sys.stderr)
             return 2
-        problems += lint_path(path, cfg)
+        problems += lint_path(path, cfg, measured)
     failed = lint.has_errors(problems, args.strict)
     if args.json:
         print(json.dumps({"ok": not failed, "problems": [p.as_dict() for p in problems]}, indent=2))
@@ -257,6 +284,34 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_advise(a: argparse.Namespace) -> int:
+    from knfleet.report import advise, html
+
+    try:
+        reports = [(path, html.load(path)) for path in dict.fromkeys(a.reports)]
+    except html.ReportError as err:
+        print(f"knfleet advise: {err}", file=sys.stderr)
+        return 2
+    found = advise.advise(reports, advise.Assumptions(a.gpus_per_pod, a.gpu_hour_cost, a.wait_hour_cost,
+                                                     a.wakes_per_day))
+    sys.stdout.write(json.dumps(found, indent=2) + "\n" if a.json else advise.text(found))
+    return 0
+
+
+def _positive(kind: type) -> Any:
+    """An argparse type: a finite number above 0 (a whole one for int), else a message naming what is allowed."""
+    def parse(text: str) -> Any:
+        try:
+            v = kind(text)
+        except ValueError:
+            v = None
+        if v is None or not math.isfinite(v) or v <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed; expected a "
+                                             f"{'whole number' if kind is int else 'number'} above 0")
+        return v
+    return parse
+
+
 def cmd_completion(a: argparse.Namespace) -> int:
     sys.stdout.write(completion.script(a.shell, parser()))
     return 0
@@ -302,6 +357,9 @@ def parser() -> argparse.ArgumentParser:
                         "knative_version")
     p.add_argument("--strict", action="store_true", help="warnings fail too")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    kind(p.add_argument("--reports", nargs="+", action="extend", default=[], metavar="JSON",
+                        help="saved JSON reports: warn where a model's progress deadline is below its slowest "
+                             "measured cold start (put it after the paths)"), "json")
     p.set_defaults(func=cmd_lint)
     r = sub.add_parser("rollout", help="deploy wave by wave (canary first), halting when a wave breaks")
     kind(r.add_argument("inventory"), "inventory")
@@ -348,6 +406,18 @@ def parser() -> argparse.ArgumentParser:
     kind(rp.add_argument("-o", "--output", metavar="FILE.html", default="-",
                          help="the page to write (default: standard output)"), "html")
     rp.set_defaults(func=cmd_report)
+    ad = sub.add_parser("advise", help="from saved reports: measured cold starts per model service and the Knative "
+                                       "settings that follow (progress deadline, scale-down delay, min-scale)")
+    kind(ad.add_argument("reports", nargs="+", metavar="JSON", help="reports of runs with --smoke-cold"), "json")
+    ad.add_argument("--json", action="store_true", help="the advice as JSON (docs/advise.md: its shape)")
+    ad.add_argument("--gpus-per-pod", type=_positive(int), default=1, metavar="N",
+                    help="GPUs a model pod holds (default 1): what min-scale 1 costs")
+    ad.add_argument("--gpu-hour-cost", type=_positive(float), metavar="X", help="what a GPU hour costs")
+    ad.add_argument("--wait-hour-cost", type=_positive(float), metavar="Y",
+                    help="what an hour of users waiting costs (with --gpu-hour-cost: a min-scale verdict)")
+    ad.add_argument("--wakes-per-day", type=_positive(float), metavar="N",
+                    help="wakes from zero per day in real traffic (default: those the reports saw, per day)")
+    ad.set_defaults(func=cmd_advise)
     co = sub.add_parser("completion", help="print the shell completion script: source <(knfleet completion bash)")
     co.add_argument("shell", choices=("bash", "zsh"))
     co.set_defaults(func=cmd_completion)

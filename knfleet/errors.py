@@ -22,6 +22,7 @@ class Reason(str, Enum):
     WEBHOOK_NOT_READY = "WebhookNotReady"  # an admission webhook could not be called
     NOT_READY = "NotReady"  # a wait gave up
     JOB_FAILED = "JobFailed"  # a post-install Job failed
+    PREPULL_FAILED = "PrepullFailed"  # a model's (or queue-proxy's) image did not reach every eligible node in time
     SMOKE_FAILED = "SmokeFailed"  # a model service did not answer the chat request as it should
     ROLLOUT_CHECK_FAILED = "RolloutCheckFailed"  # a new model version failed its checks and was rolled back
     ROLLOUT_FAILED = "RolloutFailed"  # a rollout could not go on (not a check: a revision, a conflict)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -512,6 +513,43 @@ def lint_service(obj: dict[str, Any], cfg: ClusterConfig, file: str = "<input>")
         c.warn("spec.template.spec.containers[*].resources.limits[nvidia.com/gpu]", gpus,
                f"more GPUs than any node of the cluster has ({cfg.max_gpus_per_node}): the pod will stay Pending")
     return c.problems
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A service's slowest cold start in saved reports (`knfleet lint --reports`): its seconds, the cluster and
+    report it was seen in, every report read, and the deadline `knfleet advise` derives from it."""
+
+    seconds: float
+    cluster: str
+    report: str
+    reports: tuple[str, ...]
+    advised_s: int
+
+
+def below_measured(objs: list[dict[str, Any]], cfg: ClusterConfig, file: str,
+                   measured: Mapping[str, Measured] | None) -> list[Problem]:
+    """A warning for each Service whose progress deadline (its annotation, else the cluster's) is below the slowest
+    cold start measured for it: a start that slow would fail the revision (ProgressDeadlineExceeded)."""
+    out: list[Problem] = []
+    for o in objs if measured else []:
+        meta = o.get("metadata") or {}
+        ref = f"{meta.get('namespace', 'default')}/{meta.get('name', '?')}"
+        m = measured.get(ref) if measured else None
+        if m is None or o.get("kind") != "Service":
+            continue
+        ann = {k: str(v) for k, v in ((((o.get("spec") or {}).get("template") or {}).get("metadata") or {})
+                                      .get("annotations") or {}).items()}
+        deadline = _progress_deadline(ann, cfg, _Collector(file, ref))  # a bad value: lint_service says so
+        if deadline is None or deadline >= m.seconds:
+            continue
+        path = "spec.template.metadata.annotations[serving.knative.dev/progress-deadline]" if \
+            "serving.knative.dev/progress-deadline" in ann else "config-deployment.progress-deadline (the cluster's)"
+        out.append(Problem("warning", file, ref, path, f"{int(deadline)}s", (
+            f"below the slowest cold start measured, {m.seconds:.1f} s (cluster {m.cluster} in {m.report}; reports "
+            f"{', '.join(m.reports)}): a start that slow fails the revision (ProgressDeadlineExceeded); knfleet "
+            f"advise derives {m.advised_s}s from these reports")))
+    return out
 
 
 def lint_objects(objs: list[dict[str, Any]], cfg: ClusterConfig, file: str) -> list[Problem]:

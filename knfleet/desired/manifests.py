@@ -49,7 +49,7 @@ NAMESPACE = ("v1", "Namespace")
 ALLOWED = "serving.knative.dev/v1 Service (a model service) and v1 Namespace (the namespaces the services need)"
 PREFIX = "knfleet.dev/"
 ANNOTATIONS = ("served-model-name", "smoke", "rollout-strategy", "rollout-steps", "rollout-bake", "rollout-checks")
-ENTRY_KEYS = ("served_model_name", "smoke", "rollout", "adopt")
+ENTRY_KEYS = ("served_model_name", "smoke", "rollout", "adopt", "prepull")
 SMOKE_VALUES = {"always": "always", "when-warm": "when-warm", "never": "never", "true": True, "false": False}
 # What `kubectl get -o yaml` adds and a manifest must not carry: applied back, they conflict or mean nothing.
 EXPORTED = ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields", "selfLink",
@@ -75,6 +75,7 @@ class ManifestService:
     rollout: progressive.Rollout = progressive.REPLACE
     added: tuple[str, ...] = ()  # what knfleet added, for people (--dry, the docs)
     adopt: bool = False  # model_manifest_settings: take over an existing service knfleet did not create
+    prepull: bool | None = None  # model_manifest_settings: its image pulled first; None: group data `prepull`
 
     @property
     def name(self) -> str:
@@ -529,7 +530,13 @@ def _service(file: str, where: str, doc: dict[str, Any], cfg: lint.ClusterConfig
         c.error("model_manifest_settings.adopt", _cut(adopt), "use true (take over an existing Knative Service of "
                                                               "this name that knfleet did not create) or false")
         return None, c.problems
-    return ManifestService(out, f"{file} ({where})", model, smoke, rollout, tuple(added), adopt), c.problems
+    prepull = entry.get("prepull")
+    if prepull is not None and not isinstance(prepull, bool):
+        c.error("model_manifest_settings.prepull", _cut(prepull), "use true (pull the image onto every GPU node the "
+                                                                  "service may run on before it is needed) or false")
+        return None, c.problems
+    return ManifestService(out, f"{file} ({where})", model, smoke, rollout, tuple(added), adopt, prepull), \
+        c.problems
 
 
 def _smoke(ann: dict[str, str], entry: Mapping[str, Any], c: _Doc) -> str | bool | None:

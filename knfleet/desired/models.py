@@ -65,6 +65,7 @@ class Model:
     smoke: str | bool | None = None  # always | when-warm | never (true = default, false = never); None: default
     rollout: progressive.Rollout = progressive.REPLACE  # how a new version reaches traffic (desired.progressive)
     adopt: bool = False  # take over an existing Knative Service of this name that knfleet did not create
+    prepull: bool | None = None  # its image pulled onto its GPU nodes before it is needed; None: group data `prepull`
 
     @property
     def ref(self) -> str:
@@ -171,6 +172,9 @@ SCALARS: dict[str, tuple[Any, str]] = {
                 "use a mapping: {strategy: progressive, steps: [5, 25, 50, 100], bake: 60s, checks: {...}}"),
     "adopt": (lambda v: isinstance(v, bool), "use true (take over an existing Knative Service of this name that "
                                              "knfleet did not create) or false"),
+    "prepull": (lambda v: v is None or isinstance(v, bool),
+                "use true (pull the image onto every GPU node the model may run on before it is needed, with a "
+                "DaemonSet) or false; unset: group data `prepull`"),
     "smoke": (lambda v: v is None or isinstance(v, bool) or v in SMOKE_POLICIES,
               "use always, when-warm or never (true: the default, when-warm for a service that can scale to zero; "
               "false: never)"),

@@ -23,6 +23,7 @@ from knfleet.desired import (
     mirror,
     models,
     ownership,
+    prepull,
     progressive,
     releases,
     render,
@@ -106,6 +107,13 @@ def install_rights(d: Desired) -> tuple[Right, ...]:
                Right("list", "serving.knative.dev", "services"), Right("delete", "serving.knative.dev", "services")}
     if d.models:  # a missing model namespace is created (an existing one only read)
         rights |= {Right("create", "", "namespaces"), Right("get", "", "namespaces")}
+    if d.models_given:  # the pre-pull DaemonSets: pruned across namespaces; waited for, down to their pods
+        rights |= {Right(v, "apps", "daemonsets") for v in ("list", "delete")}
+    if any(s.name == "prepull" for s in d.stages):
+        rights |= {Right("list", "", "nodes"), *(Right("list", g, r, ns) for ns in
+                                                 {o["metadata"]["namespace"] for s in d.stages if s.name == "prepull"
+                                                  for o in s.objects if o.get("kind") == "DaemonSet"}
+                                                 for g, r in (("", "pods"), ("", "events")))}
     run = d.settings.run
     if d.models and run.smoke:
         rights |= {Right("get", g, r, m.namespace) for m in d.models
@@ -158,6 +166,7 @@ def uninstall_rights(d: Desired) -> tuple[Right, ...]:
     rights |= {Right("list", k[0].rpartition("/")[0], resource_of(k[1])) for k in STILL_DELETING_KINDS}
     rights |= {Right("delete", k[0].rpartition("/")[0], resource_of(k[1])) for k in USER_KINDS}
     rights.add(Right("create", "serving.knative.dev", "services", "knative-serving"))  # a dry run only
+    rights |= {Right(v, "apps", "daemonsets") for v in ("list", "delete")}  # knfleet's pre-pull DaemonSets
     return tuple(sorted(rights))
 
 
@@ -200,7 +209,16 @@ class ServicesReady:
     refs: tuple[str, ...]
 
 
-Check = CrdsEstablished | DeploymentsAvailable | ReplicasReady | WebhookServing | PodsReady | ServicesReady
+@dataclass(frozen=True)
+class ImagesPulled:
+    """Every node each pre-pull DaemonSet ("ns/name") should run on has its pod Ready for the DaemonSet's current
+    generation: its init container ran the image, so the kubelet has it (knfleet.desired.prepull)."""
+
+    daemonsets: tuple[str, ...]
+
+
+Check = CrdsEstablished | DeploymentsAvailable | ReplicasReady | WebhookServing | PodsReady | ServicesReady \
+    | ImagesPulled
 
 
 # --- the steps ---------------------------------------------------------------------------------------------------
@@ -309,6 +327,30 @@ class Prune:
     remove_all: bool = False
     task: str = "services"
     title: str = "Delete model services removed from group data"
+
+
+@dataclass(frozen=True)
+class PrunePrepull:
+    """Delete knfleet's pre-pull DaemonSets (of this owner; of every owner on uninstall) that the models no longer
+    want (a model removed, or its prepull turned off), each only when knfleet's field manager applied it."""
+
+    selector: str
+    keep: tuple[str, ...]  # "ns/name" of the DaemonSets the run applies
+    timeout: int
+    task: str = "services"
+    title: str = "Delete pre-pull DaemonSets no model needs any more"
+
+
+@dataclass(frozen=True)
+class Prepulled:
+    """The gate of the pre-pull: every pre-pull DaemonSet Ready on all its nodes (knfleet.kube.readiness
+    `images_pulled`), or, at the timeout, the cluster fails with PrepullFailed naming each node and the kubelet's
+    reason; the nodes that have each image are said and kept in the report."""
+
+    check: ImagesPulled
+    timeout: int
+    task: str = "services"
+    title: str = "Pre-pulled images on every eligible node (DaemonSets Ready)"
 
 
 @dataclass(frozen=True)
@@ -424,7 +466,7 @@ class Removed:
 
 
 Step = Preflight | Capacity | Lock | Version | Apply | Gate | Obsolete | PostInstall | Prune | Own | Smoke | Rollout \
-    | Rollback | Guard | DeleteServices | Delete | Removed
+    | Rollback | Guard | DeleteServices | Delete | Removed | Prepulled | PrunePrepull
 
 
 @dataclass(frozen=True)
@@ -509,6 +551,7 @@ def desired(host_name: str, data: Any, bundle_loader: Any = bundle.load) -> Desi
         if found or mine.services:
             stages.append(render.Stage("services", tuple(owned_stage(models.render_manifest(found, cfg.owner), mine,
                                                                      cfg.owner))))
+            stages += prepull_stage(cfg, stages, (*found, *mine.services))
         if upgrade.JOBS_FILE in b.files:
             jobs = tuple(render.images(j, cfg) for j in
                          upgrade.post_install_jobs(render.load_docs(b.text(upgrade.JOBS_FILE))))
@@ -536,10 +579,41 @@ STAGE_TITLES = {
     "kourier": ("kourier", "Kourier (kourier.yaml)"),
     "proxy": ("proxy", "knative-nginx proxy"),
     "services": ("services", "Model services (Knative Services)"),
+    "prepull": ("services", "Pre-pull images on the GPU nodes (DaemonSets)"),
 }
 
 
 RELEASE_STAGES = ("crds", "config", "core", "kourier")
+
+
+def prepulls(m: models.Model | manifests.ManifestService, cfg: settings.InstallSettings) -> bool:
+    """Whether a model service's image is pulled first: its own `prepull`, else group data's."""
+    return cfg.prepull if m.prepull is None else m.prepull
+
+
+def prepull_stage(cfg: settings.InstallSettings, stages: list[render.Stage],
+                  found: tuple[models.Model | manifests.ManifestService, ...]) -> list[render.Stage]:
+    """The pre-pull DaemonSets (knfleet.desired.prepull) of the model services with prepull on, made from their
+    rendered Knative Services, and the queue-proxy image's from the config stage as installed."""
+    wanted = {m.ref for m in found if prepulls(m, cfg)}
+    by_ref = {readiness_ref(o): o for s in stages if s.name == "services" for o in s.objects
+              if o.get("kind") == "Service"}
+    services = [by_ref[r] for r in by_ref if r in wanted]
+    if not services:
+        return []
+    queue = prepull.queue_image(next((s.objects for s in stages if s.name == "config"), ()))
+    daemonsets = prepull.objects(services, queue, cfg.owner, cfg.image_mirror, cfg.image_pull_secrets)
+    # a namespace model_manifests declare is applied with the services, after the pre-pull: applied here first too
+    # (the same object under the same field manager: the two applies agree)
+    wanted_ns = {o["metadata"]["namespace"] for o in daemonsets}
+    declared = [o for s in stages if s.name == "services" for o in s.objects
+                if o.get("kind") == "Namespace" and o["metadata"]["name"] in wanted_ns]
+    return [render.Stage("prepull", tuple(declared + daemonsets))]
+
+
+def prepull_wait(d: Desired) -> int:
+    """How long the pre-pull may take: host data `prepull_timeout`, else as long as the model services may take."""
+    return d.settings.run.prepull_timeout or model_wait(d)
 
 
 def image_warnings(cfg: settings.InstallSettings, stages: list[render.Stage], found: list[models.Model]) -> list[str]:
@@ -652,12 +726,15 @@ def install(d: Desired) -> list[Step]:
     plain = tuple(m.ref for m in d.models if not m.rollout.progressive)
     if d.models:  # knfleet's own only; then the services a new version replaces at once (progressive ones roll out)
         steps.append(Own(cfg.owner, refs, tuple(m.ref for m in d.models if m.adopt), own_namespaces(d)))
+        if "prepull" in stage:  # the images on the GPU nodes before any revision (or rollout) needs them
+            steps += [apply("prepull"), Prepulled(ImagesPulled(prepull_refs(d)), prepull_wait(d))]
         task, title = STAGE_TITLES["services"]
         steps.append(Apply("services", tuple(o for o in stage["services"].objects if not progressive_service(d, o)),
                            task, title, webhook_retry=float(t), notes=manifest_notes(d)))
     if d.models_given:  # no `models` in group data: nothing is pruned (an empty list removes every service)
         steps.append(Prune(f"{MANAGED},{ownership.OWNER}={cfg.owner}", refs, model_wait(d), cfg.owner,
                            remove_all=not d.models))
+        steps.append(PrunePrepull(prepull.selector(cfg.owner), prepull_refs(d), t))
     if plain:
         steps.append(Gate(ServicesReady(plain), model_wait(d), "services",
                           "Model services Ready (observedGeneration, latest revision)"))
@@ -665,6 +742,12 @@ def install(d: Desired) -> list[Step]:
     if d.models and run.smoke and targets:
         steps.append(smoke_step(d, targets))
     return steps
+
+
+def prepull_refs(d: Desired) -> tuple[str, ...]:
+    """The pre-pull DaemonSets ("ns/name") the run applies."""
+    return tuple(readiness_ref(o) for s in d.stages if s.name == "prepull" for o in s.objects
+                 if o.get("kind") == "DaemonSet")
 
 
 def owned_stage(model_objects: list[dict[str, Any]], mine: manifests.Manifests, owner: str) -> list[dict[str, Any]]:
@@ -773,6 +856,8 @@ def uninstall(d: Desired) -> list[Step]:
             "Delete every Knative Service, DomainMapping, Route, Configuration (force_uninstall)" if force
             else DeleteServices.title)),
     ]
+    steps.append(PrunePrepull(prepull.selector(None), (), t, task="uninstall",
+                              title="Delete knfleet's pre-pull DaemonSets"))
     steps += [Delete(s.name, s.objects, t, title=f"Delete {s.name}") for s in d.stages]
     steps.append(Removed(t))
     return steps

@@ -54,6 +54,8 @@ DATA_KEYS = (
     "prometheus_url", "rollback", "rollout_retry",
     # model services from the user's own Knative Service YAML (knfleet.desired.manifests)
     "model_manifests", "model_manifest_settings",
+    # images pulled onto the GPU nodes before they are needed (knfleet.desired.prepull, docs/prepull.md)
+    "prepull", "prepull_timeout",
     # ownership and transport (docs/security.md)
     "allow_insecure", "owner", "uninstall_foreign",
 )
@@ -114,6 +116,7 @@ class InstallSettings:
     unreachable_registries: tuple[str, ...] = ()  # what `knfleet lint` and the run report images still pointing at
     bundle_files: tuple[tuple[str, str, str], ...] = ()  # (release file, vendor file name, sha256)
     owner: str = ownership.DEFAULT_OWNER  # the knfleet.dev/owner label of the model services (one per inventory)
+    prepull: bool = False  # every model's image pulled onto its GPU nodes first, unless the model says otherwise
     run: RunSettings = field(default_factory=lambda: RunSettings())
 
     def owned_config(self) -> dict[str, dict[str, str]]:
@@ -151,6 +154,7 @@ class RunSettings:
     lock_wait: int = 0
     request_timeout: int = 30
     model_wait_timeout: int | None = None  # None: the longest progress deadline of the models + 60 s
+    prepull_timeout: int | None = None  # how long the pre-pull may take; None: as model_wait_timeout
     smoke: bool = True
     smoke_url: str | None = None
     smoke_internal_url: str | None = None
@@ -227,6 +231,7 @@ def run_settings(get: Any) -> RunSettings:
         lock_wait=seconds("lock_wait", get("lock_wait"), 0, minimum=0),
         request_timeout=seconds("request_timeout", get("request_timeout"), 30),
         model_wait_timeout=seconds("model_wait_timeout", get("model_wait_timeout"), None),
+        prepull_timeout=seconds("prepull_timeout", get("prepull_timeout"), None),
         smoke=boolean("smoke", get("smoke"), True),
         smoke_url=url("smoke_url", get("smoke_url")),
         smoke_internal_url=url("smoke_internal_url", get("smoke_internal_url")),
@@ -351,6 +356,7 @@ def from_data(data: Any) -> InstallSettings:
                                      for r in _list("unreachable_registries", get("unreachable_registries"))),
         bundle_files=_bundle_files(get("knative_bundle_files")),
         owner=owner(get("owner")),
+        prepull=boolean("prepull", get("prepull"), False),
         run=run_settings(get),
     )
     errors = [str(p) for p in knative_problems(cfg.configmaps(), version) if p.severity == "error"]

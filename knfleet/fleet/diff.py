@@ -14,7 +14,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from knfleet.desired import ownership, plan, settings
+from knfleet.desired import ownership, plan, prepull, settings
 from knfleet.desired import progressive as pr
 from knfleet.errors import InputError, Reason
 from knfleet.fleet import inventory as inv
@@ -53,6 +53,14 @@ def removed_services(cluster: Cluster, step: plan.Prune) -> list[diff.Drift]:
             for o in gone]
 
 
+def removed_daemonsets(cluster: Cluster, step: plan.PrunePrepull) -> list[diff.Drift]:
+    """knfleet's pre-pull DaemonSets no model wants any more: the run deletes them (its own rule,
+    knfleet.desired.prepull.unwanted)."""
+    gone, _left = prepull.unwanted(cluster.list(*readiness.DAEMONSET, selector=step.selector), step.keep)
+    return [diff.Drift(f"DaemonSet/{readiness.name_of(o)}", "no model pre-pulls it any more: the run deletes it")
+            for o in gone]
+
+
 def refused_takeovers(cluster: Cluster, step: plan.Own) -> list[diff.Drift]:
     """Knative Services of the models' names that the run would refuse to take over (its Own step): the run stops
     there, so they are errors here too (exit 3), named with their managers."""
@@ -86,6 +94,8 @@ def compare(name: str, steps: list[plan.Step], cluster: Cluster) -> ClusterOutco
                 stage = step.stage
             elif isinstance(step, plan.Prune):
                 found, stage = removed_services(cluster, step), "services"
+            elif isinstance(step, plan.PrunePrepull):
+                found, stage = removed_daemonsets(cluster, step), "prepull"
             elif isinstance(step, plan.Rollout):
                 found, stage = rollout_drift(cluster, step, records), "services"
             elif isinstance(step, plan.Own):

@@ -23,6 +23,12 @@ def name_of(obj: dict[str, Any]) -> str:
     return f"{m.get('namespace')}/{m.get('name')}" if m.get("namespace") else str(m.get("name"))
 
 
+def prepull_pod(pod: dict[str, Any]) -> bool:
+    """A pod of knfleet's pre-pull DaemonSets (knfleet.desired.prepull): the queue-proxy's lives in knative-serving,
+    and its readiness is the pre-pull's wait, not the control plane's."""
+    return "knfleet.dev/prepull" in ((pod.get("metadata") or {}).get("labels") or {})
+
+
 def is_job_pod(pod: dict[str, Any]) -> bool:
     return any(o.get("kind") == "Job" for o in (pod.get("metadata") or {}).get("ownerReferences") or [])
 
@@ -91,6 +97,87 @@ def deployment_problem(dep: dict[str, Any], pods: list[dict[str, Any]], events: 
         lines += [f"  no pods: event {e.get('reason')}: {e.get('message', '').strip()}" for e in repl[-2:]] \
             or ["  no pods created yet"]
     return "\n".join(lines)
+
+
+def daemonset_ready(ds: dict[str, Any]) -> bool:
+    """A DaemonSet's pods are Ready on every node it should run on, for its current generation: the controller saw
+    this generation, and desired == updated == ready, none unavailable."""
+    st = ds.get("status") or {}
+    want = int(st.get("desiredNumberScheduled") or 0)
+    return int(st.get("observedGeneration") or 0) >= int(ds["metadata"].get("generation") or 0) \
+        and int(st.get("updatedNumberScheduled") or 0) == want and int(st.get("numberReady") or 0) == want \
+        and not int(st.get("numberUnavailable") or 0)
+
+
+def pull_errors(pod: dict[str, Any], events: list[dict[str, Any]]) -> list[str]:
+    """The kubelet's image pull errors of a pod: each (init) container waiting on ErrImagePull, ImagePullBackOff,
+    InvalidImageName or ErrImageNeverPull with its message, and the pod's warning events about pulls."""
+    st = pod.get("status") or {}
+    out = []
+    for cs in [*(st.get("initContainerStatuses") or []), *(st.get("containerStatuses") or [])]:
+        w = (cs.get("state") or {}).get("waiting") or {}
+        if w.get("reason") in PULL_REASONS:
+            out.append(f"container {cs.get('name')} ({cs.get('image')}) {w['reason']}"
+                       + (f": {w['message']}" if w.get("message") else ""))
+    name = (pod.get("metadata") or {}).get("name")
+    for e in events:
+        if e.get("type") == "Warning" and (e.get("involvedObject") or {}).get("name") == name \
+                and ("pull" in (e.get("message") or "").lower() or e.get("reason") in ("Failed", "BackOff")):
+            out.append(f"event {e.get('reason')}: {(e.get('message') or '').strip()}")
+    return list(dict.fromkeys(out))[-3:] if out else []
+
+
+PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+
+
+def daemonset_problem(ds: dict[str, Any], pods: list[dict[str, Any]], events: list[dict[str, Any]]) -> str:
+    """Why a DaemonSet is not Ready everywhere, node by node: each pod not Ready (the kubelet's pull errors first),
+    and how many nodes have no pod yet."""
+    st = ds.get("status") or {}
+    want = int(st.get("desiredNumberScheduled") or 0)
+    head = (f"daemonset {name_of(ds)}: {int(st.get('numberReady') or 0)}/{want} node(s) Ready, "
+            f"{int(st.get('updatedNumberScheduled') or 0)} updated")
+    if int(st.get("observedGeneration") or 0) < int(ds["metadata"].get("generation") or 0):
+        head += f" (generation {ds['metadata'].get('generation')} not observed yet)"
+    selector = ((ds.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    mine = [p for p in pods if all((p["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())
+            and pod_counts(p)]
+    lines = [head]
+    for p in sorted(mine, key=lambda q: (q.get("spec") or {}).get("nodeName") or ""):
+        if pod_ready(p):
+            continue
+        node = (p.get("spec") or {}).get("nodeName") or "(not scheduled)"
+        errors = pull_errors(p, events)
+        lines.append(f"  node {node}: " + ("; ".join(errors) if errors else pod_problem(p, events)))
+    if len(mine) < want:
+        lines.append(f"  {want - len(mine)} node(s) without a pod yet")
+    return "\n".join(lines)
+
+
+def daemonset_short(ds: dict[str, Any], pods: list[dict[str, Any]]) -> str:
+    """A DaemonSet's nodes without the image, each with the kubelet's reason in a word (ErrImagePull, ...)."""
+    selector = ((ds.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    out = []
+    for p in sorted(pods, key=lambda q: (q.get("spec") or {}).get("nodeName") or ""):
+        if pod_ready(p) or not pod_counts(p) or not all(
+                (p["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items()):
+            continue
+        st = p.get("status") or {}
+        waiting = [((cs.get("state") or {}).get("waiting") or {}).get("reason") for cs in
+                   [*(st.get("initContainerStatuses") or []), *(st.get("containerStatuses") or [])]]
+        why = next((w for w in waiting if w in PULL_REASONS), None) or next((w for w in waiting if w), None) \
+            or "not Ready"
+        out.append(f"{(p.get('spec') or {}).get('nodeName') or '(not scheduled)'} {why}")
+    want = int((ds.get("status") or {}).get("desiredNumberScheduled") or 0)
+    ready = int((ds.get("status") or {}).get("numberReady") or 0)
+    return f"{ready}/{want} node(s)" + (f" ({', '.join(out)})" if out else "")
+
+
+def daemonset_nodes(ds: dict[str, Any], pods: list[dict[str, Any]]) -> list[str]:
+    """The nodes where a DaemonSet's pods are Ready."""
+    selector = ((ds.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return sorted({(p.get("spec") or {}).get("nodeName") or "" for p in pods if pod_ready(p) and pod_counts(p)
+                   and all((p["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())} - {""})
 
 
 def node_problem(node: dict[str, Any]) -> str:
@@ -163,6 +250,7 @@ def service_problem(ksvc: dict[str, Any]) -> str:
 # --- applying the rules to a cluster ------------------------------------------------------------------------------
 CRD = ("apiextensions.k8s.io/v1", "CustomResourceDefinition")
 DEPLOYMENT = ("apps/v1", "Deployment")
+DAEMONSET = ("apps/v1", "DaemonSet")
 POD = ("v1", "Pod")
 EVENT = ("v1", "Event")
 KSVC = ("serving.knative.dev/v1", "Service")
@@ -204,7 +292,7 @@ def evaluate(cluster: Any, check: Any) -> tuple[bool, str]:
                          + (f": {p['status']['reason']}" if (p.get("status") or {}).get("reason") else "") + ")"
                          for p in all_pods if (p.get("status") or {}).get("phase") in ("Succeeded", "Failed")
                          and not is_job_pod(p)]
-            pods = [p for p in all_pods if pod_counts(p)]
+            pods = [p for p in all_pods if pod_counts(p) and not prepull_pod(p)]
             bad = [p for p in pods if not pod_ready(p)]
             if bad:
                 events = cluster.list(*EVENT, ns)
@@ -223,8 +311,68 @@ def evaluate(cluster: Any, check: Any) -> tuple[bool, str]:
             elif not service_ready(obj):
                 problems.append(service_problem(obj))
         return not problems, "\n".join(problems) or f"{len(check.refs)} model service(s) Ready"
+    if isinstance(check, plan.ImagesPulled):
+        return images_pulled(cluster, check.daemonsets)
     if isinstance(check, plan.WebhookServing):
         from knfleet.kube import webhook
         return webhook.serving(cluster)
     raise TypeError(f"unknown check {check!r}")
 
+
+
+def images_pulled(cluster: Any, refs: tuple[str, ...]) -> tuple[bool, str]:
+    """(every pre-pull DaemonSet Ready on all its nodes?, why): the nodes that have each image, or, node by node,
+    what the kubelet says about those that do not (its pull errors)."""
+    problems, done, warnings, short = [], [], [], []
+    for ref in refs:
+        ns, name = ref.split("/", 1)
+        ds = next((d for d in cluster.list(*DAEMONSET, ns) if d["metadata"]["name"] == name), None)
+        if ds is None:
+            problems.append(f"daemonset {ref}: not found")
+            short.append(f"{ref} not found")
+            continue
+        pods = cluster.list(*POD, ns)
+        if not daemonset_ready(ds):
+            events = cluster.list(*EVENT, ns)
+            problems.append(daemonset_problem(ds, pods, events))
+            short.append(f"{ref}: " + daemonset_short(ds, pods))
+            continue
+        nodes = daemonset_nodes(ds, pods)
+        left_out = unlabelled_gpu_nodes(ds, cluster.list(*NODE))
+        if left_out:
+            warnings.append(f"warning: {ref}: GPU node(s) without the label {'='.join(GPU_LABEL)} are not pre-pulled: "
+                            f"{', '.join(left_out)} (label them, or give the model a node_selector)")
+        if not nodes:
+            warnings.append(f"warning: {ref}: no node matches its nodeSelector, GPU label and tolerations: nothing "
+                            "was pre-pulled (a node that comes later pulls the image when it joins)")
+        done.append(f"{ref} on {len(nodes)} node(s)" + (f" ({', '.join(nodes)})" if nodes else ""))
+    if problems:  # the first line for the closing line: each node and the kubelet's reason in a word
+        return False, "\n".join(["images not on every eligible node: " + "; ".join(short), *problems])
+    return True, "\n".join(["images on every eligible node: " + "; ".join(done), *warnings])
+
+
+GPU_LABEL = ("nvidia.com/gpu.present", "true")  # knfleet.desired.prepull.GPU_NODE_LABEL
+
+
+def _matches(term: dict[str, Any], labels: dict[str, str]) -> bool:
+    return all(e.get("operator") == "In" and labels.get(e.get("key")) in (e.get("values") or [])
+               for e in term.get("matchExpressions") or [])
+
+
+def unlabelled_gpu_nodes(ds: dict[str, Any], nodes: list[dict[str, Any]]) -> list[str]:
+    """The GPU nodes a pre-pull DaemonSet placed by the GPU node label leaves out although its pods' tolerations
+    and nodeSelector allow them: they have GPUs but not the label (the model's revisions may still land there)."""
+    from knfleet.desired import capacity
+
+    spec = ((ds.get("spec") or {}).get("template") or {}).get("spec") or {}
+    terms = ((((spec.get("affinity") or {}).get("nodeAffinity") or {})
+              .get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms") or [])
+    if not any(e.get("key") == GPU_LABEL[0] for t in terms for e in t.get("matchExpressions") or []):
+        return []
+    need = capacity.Need("", 1, 1, dict(spec.get("nodeSelector") or {}), tuple(spec.get("tolerations") or ()))
+    out = []
+    for n in nodes:
+        node = capacity.node_of(n)
+        if node.gpus > 0 and not any(_matches(t, node.labels) for t in terms) and not capacity.why_not(need, node):
+            out.append(node.name)
+    return sorted(out)

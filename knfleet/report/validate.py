@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from knfleet.errors import InputError, shown
-from knfleet.report.records import COLD_PHASES
+from knfleet.report.records import COLD_PHASES, COLD_TRIGGERS  # the cold-start record's shape (docs/cold-starts.md)
 
 
 class ReportError(InputError):
@@ -42,6 +42,10 @@ def _strings(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(x, str) for x in v)
 
 
+def _seconds(v: Any) -> bool:
+    return _number(v) and v >= 0
+
+
 def _boolean(v: Any) -> bool:
     return isinstance(v, bool)
 
@@ -52,7 +56,8 @@ def _timestamp(v: Any) -> bool:
 
 WHAT = {_boolean: "true or false", _number: "a finite number", _integer: "a whole number", _string: "a string",
         _strings: "a list of strings",
-        _timestamp: "a Unix time (seconds since 1970, a finite number)"}
+        _timestamp: "a Unix time (seconds since 1970, a finite number)",
+        _seconds: "a number of seconds (finite, 0 or more)"}
 
 
 def _kind(check: Check, null: bool) -> str:
@@ -99,11 +104,12 @@ ROLLOUT_STEP: dict[str, tuple[Check, bool]] = {"percent": (_number, False), "ok"
                                                "check": (_string, True)}
 FIGURES: dict[str, tuple[Check, bool]] = {"requests": (_number, False), "errors": (_number, False),
                                           "p95_s": (_number, True), "ttft_p95_s": (_number, True)}
-COLD_START: dict[str, tuple[Check, bool]] = {  # one revision pod's cold start (docs/cold-starts.md)
-    "service": (_string, False), "revision": (_string, False), "pod": (_string, False), "node": (_string, True),
-    "image": (_string, True), "trigger": (_string, False), "started": (_timestamp, True), "total_s": (_number, True),
-}
 REQUIRED = {"step": ("title",), "smoke": ("service",), "service": ("service",), "operation": ("op",)}
+# issue 25: a cluster's `cold_starts` (docs/advise.md; the shape is the cold-start record's, records.ColdStart)
+COLD_START: dict[str, tuple[Check, bool]] = {
+    "service": (_string, False), "revision": (_string, True), "pod": (_string, True), "node": (_string, True),
+    "image": (_string, True), "started": (_timestamp, True), "total_s": (_seconds, True),
+}
 
 
 def _list(path: str, where: str, obj: dict[str, Any], key: str) -> list[Any]:
@@ -134,19 +140,25 @@ def _rollouts(path: str, where: str, o: dict[str, Any]) -> None:
 
 
 def _cold_starts(path: str, where: str, o: dict[str, Any]) -> None:
+    """Each cold-start record: its fields' types, a trigger knfleet writes, phases among the five (seconds or
+    null: a phase that could not be told)."""
     for i, c in enumerate(_list(path, where, o, "cold_starts")):
         at = f"{where}.cold_starts[{i}]"
-        _fields(path, at, c, COLD_START, ("service", "revision", "phases"))
-        phases = c["phases"]
+        _fields(path, at, c, COLD_START, ("service", "trigger"))
+        if c["trigger"] not in COLD_TRIGGERS:
+            raise ReportError(f"{path}: {at}.trigger: {shown(c['trigger'], 80)} is not allowed; expected one of "
+                              f"{', '.join(COLD_TRIGGERS)}")
+        phases = c.get("phases", {})
+        if phases is None:
+            continue
         if not isinstance(phases, dict):
             raise ReportError(f"{path}: {at}.phases: {shown(phases, 80)} is not allowed; expected an object")
-        for key, value in phases.items():
+        for key, v in phases.items():
             if key not in COLD_PHASES:
-                raise ReportError(f"{path}: {at}.phases.{key}: not a cold-start phase; allowed: "
-                                  f"{', '.join(COLD_PHASES)}")
-            if value is not None and not (_number(value) and value >= 0):
-                raise ReportError(f"{path}: {at}.phases.{key}: {shown(value, 80)} is not allowed; expected a number "
-                                  "of seconds >= 0 or null")
+                raise ReportError(f"{path}: {at}.phases.{key}: not a phase; allowed: {', '.join(COLD_PHASES)}")
+            if v is not None and not _seconds(v):
+                raise ReportError(f"{path}: {at}.phases.{key}: {shown(v, 80)} is not allowed; expected "
+                                  f"{_kind(_seconds, True)}")
 
 
 def _fields(path: str, where: str, obj: Any, schema: dict[str, tuple[Check, bool]], required: tuple[str, ...] = ()

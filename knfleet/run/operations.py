@@ -5,6 +5,7 @@ in rooms of their own, in the order of a run:
     upgrading   Version, Obsolete, PostInstall
     applying    Apply, Gate
     services    Own, Prune, Smoke
+    prepull     Prepulled, PrunePrepull (the pre-pull DaemonSets are applied by Apply; waited for; pruned)
     progressive Rollout, Rollback (a new model version, step by step; back to the previous one)
     uninstall   Guard, DeleteServices, Delete, Removed
 
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from knfleet.desired import plan as p
-from knfleet.run import applying, preflight, progressive, services, uninstall, upgrading
+from knfleet.run import applying, preflight, prepull, progressive, services, uninstall, upgrading
 
 OPERATIONS: dict[type, Callable[..., Any]] = {
     p.Preflight: preflight.preflight, p.Capacity: preflight.gpu_capacity, p.Lock: preflight.take_lock,
@@ -27,6 +28,7 @@ OPERATIONS: dict[type, Callable[..., Any]] = {
     p.Rollout: progressive.rollout, p.Rollback: progressive.roll_back,
     p.Guard: uninstall.guard, p.DeleteServices: uninstall.delete_services, p.Delete: uninstall.delete,
     p.Removed: uninstall.removed,
+    p.Prepulled: prepull.prepulled, p.PrunePrepull: prepull.prune_prepull,
 }
 
 

@@ -33,7 +33,8 @@ def test_install_plan_reads_like_the_flow():
         "Gate:DeploymentsAvailable", "Gate:WebhookServing", "Apply:kourier", "Gate:DeploymentsAvailable",
         "Apply:proxy", "Gate:DeploymentsAvailable", "Gate:DeploymentsAvailable", "Gate:PodsReady",
         "Obsolete:NoneType", "PostInstall:NoneType",
-        "Own:NoneType", "Apply:services", "Prune:NoneType", "Gate:ServicesReady", "Smoke:NoneType"]
+        "Own:NoneType", "Apply:services", "Prune:NoneType", "PrunePrepull:NoneType", "Gate:ServicesReady",
+        "Smoke:NoneType"]
     assert steps[4].before_upgrade == "1.17.0" and steps[-1].before_upgrade is None
     assert steps[1].mode == "refuse" and steps[1].needs[0].gpus == 2  # 1 GPU x (initial scale 1 + a rollout pod)
     config = next(s for s in steps if isinstance(s, plan.Apply) and s.stage == "config")
@@ -49,6 +50,8 @@ def test_without_models_nothing_is_pruned_an_empty_list_prunes_all_and_smoke_can
     another inventory's; now only an explicit list prunes, and only the owner's services."""
     assert not any(isinstance(s, (plan.Prune, plan.Own)) for s in plan.plan(desired()))
     steps = plan.plan(desired({"models": []}))
+    assert isinstance(steps[-1], plan.PrunePrepull) and steps[-1].keep == ()  # the pre-pull DaemonSets go too
+    steps = steps[:-1]
     assert isinstance(steps[-1], plan.Prune) and steps[-1].keep == () and steps[-1].remove_all
     assert steps[-1].selector == "app.kubernetes.io/managed-by=knfleet,knfleet.dev/owner=default"
     some = plan.plan(desired({"models": [{}], "owner": "team-a"}))

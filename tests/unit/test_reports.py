@@ -315,7 +315,7 @@ def test_completion_script(tmp_path, shell):
     if shell == "zsh":
         assert run.stdout.startswith("#compdef knfleet") and "bashcompinit" in run.stdout
     assert set(complete(script, "")) == {"lint", "rollout", "rollback", "status", "diff", "doctor", "report",
-                                         "completion", "--help", "--version"}
+                                         "advise", "completion", "--help", "--version"}
     assert sorted(complete(script, "ro")) == ["rollback", "rollout"]
     assert complete(script, "rollo") == ["rollout"]
     assert sorted(complete(script, "rollout", "--re")) == ["--report", "--report-html", "--resume"]
@@ -331,6 +331,9 @@ def test_completion_script(tmp_path, shell):
     (tmp_path / "notes.txt").write_text("")
     assert complete(script, "report", "", cwd=tmp_path) == ["r1.json"]
     assert sorted(complete(script, "lint", "group_data/")) == ["group_data/all.py", "group_data/local.py"]
+    assert complete(script, "advise", "", cwd=tmp_path) == ["r1.json"]  # issue 25: saved reports
+    assert sorted(complete(script, "advise", "--g")) == ["--gpu-hour-cost", "--gpus-per-pod"]
+    assert complete(script, "lint", "group_data/all.py", "--reports", "", cwd=tmp_path) == ["r1.json"]
 
 
 def test_zsh_completion_through_bashcompinit(tmp_path):
