@@ -119,17 +119,23 @@ def with_nodes(cluster: Cluster, message: str) -> str:
     return f"{head.rstrip(':')} ({short}):\n{rest}\n{lines}"
 
 
+def look(cluster: Cluster, check: Any) -> tuple[bool, str]:
+    """One look at a readiness check, before deciding whether to wait: what this run read in the last seconds (writes
+    clear it) is fresh enough; an API error is a "not ready" whose reason the wait then gives."""
+    cluster.expire(5.0)
+    try:
+        return readiness.evaluate(cluster, check)
+    except KubeError as err:
+        return False, str(err)
+
+
 @operation()
 def gate(step: p.Gate):
     """Look once; wait (polling the same connection) only when something is not ready. On giving up, the error
     names each object and why."""
     t0 = time.monotonic()
     cluster = current_cluster()
-    cluster.expire(5.0)  # what this run read in the last seconds (writes clear it) is fresh enough to look at
-    try:
-        ready, why = readiness.evaluate(cluster, step.check)
-    except KubeError as err:
-        ready, why = False, str(err)
+    ready, why = look(cluster, step.check)
     if ready:
         if why.startswith("warning: "):
             warn(why)

@@ -18,7 +18,7 @@ from knfleet.desired.prepull import unwanted
 from knfleet.errors import NotReadyError, Reason, StuckError
 from knfleet.kube import readiness, wait
 from knfleet.kube.client import Cluster, KubeError
-from knfleet.run.applying import with_nodes
+from knfleet.run.applying import look, with_nodes
 from knfleet.run.context import cluster as current_cluster
 from knfleet.run.context import command, fail, save_notes, say, state, unchanged, warn
 
@@ -53,11 +53,7 @@ def prepulled(step: p.Prepulled):
     """Look once; wait only when an image is not on every eligible node yet."""
     t0 = time.monotonic()
     cluster = current_cluster()
-    cluster.expire(5.0)  # what this run read in the last seconds (writes clear it) is fresh enough to look at
-    try:
-        ready, why = readiness.evaluate(cluster, step.check)
-    except KubeError as err:
-        ready, why = False, str(err)
+    ready, why = look(cluster, step.check)
     if ready:
         unchanged(step.title, say_warnings(why), t0)
         return
