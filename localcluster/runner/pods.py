@@ -120,6 +120,7 @@ class Container:
     path: Path | None = None  # the build that runs; None: nothing may run, `blocked` says why
     blocked: tuple[str, str] | None = None  # (waiting reason, message)
     waiting: tuple[str, str] | None = None  # cannot be created yet (a missing Secret, ...): (reason, message)
+    container_id: str | None = None  # of the last process started (kept after it exited, as a kubelet keeps it)
 
     @property
     def key(self) -> str:
@@ -420,7 +421,7 @@ class PodRunner:
                 argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 cwd=cwd, preexec_fn=_set_parent_death_signal)  # noqa: PLW1509
         c.started_at, c.started_mono, c.ready, c.probe_failures = now_iso(), time.monotonic(), False, 0
-        c.waiting = None
+        c.waiting, c.container_id = None, f"knfleet-runner://{c.popen.pid}"
         c.next_probe = time.monotonic() + float((c.readiness or {}).get("initialDelaySeconds") or 0)
         self.log(f"{c.key}: started pid {c.popen.pid}")
 
@@ -430,7 +431,7 @@ class PodRunner:
         ran = now - c.started_mono
         c.last_exit = {"terminated": {
             "exitCode": code if code >= 0 else 128 - code, "reason": "Completed" if code == 0 else "Error",
-            "startedAt": c.started_at, "finishedAt": now_iso()}}
+            "startedAt": c.started_at, "finishedAt": now_iso(), "containerID": c.container_id}}
         c.popen, c.ready = None, False
         self.log(f"{c.key}: exited with {code} after {ran:.1f}s (see {c.log})")
         if c.restart_policy == "Never" or (c.restart_policy == "OnFailure" and code == 0):
@@ -500,8 +501,9 @@ class PodRunner:
                 st["restartCount"] = c.restarts
                 st["ready"] = c.ready
                 st["started"] = c.popen is not None or c.ready
+                if c.pid or (c.done and c.container_id):  # a finished container keeps its ID, as a kubelet's does
+                    st["containerID"] = c.container_id
                 if c.pid:
-                    st["containerID"] = f"knfleet-runner://{c.pid}"
                     st["state"] = {"running": {"startedAt": c.started_at}}
                 elif c.ready:  # fault "ready-without-process"
                     st["state"] = {"running": {"startedAt": c.started_at}}

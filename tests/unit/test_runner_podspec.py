@@ -281,9 +281,13 @@ def test_a_knfleet_pod_runs_this_checkouts_knfleet_with_its_volumes_and_the_exit
 
 def test_a_knfleet_pod_that_exits_0_succeeds(runner):
     status = run_until_done(runner, knfleet_pod(["lint", "inventories/example.py"]))
+    (st,) = status["containerStatuses"]
+    (c,) = runner.containers.values()
     assert status["phase"] == "Succeeded"
-    assert status["containerStatuses"][0]["state"]["terminated"] == {
-        **status["containerStatuses"][0]["state"]["terminated"], "exitCode": 0, "reason": "Completed"}
+    assert st["state"]["terminated"]["exitCode"] == 0 and st["state"]["terminated"]["reason"] == "Completed"
+    # the container's ID stays once it exited, as a kubelet keeps it: the process that ran
+    assert st["containerID"] == st["state"]["terminated"]["containerID"] == c.container_id
+    assert c.container_id and c.container_id.startswith("knfleet-runner://")
 
 
 def test_a_pod_whose_command_is_not_in_the_image_fails_with_a_start_error_and_is_not_retried(runner):
