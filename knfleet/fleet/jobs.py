@@ -441,9 +441,10 @@ def coordinator_job(o: Options) -> dict[str, Any]:
             "spec": {
                 "backoffLimit": 6,
                 "podFailurePolicy": {"rules": [
-                    # 2: halted, 3: cannot start: running it again changes nothing
+                    # 0/1: done (1: some clusters failed), 2: halted, 3: cannot start: running it again changes
+                    # nothing. 4 (the management cluster failed it, or a crash) and a kill: a new pod resumes.
                     {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In",
-                                                          "values": [2, 3]}},
+                                                          "values": [1, 2, 3]}},
                     # a pod evicted or deleted (a node drained, a kill) does not count against backoffLimit
                     {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]},
                 "template": {
@@ -519,6 +520,11 @@ def load_fleet(path: str) -> dict[str, Any]:
             or not isinstance(doc.get("waves"), list) or not isinstance(doc.get("converge_shards"), list):
         raise JobsError(f"--fleet-file = {path!r} is not a knfleet fleet.json of version 1 (fleet, hosts, waves, "
                         "converge_shards)")
+    shards = [*doc["converge_shards"], *(s for w in doc["waves"] for s in w.get("shards") or [])]
+    unknown = sorted({c for s in shards for c in s} - set(doc["hosts"]))
+    if unknown:
+        raise JobsError(f"--fleet-file = {path!r}: the shards name the unknown host(s) {', '.join(unknown)}; allowed: "
+                        f"the hosts of its 'hosts' ({', '.join(sorted(doc['hosts'])) or 'none'})")
     return doc
 
 
