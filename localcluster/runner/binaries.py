@@ -28,6 +28,8 @@ class Binary:
     # a pod's `command` must name one of `commands`; a path below a key of `image_dirs` is rewritten to its folder.
     commands: tuple[str, ...] = ()
     workdir: str | None = None  # the image's WORKDIR (None: the pod's own folder)
+    # the image's ENV (its PATH and HOME are pods.image_path and the pod's folder here)
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def entrypoints(self) -> tuple[str, ...]:
@@ -57,7 +59,8 @@ BINARIES: tuple[Binary, ...] = (
     # knfleet's image (`knfleet jobs`: the CronJob's and the rollout's shards and coordinator): ENTRYPOINT knfleet,
     # WORKDIR /knfleet. Any registry, tag or digest whose repository's last path component is `knfleet`.
     Binary(name="knfleet", image=re.compile(r"(^|/)knfleet[:@]"), knative=False,
-           commands=("knfleet", "/opt/venv/bin/knfleet"), workdir="/knfleet"),
+           commands=("knfleet", "/opt/venv/bin/knfleet"), workdir="/knfleet",
+           env={"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}),
 )
 
 # The jq expression kwok's stages use to leave these pods' container status to the runner (a regex of kwok's jq).

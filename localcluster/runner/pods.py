@@ -399,7 +399,7 @@ class PodRunner:
     def _start(self, c: Container, pod: dict[str, Any]) -> None:
         ctr = next(x for x in pod["spec"]["containers"] if x["name"] == c.name)
         where = podspec.mounts(ctr, self._volumes(c, pod), image_dirs(c.binary))
-        env = {k: podspec.rewrite(v, where) for k, v in self._env(pod, ctr).items()}
+        env = {**c.binary.env, **{k: podspec.rewrite(v, where) for k, v in self._env(pod, ctr).items()}}
         for port, local in list(c.ports.items()):  # another cluster's process may have taken it meanwhile
             if not port_free(local):
                 c.ports[port] = free_port()
