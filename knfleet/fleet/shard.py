@@ -10,6 +10,7 @@ code path as `knfleet rollout`), and the outcome per cluster is written to a Con
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 import time
@@ -85,6 +86,8 @@ def converge(doc: dict[str, Any], names: list[str], kubeconfigs: Path, label: st
     results = failed_all(missing, doc, f"no kubeconfig {kubeconfigs}/<cluster>.kubeconfig mounted (its shard's "
                                        "Secret)", wave)
     todo = [n for n in names if n not in missing]
+    if os.getcwd() not in sys.path:  # as pyinfra's CLI and `knfleet rollout`: deploy.py imports tasks/ beside it
+        sys.path.append(os.getcwd())
     if todo:
         with tempfile.TemporaryDirectory(prefix="knfleet-shard-") as tmp:
             inv_file = Path(tmp) / "shard_inventory.py"
@@ -95,6 +98,10 @@ def converge(doc: dict[str, Any], names: list[str], kubeconfigs: Path, label: st
                                        dict(doc.get("data") or {}), label)
             except rollout.CannotStart as err:
                 got = failed_all(todo, doc, str(err), wave)
+            except Exception as err:  # noqa: BLE001 - whatever broke, the shard's result says so for each cluster
+                cause = getattr(err, "args", [None])[0] if type(err).__name__ == "UnexpectedExternalError" else err
+                say(f"{label}: the run failed: {type(cause).__name__}: {cause}")
+                got = failed_all(todo, doc, f"the shard's run failed: {type(cause).__name__}: {cause}", wave)
             for n in todo:
                 o = got.get(n) or ClusterOutcome(n, outcome.FAILED, host=f"@kube/{n}",
                                                  errors=["no result from pyinfra (could not connect?)"])
