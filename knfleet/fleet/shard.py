@@ -64,12 +64,17 @@ def inventory_text(doc: dict[str, Any], names: list[str], kubeconfigs: Path) -> 
 def result_configmap(name: str, namespace: str, doc: dict[str, Any], run: str,
                      results: dict[str, ClusterOutcome], kind: str, wave: int | None,
                      rollout: str | None) -> dict[str, Any]:
+    from knfleet.fleet.coordinator import REPORT_LIMIT, compact
+
     labels = {**jobs.MANAGED, jobs.FLEET_LABEL: doc["fleet"], jobs.RUN_LABEL: run}
+    text = json.dumps({"clusters": {n: o.as_dict() for n, o in results.items()}})
+    if len(text) > REPORT_LIMIT:  # a ConfigMap holds 1 MiB: keep each cluster's status, errors and smoke tests
+        text = json.dumps({"compact": True, "clusters": {n: compact(o.as_dict()) for n, o in results.items()}})
     if kind == "rollout":
         labels.update({jobs.ROLLOUT_LABEL: rollout or "", jobs.WAVE_LABEL: str(wave)})
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace,
                                                                   "labels": labels},
-            "data": {"outcome.json": json.dumps({"clusters": {n: o.as_dict() for n, o in results.items()}})}}
+            "data": {"outcome.json": text}}
 
 
 def failed_all(names: list[str], doc: dict[str, Any], why: str, wave: int | None) -> dict[str, ClusterOutcome]:
