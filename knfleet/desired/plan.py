@@ -708,9 +708,10 @@ def install(d: Desired) -> list[Step]:
         apply("core"),
         Gate(DeploymentsAvailable("knative-serving"), t, "knative", "knative-serving Deployments Available"),
         Gate(WebhookServing(), t, "knative", "Knative webhook answers (CA bundle, rules, dry-run create of a Service)"),
+        # Kourier and the proxy both applied, then both waited for (as the runbook does): their pods start together
         apply("kourier"),
-        Gate(DeploymentsAvailable("kourier-system"), t, "kourier", "kourier-system Deployments Available"),
         apply("proxy"),
+        Gate(DeploymentsAvailable("kourier-system"), t, "proxy", "kourier-system Deployments Available"),
         Gate(DeploymentsAvailable("knative-nginx"), t, "proxy", "knative-nginx Deployments Available"),
         Gate(DeploymentsAvailable("knative-serving"), t, "run", "knative-serving Deployments Available (with Kourier)"),
     ]
