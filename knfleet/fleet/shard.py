@@ -10,6 +10,7 @@ code path as `knfleet rollout`), and the outcome per cluster is written to a Con
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 import time
@@ -63,12 +64,17 @@ def inventory_text(doc: dict[str, Any], names: list[str], kubeconfigs: Path) -> 
 def result_configmap(name: str, namespace: str, doc: dict[str, Any], run: str,
                      results: dict[str, ClusterOutcome], kind: str, wave: int | None,
                      rollout: str | None) -> dict[str, Any]:
+    from knfleet.fleet.coordinator import REPORT_LIMIT, compact
+
     labels = {**jobs.MANAGED, jobs.FLEET_LABEL: doc["fleet"], jobs.RUN_LABEL: run}
+    text = json.dumps({"clusters": {n: o.as_dict() for n, o in results.items()}})
+    if len(text) > REPORT_LIMIT:  # a ConfigMap holds 1 MiB: keep each cluster's status, errors and smoke tests
+        text = json.dumps({"compact": True, "clusters": {n: compact(o.as_dict()) for n, o in results.items()}})
     if kind == "rollout":
         labels.update({jobs.ROLLOUT_LABEL: rollout or "", jobs.WAVE_LABEL: str(wave)})
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace,
                                                                   "labels": labels},
-            "data": {"outcome.json": json.dumps({"clusters": {n: o.as_dict() for n, o in results.items()}})}}
+            "data": {"outcome.json": text}}
 
 
 def failed_all(names: list[str], doc: dict[str, Any], why: str, wave: int | None) -> dict[str, ClusterOutcome]:
@@ -85,6 +91,8 @@ def converge(doc: dict[str, Any], names: list[str], kubeconfigs: Path, label: st
     results = failed_all(missing, doc, f"no kubeconfig {kubeconfigs}/<cluster>.kubeconfig mounted (its shard's "
                                        "Secret)", wave)
     todo = [n for n in names if n not in missing]
+    if os.getcwd() not in sys.path:  # as pyinfra's CLI and `knfleet rollout`: deploy.py imports tasks/ beside it
+        sys.path.append(os.getcwd())
     if todo:
         with tempfile.TemporaryDirectory(prefix="knfleet-shard-") as tmp:
             inv_file = Path(tmp) / "shard_inventory.py"
@@ -95,6 +103,10 @@ def converge(doc: dict[str, Any], names: list[str], kubeconfigs: Path, label: st
                                        dict(doc.get("data") or {}), label)
             except rollout.CannotStart as err:
                 got = failed_all(todo, doc, str(err), wave)
+            except Exception as err:  # noqa: BLE001 - whatever broke, the shard's result says so for each cluster
+                cause = getattr(err, "args", [None])[0] if type(err).__name__ == "UnexpectedExternalError" else err
+                say(f"{label}: the run failed: {type(cause).__name__}: {cause}")
+                got = failed_all(todo, doc, f"the shard's run failed: {type(cause).__name__}: {cause}", wave)
             for n in todo:
                 o = got.get(n) or ClusterOutcome(n, outcome.FAILED, host=f"@kube/{n}",
                                                  errors=["no result from pyinfra (could not connect?)"])

@@ -426,3 +426,41 @@ def test_the_lock_pins_every_runtime_dependency():
         assert name in lock, f"requirements.lock lacks {req.name}"
         assert req.specifier.contains(lock[name]), f"requirements.lock pins {name}=={lock[name]}, outside {dep}"
     assert "gevent" in lock and "kubernetes" in lock  # transitive ones too (pyinfra's)
+
+
+def test_a_missing_kubeconfig_fails_its_cluster_only_in_the_result(tmp_path):
+    _, doc = rendered(tmp_path, [0])
+    got = shard.converge(doc, ["c0"], tmp_path / "empty", "converge shard 0", None)
+    assert got["c0"].status == "failed" and "no kubeconfig" in got["c0"].errors[0]
+
+
+def test_the_shard_runs_deploy_py_with_its_folder_importable(tmp_path, monkeypatch):
+    """deploy.py imports tasks/ beside it: the shard makes its working directory importable as pyinfra's CLI does
+    (found by running `knfleet shard` on a local cluster: ModuleNotFoundError: tasks). Here a deploy file that
+    imports a module beside it, run by the shard's code path (run_wave) with nothing sent to the cluster."""
+    import sys
+
+    _, doc = rendered(tmp_path, [0])
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "beside_the_deploy.py").write_text("VALUE = 1\n")
+    (work / "deploy.py").write_text("import beside_the_deploy\n\nassert beside_the_deploy.VALUE == 1\n")
+    (work / "c0.kubeconfig").write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "x",
+        "clusters": [{"name": "x", "cluster": {"server": "https://127.0.0.1:9"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "x"}}]}))
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in (str(REPO), str(work), "", ".")])
+    got = shard.converge(doc, ["c0"], work, "converge shard 0", None)
+    assert got["c0"].status == "converged", got["c0"].errors
+
+
+def test_a_result_too_large_for_a_configmap_is_stored_compact(tmp_path):
+    from knfleet.report.outcome import ClusterOutcome
+
+    _, doc = rendered(tmp_path, [0])
+    big = {f"c{i}": ClusterOutcome(f"c{i}", "changed", steps=[{"name": "x" * 1000}] * 40) for i in range(30)}
+    cm = shard.result_configmap("r", "knfleet", doc, "run", big, "converge", None, None)
+    data = json.loads(cm["data"]["outcome.json"])
+    assert len(cm["data"]["outcome.json"]) < 900_000 and data["compact"] is True
+    assert data["clusters"]["c29"]["status"] == "changed" and "steps" not in data["clusters"]["c29"]
