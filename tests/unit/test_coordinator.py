@@ -241,3 +241,14 @@ def test_stopped_after_any_write_it_resumes_without_creating_a_job_twice(capsys,
     assert code == co.EXIT_OK
     assert api.created == ["knfleet-f-r1-w0", "knfleet-f-r1-w1"]  # each wave's Job once, whatever the stop
     assert sorted(api.report()["clusters"]) == ["c0", "c1", "c2", "c3", "c4"]
+
+
+def test_bad_arguments_cannot_start(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    assert co.main(str(tmp_path / "none.json"), "r1", "knfleet", "knfleet:t") == co.EXIT_CANNOT_START
+    err = capsys.readouterr().err
+    assert "--fleet-file" in err and "no such file" in err
+    f = tmp_path / "fleet.json"
+    f.write_text(json.dumps(fleet()))
+    assert co.main(str(f), "R_1", "knfleet", "knfleet:t") == co.EXIT_CANNOT_START
+    assert "--rollout = 'R_1' is not allowed" in capsys.readouterr().err
