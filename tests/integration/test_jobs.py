@@ -52,8 +52,8 @@ def targets(pool, tmp_path_factory) -> Iterator[tuple[Path, list[Kube]]]:
         clusters = list(ex.map(lambda _: pool.start("tgt", spec, group="jobs"), range(4)))
     inv = write_inventory(tmp_path_factory.mktemp("jobs") / f"{FLEET}.py", clusters, [0, 0, 1, 1])
     yield inv, clusters
-    for c in clusters:
-        pool.stop(c)
+    with ThreadPoolExecutor(max_workers=4) as ex:  # each waits for its processes' grace periods: at once
+        list(ex.map(pool.stop, clusters))
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------------
@@ -145,8 +145,10 @@ UNSHARED = ("ConfigMap", "Secret", "ServiceAccount", "Role", "ClusterRole", "Rol
 
 
 class LeaseWatch:
-    """`kubectl get leases -w` on kube-system/knfleet-lock: every event (a run taking or releasing the lock) seen
-    from now on."""
+    """A watch of the Leases in kube-system (`kubectl get leases -w`), established before it returns (a sentinel
+    Lease is seen through it): every take, renewal and release of knfleet's lock from then on."""
+
+    SENTINEL = "jobs-test-watch-sentinel"
 
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
@@ -154,15 +156,21 @@ class LeaseWatch:
         self.file = open(self.out, "wb")  # noqa: SIM115 - closed by stop()
         self.proc = subprocess.Popen(  # noqa: S603 - kubectl of the test's cluster
             [kube.kubectl_bin, f"--kubeconfig={kube.kubeconfig}", "get", "leases", "-n", "kube-system",
-             "--field-selector", "metadata.name=knfleet-lock", "--watch-only", "--output-watch-events", "-o", "json"],
-            stdout=self.file, stderr=subprocess.STDOUT)
+             "--watch-only", "--output-watch-events", "-o", "json"], stdout=self.file, stderr=subprocess.STDOUT)
+        kube.run("delete", "lease", self.SENTINEL, "-n", "kube-system", "--ignore-not-found")
+        kube.apply(yaml.safe_dump({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                                   "metadata": {"name": self.SENTINEL, "namespace": "kube-system"}}))
+        eventually(lambda: self.SENTINEL in self.out.read_text(), 30, what=f"{kube.name}: the lease watch")
 
-    def stop(self) -> list[str]:
-        self.proc.send_signal(signal.SIGTERM)  # our own child, by its Popen
-        self.proc.wait(timeout=10)
+    def stop(self) -> list[tuple[str, str]]:
+        """The lock's events seen: (type, holderIdentity). Stops the watch (again: a no-op)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # our own child, by its Popen
+            self.proc.wait(timeout=10)
         self.file.close()
-        text = self.out.read_text()
-        return [line for line in text.splitlines() if '"type":' in line]
+        events = [json.loads(line) for line in self.out.read_text().splitlines() if line.startswith("{")]
+        return [(e["type"], e["object"]["spec"].get("holderIdentity", "")) for e in events
+                if e["object"]["metadata"]["name"] == "knfleet-lock"]
 
 
 def runner_pid(mgmt: Kube, pod_prefix: str) -> tuple[str, int]:
@@ -279,6 +287,16 @@ def test_a_wave_whose_cluster_fails_halts_before_the_next_waves_job_is_created(m
 
 def test_the_canary_converges_a_killed_coordinator_resumes_without_redoing_a_finished_wave(mgmt, targets):
     inv, clusters = targets
+    watches = {c.name: LeaseWatch(c) for c in clusters}  # every take of each cluster's lock from now on
+    try:
+        rollout_with_a_killed_coordinator(mgmt, inv, clusters, watches)
+    finally:
+        for w in watches.values():
+            w.stop()
+
+
+def rollout_with_a_killed_coordinator(mgmt: Kube, inv: Path, clusters: list[Kube],
+                                      watches: dict[str, LeaseWatch]) -> None:
     t0, t1, t2, t3 = clusters
     jobs_apply(inv, mgmt, "--rollout", "main", "--no-converge")
     coordinator, w0, w1 = (f"knfleet-{FLEET}-rollout-main", f"knfleet-{FLEET}-main-w0", f"knfleet-{FLEET}-main-w1")
@@ -290,7 +308,6 @@ def test_the_canary_converges_a_killed_coordinator_resumes_without_redoing_a_fin
         converged_by_knfleet(c)
     before = {c.name: knfleets_objects(c) for c in (t0, t1)}
     assert all(before.values())
-    watches = {c.name: LeaseWatch(c) for c in clusters}
     # the coordinator killed mid-wave: once it has created wave 1's Job and waits for it
     w1_job = eventually(lambda: job(mgmt, w1), 300, interval=0.5, what="wave 1's Job")
     assert not finished(w1_job)
@@ -309,13 +326,15 @@ def test_the_canary_converges_a_killed_coordinator_resumes_without_redoing_a_fin
     # no finished shard ran again: the wave Jobs are the ones created before the kill, one pod per index
     assert job(mgmt, w0)["metadata"]["uid"] == w0_uid and job(mgmt, w1)["metadata"]["uid"] == w1_uid
     assert len(pods_of(mgmt, w0)) == 2 and len(pods_of(mgmt, w1)) == 2
-    # nothing on the finished wave's clusters was written again: no lock taken, knfleet's objects as they were
+    # nothing on the finished wave's clusters was written again: their lock was taken by one run only (wave 0's
+    # shard, released once; a second run would hold it under another identity), knfleet's objects as they were
+    for c in clusters:
+        holders = {h for _, h in events[c.name]}
+        released = [h for t, h in events[c.name] if t == "DELETED"]
+        assert len(holders) == 1 and released == list(holders), (c.name, events[c.name])
     for c in (t0, t1):
-        assert events[c.name] == [], f"{c.name}: the lock was taken again: {events[c.name]}"
         assert only_controller_changes(before[c.name], knfleets_objects(c)) == [], c.name
-    for c in (t2, t3):  # the watch sees a run's lock when there is one
-        kinds = [json.loads(e)["type"] for e in events[c.name]]
-        assert "ADDED" in kinds and "DELETED" in kinds, (c.name, events[c.name])
+    for c in (t2, t3):
         converged_by_knfleet(c)
     # the merged report: every cluster exactly once
     data = rollout_state(mgmt, "main")
