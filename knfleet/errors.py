@@ -29,6 +29,7 @@ class Reason(str, Enum):
     GUARD_REFUSED = "GuardRefused"  # an uninstall would destroy objects knfleet did not make
     OWNERSHIP_REFUSED = "OwnershipRefused"  # a model service exists that knfleet did not create (no adopt: true)
     STUCK = "Stuck"  # objects left behind by finalizers
+    STOPPED = "Stopped"  # the run was asked to stop (SIGTERM) and stopped before its next write or wait
     FAILED = "Failed"  # anything else
 
 

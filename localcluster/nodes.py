@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from localcluster.runner.binaries import KWOK_IMAGE_TEST
+from localcluster.runner.binaries import KNFLEET_IMAGE_TEST, KWOK_IMAGE_TEST
 
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -32,7 +32,7 @@ def kwok_config(ready_delay_ms: int, internal_port: int = 0, public_port: int = 
     if ready_delay_ms < 0:
         raise ValueError(f"ready_delay_ms must be >= 0, got {ready_delay_ms}")
     text = (STAGES.read_text().replace("__READY_DELAY_MS__", str(int(ready_delay_ms)))
-            .replace("__RUNNER_IMAGES__", KWOK_IMAGE_TEST))
+            .replace("__RUNNER_IMAGES__", KWOK_IMAGE_TEST).replace("__KNFLEET_IMAGE__", KNFLEET_IMAGE_TEST))
     if not internal_port:
         return text
     by_ns: dict[str, list[dict]] = {}

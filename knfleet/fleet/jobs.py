@@ -367,6 +367,9 @@ def fleet_volume(fleet: str) -> dict[str, Any]:
     return {"name": "fleet", "configMap": {"name": base(fleet)}}
 
 
+SHARD_GRACE_S = 120
+
+
 def indexed_job_spec(fleet: str, image: str, args: list[str], secrets: list[str], completions: int,
                      parallelism: int | None, deadline: int, backoff_per_index: int,
                      max_failed_indexes: int | None = None, labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -384,6 +387,9 @@ def indexed_job_spec(fleet: str, image: str, args: list[str], secrets: list[str]
             "metadata": {"labels": {**MANAGED, FLEET_LABEL: fleet, **(labels or {})}},
             "spec": {
                 "restartPolicy": "Never", "serviceAccountName": shard_sa(fleet),
+                # SIGTERM (a spent failure budget, a drain) stops each cluster's run before its next step; this is
+                # the time left to finish a write, release the locks and write the shard's result
+                "terminationGracePeriodSeconds": SHARD_GRACE_S,
                 "containers": [{
                     "name": CONTAINER, "image": image, "imagePullPolicy": "IfNotPresent", "command": ["knfleet"],
                     "args": args, "workingDir": WORKDIR,

@@ -21,6 +21,7 @@ from knfleet.errors import InputError
 from knfleet.fleet import jobs
 from knfleet.report import outcome
 from knfleet.report.outcome import ClusterOutcome
+from knfleet.run import stopping
 
 GROUP = "knfleet_shard"  # no group_data/<GROUP>.py: the hosts carry their merged data already
 
@@ -137,6 +138,7 @@ def run(fleet_file: str, kind: str, index: int, kubeconfigs: str, run_name: str,
         print(f"knfleet shard: {err}", file=sys.stderr)
         return 2
     label = f"{kind} shard {index}" + (f" of wave {wave}" if wave is not None else "")
+    stopping.on_sigterm()  # the Job controller ending this pod: each cluster stops before its next step, locks freed
     say(f"{label}: {', '.join(names)}")
     results = converge(doc, names, Path(kubeconfigs), label, wave, deploy_file)
     print_table(results)

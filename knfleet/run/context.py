@@ -20,6 +20,7 @@ from knfleet.errors import KnfleetError, Reason
 from knfleet.kube import diff
 from knfleet.kube.client import Cluster, KubeError
 from knfleet.report.records import ClusterRun
+from knfleet.run import stopping
 
 
 @dataclass
@@ -79,6 +80,8 @@ def command(title: str, fn: Callable[..., Any], *args: Any) -> FunctionCommand:
         cs: ClusterState = host.connector.run
         t0 = time.monotonic()
         try:
+            if cs.cluster is not None:
+                stopping.check(cs.cluster.name, title)
             renewer = cs.renewer
             if renewer is not None and renewer.lost:
                 raise KnfleetError(f"this run lost the cluster's lock ({renewer.lost}); stopped before {title}",

@@ -40,6 +40,7 @@ from typing import Any
 
 from knfleet.errors import LockedError, Reason
 from knfleet.kube.client import Cluster, Conflict, KubeError
+from knfleet.run import stopping
 
 NAMESPACE, NAME = "kube-system", "knfleet-lock"
 LEASE = ("coordination.k8s.io/v1", "Lease")
@@ -330,6 +331,7 @@ class Renewer:
                          f"of its {self.ttl}s")
         if self.lost is not None:
             raise LockLost(self.cluster.name, self.lost, what)
+        stopping.check(self.cluster.name, what)
 
     def renew(self) -> None:
         """One renewal (also called by the loop); sets `lost` when the lease is no longer this run's."""

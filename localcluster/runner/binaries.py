@@ -67,6 +67,9 @@ BINARIES: tuple[Binary, ...] = (
 KWOK_IMAGE_TEST = ("(knative.dev/(serving/cmd/(webhook|controller)|pkg/apiextensions/storageversion/cmd/migrate"
                    "|serving/pkg/cleanup/cmd/cleanup)[@:]|(^|/)knfleet[:@])")
 
+# knfleet's image alone: its pods are ended by the runner (SIGTERM, grace period, final status, delete), not by kwok.
+KNFLEET_IMAGE_TEST = "(^|/)knfleet[:@]"
+
 
 def for_image(image: str) -> Binary | None:
     return next((b for b in BINARIES if b.image.search(image or "")), None)

@@ -51,6 +51,7 @@ FAULTS_FILE = "runner-faults.json"
 FAULTS = ("hold", "ready-without-process")
 BACKOFF_START, BACKOFF_MAX, BACKOFF_RESET = 1.0, 30.0, 60.0  # kubelet: 10 s doubling to 5 min, reset after 10 min
 STOP_GRACE_MAX = 10.0
+KNFLEET_GRACE_MAX = 60.0  # a deleted knfleet pod's grace period, at most (its runs stop before their next step)
 TOKEN_SECONDS = 24 * 3600
 
 
@@ -121,6 +122,7 @@ class Container:
     blocked: tuple[str, str] | None = None  # (waiting reason, message)
     waiting: tuple[str, str] | None = None  # cannot be created yet (a missing Secret, ...): (reason, message)
     container_id: str | None = None  # of the last process started (kept after it exited, as a kubelet keeps it)
+    kill_at: float | None = None  # its pod is being deleted: SIGTERM was sent, SIGKILL at this time (knfleet's pods)
 
     @property
     def key(self) -> str:
@@ -186,8 +188,13 @@ class PodRunner:
         self._load_faults()
         wanted: set[str] = set()
         by_uid = {p["metadata"]["uid"]: p for p in pods}
+        ending: dict[str, dict[str, Any]] = {}
         for pod in pods:
             meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
+            if meta.get("deletionTimestamp") and self._ends_itself(pod):
+                wanted |= self._terminate(pod)
+                ending[meta["uid"]] = pod
+                continue
             if meta.get("deletionTimestamp") or not status.get("podIP") or not spec.get("nodeName"):
                 continue
             for ctr in spec.get("containers") or []:
@@ -209,6 +216,8 @@ class PodRunner:
         now = time.monotonic()
         for c in self.containers.values():
             self._tend(c, by_uid.get(c.uid), now)
+        for pod in ending.values():
+            self._finish_deleted(pod)
         for uid in {c.uid for c in self.containers.values()}:
             if uid in by_uid:
                 self._write_status(by_uid[uid])
@@ -252,7 +261,64 @@ class PodRunner:
         c.release, c.path = got.release, got.path
         c.blocked = None if got.path else (got.reason, got.message)
 
+    # --- a deleted pod of knfleet's image ends as a kubelet ends it -----------------------------------------------
+    @staticmethod
+    def _ends_itself(pod: dict[str, Any]) -> bool:
+        """knfleet's pods: kwok leaves their deletion to the runner (nodes.kwok_config), so a Job sees them
+        terminating until their process has ended, as on a real node."""
+        return any((b := for_image(x.get("image", ""))) is not None and not b.knative
+                   for x in (pod.get("spec") or {}).get("containers") or [])
+
+    def _terminate(self, pod: dict[str, Any]) -> set[str]:
+        """SIGTERM to each of the pod's running processes (once), SIGKILL when the grace period is over; none is
+        started or restarted any more. The keys of its containers (kept until _finish_deleted)."""
+        meta, now = pod["metadata"], time.monotonic()
+        grace = min(float(meta.get("deletionGracePeriodSeconds") or 30), KNFLEET_GRACE_MAX)
+        keys = set()
+        for key, c in self.containers.items():
+            if c.uid != meta["uid"]:
+                continue
+            keys.add(key)
+            c.restart_policy = "Never"
+            if c.popen is not None and c.popen.poll() is None:
+                if c.kill_at is None:
+                    self.log(f"{c.key}: pod deleted: SIGTERM to pid {c.popen.pid} (grace {grace:.0f}s)")
+                    c.popen.send_signal(signal.SIGTERM)  # our own child: its Popen knows the PID
+                    c.kill_at = now + grace
+                elif now >= c.kill_at:
+                    self.log(f"{c.key}: pid {c.popen.pid} killed after its grace period")
+                    c.popen.kill()
+            elif c.popen is None:
+                c.done = True  # never started, or already ended: nothing to stop
+        return keys
+
+    def _finish_deleted(self, pod: dict[str, Any]) -> None:
+        """Once every process of a deleted knfleet pod has ended: its final status, then the delete (grace 0)."""
+        meta = pod["metadata"]
+        mine = [c for c in self.containers.values() if c.uid == meta["uid"]]
+        if any(c.popen is not None and c.popen.poll() is None for c in mine):
+            return
+        for c in mine:
+            c.done = True
+        if mine:
+            self._write_status(pod)
+        from kubernetes import client
+
+        try:
+            self.core.delete_namespaced_pod(meta["name"], meta["namespace"], body=client.V1DeleteOptions(
+                grace_period_seconds=0, preconditions=client.V1Preconditions(uid=meta["uid"])))
+            self.log(f"{meta['namespace']}/{meta['name']}: deleted (its processes ended)")
+        except ApiException as err:
+            if err.status not in (404, 409):
+                self.log(f"{meta['namespace']}/{meta['name']}: not deleted: {err.reason}")
+        for key in [k for k, c in self.containers.items() if c.uid == meta["uid"]]:
+            self.containers.pop(key)
+
     def _tend(self, c: Container, pod: dict[str, Any] | None, now: float) -> None:
+        if c.kill_at is not None:  # its pod is being deleted: only its end is watched
+            if c.popen is not None and c.popen.poll() is not None:
+                self._exited(c, now)
+            return
         fault = self.fault(c)
         if fault is not None:
             if c.popen is not None:

@@ -256,8 +256,9 @@ def rollout_state(mgmt: Kube, name: str) -> dict[str, Any]:
 def test_a_wave_whose_cluster_fails_halts_before_the_next_waves_job_is_created(mgmt, targets):
     """t0 (canary) is locked by another holder (lock_wait 0): LOCKED, its shard exits 1. The wave Job's
     maxFailedIndexes is 0, so the Job controller fails the Job at once and stops t1's shard if it still runs (a
-    real Job's behaviour: its cluster is then failed, "no result"). The coordinator records the halt and exits 2,
-    the podFailurePolicy fails its Job without a retry; wave 1's Job is never created, t2 and t3 never touched."""
+    real Job's behaviour: SIGTERM, then t1's run stops before its next step, as `Stopped`, and frees its lock).
+    The coordinator records the halt and exits 2, the podFailurePolicy fails its Job without a retry; wave 1's Job
+    is never created, t2 and t3 never touched."""
     inv, (t0, t1, t2, t3) = targets
     held = Cluster(Target(t0.name, str(t0.kubeconfig)))
     lock.acquire(held, "other-runner@ci", ttl=600)
@@ -277,6 +278,13 @@ def test_a_wave_whose_cluster_fails_halts_before_the_next_waves_job_is_created(m
         assert report["status"] == "halted" and report["halted_at_wave"] == 0, report
         assert report["clusters"][t0.name]["status"] == "locked", report["clusters"][t0.name]
         assert report["clusters"][t1.name]["wave"] == 0
+        # t1's shard either finished, or was stopped by the Job controller (SIGTERM): then its run stopped before its
+        # next step, said so (reason Stopped) in the shard's result, and released t1's lock; never half-done silently
+        other = report["clusters"][t1.name]
+        if other["status"] not in ("converged", "changed"):
+            assert [f["reason"] for f in other.get("failures") or []] == ["Stopped"], other.get("failures")
+            assert "asked to stop (signal SIGTERM)" in other["failures"][0]["message"], other
+        assert not t1.exists("lease", "knfleet-lock", "-n", "kube-system"), "t1's lock held after its shard ended"
         for later in (t2, t3):
             assert report["clusters"][later.name]["status"] == "untouched"
             assert not later.exists("namespace", "knative-serving")  # never touched

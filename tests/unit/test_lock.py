@@ -163,3 +163,55 @@ def test_a_run_that_lost_its_lease_stops_its_waits_and_writes():
     with pytest.raises(lock.LockLost):
         cluster.request("PATCH", "/api/v1/namespaces/x", body={})
     cluster.guard = None
+
+
+def test_sigterm_stops_a_run_before_its_next_write_wait_or_step_and_leaves_its_other_clients_alone():
+    """The Job controller ends a shard's pod with SIGTERM when its wave's failure budget is spent. Before, the run
+    went on until it was killed mid-step, its lock held, its clusters half-applied without a word. Now SIGTERM asks
+    it to stop: its waits stop at the next look, no write is sent, a step fails as `Stopped`; a client under no run's
+    lock (the management cluster's, which writes the shard's result) is not stopped."""
+    import os
+    import signal
+    from types import SimpleNamespace
+
+    from knfleet.report.records import ClusterRun
+    from knfleet.run import context, stopping
+    from knfleet.run.context import ClusterState
+
+    clock = FakeClock()
+    cluster = Cluster(Target("c", "/nonexistent-kubeconfig"))
+    renewer = lock.Renewer(cluster, "me", 60, clock=clock)
+    renewer._renewed = clock()
+    cluster.guard = renewer.check
+    before = signal.getsignal(signal.SIGTERM)
+    looks = []
+
+    def check() -> tuple[bool, str]:
+        looks.append(1)
+        if len(looks) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return False, "waiting"
+
+    try:
+        stopping.on_sigterm()
+        with pytest.raises(stopping.Stopped) as err:
+            poll(check, timeout=3600, interval=0, cluster=cluster)
+        assert len(looks) == 2 and "asked to stop (signal SIGTERM)" in str(err.value) and "a wait" in str(err.value)
+        assert err.value.code.value == "Stopped"
+        with pytest.raises(stopping.Stopped):
+            cluster.request("PATCH", "/api/v1/namespaces/x", body={})
+        other = Cluster(Target("m", "/nonexistent-kubeconfig"))
+        other.check_guard("a write")  # no guard: not stopped
+        run = ClusterState(ClusterRun(cluster="c", host="@kube/c"))
+        run.cluster = cluster
+        logged: list[str] = []
+        fake = SimpleNamespace(connector=SimpleNamespace(run=run),
+                               log_styled=lambda text, **kw: logged.append(text))
+        step = context.command("Kourier (kourier.yaml)", lambda: ["would have applied"])
+        assert step.function(None, fake) is False
+        assert [f.reason for f in run.record.failures] == ["Stopped"]
+        assert "stopped before Kourier (kourier.yaml)" in run.record.failures[0].message
+    finally:
+        signal.signal(signal.SIGTERM, before)
+        stopping.reset()
+        cluster.guard = None
