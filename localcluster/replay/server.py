@@ -79,6 +79,8 @@ class Replay:
         self.sims = [Sim(i, secrets.token_hex(12)) for i in range(1, clusters + 1)]
         self.requests = 0
         self.unrecorded: list[str] = []
+        self.sleep = asyncio.sleep  # the round-trip delay (tests put a recorder here)
+        self.servers: list[asyncio.Server] = []
 
     def reset(self) -> None:
         self.requests, self.unrecorded = 0, []
@@ -149,7 +151,7 @@ def cluster_handler(replay: Replay, sim: Sim):  # noqa: ANN201 - an asyncio clie
                 else:
                     out = replay.answer(sim, method, target, body)
                 if replay.delay:
-                    await asyncio.sleep(replay.delay)
+                    await replay.sleep(replay.delay)
                 writer.write(out)
                 await writer.drain()
                 if headers.get("connection", "").lower() == "close":
@@ -181,21 +183,27 @@ def raise_nofile() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-async def serve(recording: Path, clusters: int, folder: Path, delay: float) -> None:
+async def start(exchanges: list[Exchange], clusters: int, folder: Path, delay: float) -> Replay:
+    """Listen for every simulated cluster (and the control endpoint); kubeconfigs and `ready` under folder."""
     folder.mkdir(parents=True, exist_ok=True)
     ca = certs.ensure(folder)
     tls = ca.server_context()
-    replay = Replay(Answers(read(recording)), clusters, delay)
-    servers = []
+    replay = Replay(Answers(exchanges), clusters, delay)
     for sim in replay.sims:
         srv = await asyncio.start_server(cluster_handler(replay, sim), "127.0.0.1", 0, ssl=tls, backlog=512)
         port = srv.sockets[0].getsockname()[1]
         certs.write_kubeconfig(folder / f"sim-{sim.index}.kubeconfig", f"sim-{sim.index}",
                                f"https://127.0.0.1:{port}", ca.cert_pem, sim.token)
-        servers.append(srv)
+        replay.servers.append(srv)
     control = await asyncio.start_server(control_handler(replay), "127.0.0.1", 0)
+    replay.servers.append(control)
     (folder / "control").write_text(str(control.sockets[0].getsockname()[1]))
     (folder / "ready").write_text(str(clusters))
+    return replay
+
+
+async def serve(recording: Path, clusters: int, folder: Path, delay: float) -> None:
+    await start(read(recording), clusters, folder, delay)
     await asyncio.Event().wait()
 
 
