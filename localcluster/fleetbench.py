@@ -60,10 +60,11 @@ def delay_from(text: str) -> float:
     return value
 
 
-def inventory(path: Path, hosts: list[tuple[str, Path]]) -> Path:
-    """A pyinfra inventory of group `local` (so group_data/local.py's models apply) for the given clusters."""
-    rows = ",\n".join(f"    ({('@kube/' + name)!r}, {{'kubeconfig': {str(kc)!r}, "
-                      f"'knative_bundle_dir': {str(BUNDLES / 'v{version}')!r}}})" for name, kc in hosts)
+def inventory(path: Path, hosts: list[tuple[str, Path]], bundles: Path | None = BUNDLES) -> Path:
+    """A pyinfra inventory of group `local` (so group_data/local.py's models apply) for the given clusters; the
+    offline Knative bundles under `bundles` when they are there (as inventories/local.py)."""
+    bundle = f", 'knative_bundle_dir': {str(bundles / 'v{version}')!r}" if bundles and bundles.is_dir() else ""
+    rows = ",\n".join(f"    ({('@kube/' + name)!r}, {{'kubeconfig': {str(kc)!r}{bundle}}})" for name, kc in hosts)
     path.write_text(f"local = [\n{rows},\n]\n")
     return path
 
