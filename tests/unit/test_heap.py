@@ -13,11 +13,10 @@ from knfleet.run import heap
 
 @pytest.fixture
 def clean_gc() -> Iterator[None]:
-    threshold = gc.get_threshold()
     gc.unfreeze()
     yield
     gc.unfreeze()
-    gc.set_threshold(*threshold)
+    gc.enable()
 
 
 def test_an_operation_start_freezes_what_is_alive(clean_gc: None) -> None:
@@ -27,10 +26,25 @@ def test_an_operation_start_freezes_what_is_alive(clean_gc: None) -> None:
     assert gc.get_freeze_count() >= len(kept)
 
 
-def test_install_registers_once_and_raises_the_first_threshold(clean_gc: None) -> None:
-    gc.set_threshold(700, 10, 10)
+def test_install_registers_once_and_leaves_collections_to_operation_starts(clean_gc: None) -> None:
     state = State(Inventory((["@local"], {})), Config())
     heap.install(state)
     heap.install(state)
     assert sum(isinstance(h, heap.FreezeBetweenOperations) for h in state.callback_handlers) == 1
-    assert gc.get_threshold() == (heap.GEN0_THRESHOLD, 10, 10)
+    assert not gc.isenabled()
+
+
+def test_cyclic_garbage_goes_at_the_next_operation_start(clean_gc: None) -> None:
+    import weakref
+
+    class Node:
+        pass
+
+    gc.disable()
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a cycle: only the collector frees it
+    gone = weakref.ref(a)
+    del a, b
+    assert gone() is not None
+    heap.FreezeBetweenOperations().operation_start(None, "op")
+    assert gone() is None
