@@ -52,7 +52,7 @@ faults: build
 	KNFLEET_FAULTS=1 PATH="$(BIN_DIR):$$PATH" $(PY) -m pytest -m faults -q -rs -s
 
 test: lint build
-	PATH="$(BIN_DIR):$$PATH" $(PY) -m pytest -q -rs
+	PATH="$(BIN_DIR):$$PATH" $(PY) -m pytest -q -rs --durations=25
 
 demo: build
 	PATH="$(BIN_DIR):$$PATH" $(PY) -m localcluster.demo

@@ -107,9 +107,8 @@ def install_rights(d: Desired) -> tuple[Right, ...]:
                Right("list", "serving.knative.dev", "services"), Right("delete", "serving.knative.dev", "services")}
     if d.models:  # a missing model namespace is created (an existing one only read)
         rights |= {Right("create", "", "namespaces"), Right("get", "", "namespaces")}
-    if d.models_given:  # the pre-pull DaemonSets: pruned across namespaces; waited for, down to their pods
+    if any(s.name == "prepull" for s in d.stages):  # the pre-pull DaemonSets: pruned across namespaces; waited for
         rights |= {Right(v, "apps", "daemonsets") for v in ("list", "delete")}
-    if any(s.name == "prepull" for s in d.stages):
         rights |= {Right("list", "", "nodes"), *(Right("list", g, r, ns) for ns in
                                                  {o["metadata"]["namespace"] for s in d.stages if s.name == "prepull"
                                                   for o in s.objects if o.get("kind") == "DaemonSet"}
@@ -708,9 +707,10 @@ def install(d: Desired) -> list[Step]:
         apply("core"),
         Gate(DeploymentsAvailable("knative-serving"), t, "knative", "knative-serving Deployments Available"),
         Gate(WebhookServing(), t, "knative", "Knative webhook answers (CA bundle, rules, dry-run create of a Service)"),
+        # Kourier and the proxy both applied, then both waited for (as the runbook does): their pods start together
         apply("kourier"),
-        Gate(DeploymentsAvailable("kourier-system"), t, "kourier", "kourier-system Deployments Available"),
         apply("proxy"),
+        Gate(DeploymentsAvailable("kourier-system"), t, "proxy", "kourier-system Deployments Available"),
         Gate(DeploymentsAvailable("knative-nginx"), t, "proxy", "knative-nginx Deployments Available"),
         Gate(DeploymentsAvailable("knative-serving"), t, "run", "knative-serving Deployments Available (with Kourier)"),
     ]

@@ -99,10 +99,18 @@ def wait_ready(cluster: Cluster, check: Any, timeout: int, rec: ClusterRun | Non
 
 
 def note_new_revisions(cluster: Cluster, check: Any, rec: ClusterRun | None = None) -> None:
-    """Once the model services are Ready: the cold starts of the revisions this run created (run.coldstart)."""
+    """Once the model services are Ready: the cold starts of the revisions this run created (run.coldstart). A run
+    that changed no model service created no revision: nothing is read (a no-op run costs no request per service)."""
     if isinstance(check, p.ServicesReady):
         rec = rec or state().record
+        if not services_changed(rec):
+            return
         rec.cold_starts += coldstart.new_revisions(cluster, check.refs, rec.started)
+
+
+def services_changed(rec: ClusterRun) -> bool:
+    """Whether this run applied (or would apply) a change to a model service."""
+    return any(c.get("stage") == "services" for c in rec.changes)
 
 
 def with_nodes(cluster: Cluster, message: str) -> str:

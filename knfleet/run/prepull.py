@@ -17,7 +17,7 @@ from knfleet.desired import plan as p
 from knfleet.desired.prepull import unwanted
 from knfleet.errors import NotReadyError, Reason, StuckError
 from knfleet.kube import readiness, wait
-from knfleet.kube.client import Cluster, KubeError
+from knfleet.kube.client import Cluster, Forbidden, KubeError
 from knfleet.run.applying import look, with_nodes
 from knfleet.run.context import cluster as current_cluster
 from knfleet.run.context import command, fail, save_notes, say, state, unchanged, warn
@@ -83,6 +83,11 @@ def prune_prepull(step: p.PrunePrepull):
     cluster = current_cluster()
     try:
         live = cluster.list(*DAEMONSET, selector=step.selector)
+    except Forbidden:  # no model uses pre-pull, so the run did not ask for these rights: leftovers are not looked for
+        warn("warning: pre-pull DaemonSets left by earlier runs were not looked for: this identity cannot list "
+             "DaemonSets (grant list and delete on daemonsets to have them pruned)")
+        unchanged(step.title, "not looked for (no right to list DaemonSets)", t0)
+        return
     except KubeError as err:
         yield fail(step.title, f"cannot list the pre-pull DaemonSets: {err}", err.code)
         return

@@ -235,3 +235,23 @@ def test_new_revisions_only_of_revisions_this_run_created():
     assert found.trigger == "new_revision" and found.revision == "qwen-00002"
     assert found.phases["first_answer"] is None and found.total_s == 415.0
     assert coldstart.new_revisions(c, ("knative-qwen7b/qwen",), since=T0 + 10) == []  # an older revision
+
+
+def test_a_run_that_changed_no_model_service_reads_no_revision():
+    """A no-op run made a Service and a Revision read per model service to find new revisions; it changed none, so
+    there is none to find: nothing is read. A run that changed a service still finds its new revision."""
+    from knfleet.desired import plan as p
+    from knfleet.report.records import ClusterRun
+    from knfleet.run import applying
+
+    c = FakeCluster([pod()], [PULLING, PULLED], revision_created=-1)
+    check = p.ServicesReady(("knative-qwen7b/qwen",))
+    rec = ClusterRun(cluster="a", host="@kube/a")
+    rec.started = T0 - 5
+    rec.keep_changes("core", [{"object": "apps/v1/Deployment knative-serving/controller", "stage": "core"}])
+    applying.note_new_revisions(c, check, rec)  # type: ignore[arg-type]
+    assert rec.cold_starts == [] and c.reads == []
+    svc = "serving.knative.dev/v1/Service knative-qwen7b/qwen"
+    rec.keep_changes("services", [{"object": svc, "stage": "services"}])
+    applying.note_new_revisions(c, check, rec)  # type: ignore[arg-type]
+    assert [x.revision for x in rec.cold_starts] == ["qwen-00002"]

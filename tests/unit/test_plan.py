@@ -30,8 +30,8 @@ def test_install_plan_reads_like_the_flow():
     assert kinds(steps) == [
         "Preflight:NoneType", "Capacity:NoneType", "Lock:NoneType", "Version:NoneType", "Smoke:NoneType", "Apply:crds",
         "Gate:CrdsEstablished", "Apply:config", "Apply:core",
-        "Gate:DeploymentsAvailable", "Gate:WebhookServing", "Apply:kourier", "Gate:DeploymentsAvailable",
-        "Apply:proxy", "Gate:DeploymentsAvailable", "Gate:DeploymentsAvailable", "Gate:PodsReady",
+        "Gate:DeploymentsAvailable", "Gate:WebhookServing", "Apply:kourier", "Apply:proxy",
+        "Gate:DeploymentsAvailable", "Gate:DeploymentsAvailable", "Gate:DeploymentsAvailable", "Gate:PodsReady",
         "Obsolete:NoneType", "PostInstall:NoneType",
         "Own:NoneType", "Apply:services", "Prune:NoneType", "PrunePrepull:NoneType", "Gate:ServicesReady",
         "Smoke:NoneType"]

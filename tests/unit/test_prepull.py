@@ -365,3 +365,36 @@ def test_a_daemonset_with_no_node_to_run_on_passes_with_a_warning():
         "images on every eligible node: ns/knfleet-prepull-a on 0 node(s)",
         "warning: ns/knfleet-prepull-a: no node matches its nodeSelector, GPU label and tolerations: nothing was "
         "pre-pulled (a node that comes later pulls the image when it joins)"]
+
+
+def test_without_prepull_the_run_asks_no_daemonset_rights_and_a_forbidden_list_is_skipped_with_a_warning():
+    """Any run with `models` asked cluster-wide list/delete on DaemonSets (for the pre-pull prune), so an identity
+    without them failed preflight even when no model used prepull. Now only a run with prepull asks; without it the
+    prune looks for leftovers when it may and says so when it may not."""
+    from types import SimpleNamespace
+
+    from pyinfra.context import ctx_host
+
+    from knfleet.kube.client import Forbidden
+    from knfleet.report.records import ClusterRun
+    from knfleet.run import prepull as run_prepull
+    from knfleet.run.context import ClusterState
+
+    steps = plan.plan(desired({"models": [{"name": "a"}]}))
+    assert not {"list daemonsets.apps", "delete daemonsets.apps"} & {str(r) for r in steps[0].rights}
+    prune = next(s for s in steps if isinstance(s, plan.PrunePrepull))
+
+    class NoDaemonSets:
+        def list(self, *args: object, **kwargs: object) -> list[dict[str, object]]:
+            raise Forbidden("a", "list daemonsets", 403, "Forbidden", "daemonsets.apps is forbidden")
+
+    run = ClusterState(ClusterRun(cluster="a", host="@kube/a"))
+    run.cluster = NoDaemonSets()  # type: ignore[assignment]
+    noops: list[str] = []
+    fake = SimpleNamespace(connector=SimpleNamespace(run=run), print_prefix="[a] ", noop=noops.append,
+                           state=SimpleNamespace(is_executing=True))
+    with ctx_host.use(fake):
+        commands = list(run_prepull.prune_prepull._inner(prune))
+    assert commands == []  # no failure, nothing deleted
+    assert noops == ["not looked for (no right to list DaemonSets)"]
+    assert any("cannot list DaemonSets" in w for w in run.record.warnings)
