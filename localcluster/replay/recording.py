@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-KEPT_HEADERS = ("Content-Type",)
+KEPT_HEADERS = ("Content-Type", "Content-Encoding")  # the answer as the client decodes it
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)")
 HOLDER = re.compile(r"[^\s\"@/]*@[^\s\"/]+/pid-\d+/[^\s\"]*")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
