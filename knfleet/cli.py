@@ -9,6 +9,9 @@
     knfleet doctor INVENTORY [--json]
     knfleet report JSON... [-o FILE.html]
     knfleet advise JSON... [--json] [--gpus-per-pod N] [--gpu-hour-cost X --wait-hour-cost Y] [--wakes-per-day N]
+    knfleet jobs INVENTORY [--management-kubeconfig K] [--apply] [--out DIR] [--rollout NAME] [--shard-size N] ...
+    knfleet shard --fleet-file F --kind converge|rollout --index I --kubeconfigs DIR --run RUN --namespace NS
+    knfleet coordinate --fleet-file F --rollout NAME --namespace NS --image IMG
     knfleet completion bash|zsh
     knfleet --version
 """
@@ -338,6 +341,96 @@ def cmd_diff(a: argparse.Namespace) -> int:
     return diff.run(a.inventory, a.json, a.report, a.report_html)
 
 
+def cmd_jobs(a: argparse.Namespace) -> int:
+    cooperative()
+    from knfleet.fleet import jobs
+
+    o = jobs.Options(fleet="",
+                     namespace=a.namespace, image=a.image, shard_size=a.shard_size, schedule=a.schedule,
+                     parallelism=a.parallelism, deadline=a.deadline, max_failed=a.max_failed_clusters,
+                     rollout=a.rollout, converge=not a.no_converge)
+    return jobs.command(a.inventory, o, a.management_kubeconfig, a.management_context, a.apply, a.out, a.data,
+                        fleet=a.fleet)
+
+
+def cmd_shard(a: argparse.Namespace) -> int:
+    cooperative()
+    from knfleet.fleet import shard
+
+    return shard.run(a.fleet_file, a.kind, a.index, a.kubeconfigs, a.run, a.namespace, a.wave, a.rollout)
+
+
+def cmd_coordinate(a: argparse.Namespace) -> int:
+    from knfleet.fleet import coordinator
+
+    return coordinator.main(a.fleet_file, a.rollout, a.namespace, a.image, a.poll)
+
+
+def _whole(least: int) -> Any:
+    """An argparse type: a whole number >= least, else a message naming what is allowed."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = None
+        if v is None or v < least:
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed; expected a whole number >= {least}")
+        return v
+    return parse
+
+
+def _jobs_parsers(sub: Any) -> None:
+    from knfleet.fleet import jobs
+
+    kind = completion.kind
+    j = sub.add_parser("jobs", help="render (--apply: apply) what runs the fleet from a management cluster: a CronJob "
+                                    "of Indexed Jobs over shards, and with --rollout a coordinator Job")
+    kind(j.add_argument("inventory"), "inventory")
+    kind(j.add_argument("--management-kubeconfig", metavar="FILE",
+                        help="the management cluster's kubeconfig (needed by --apply)"), "file")
+    j.add_argument("--management-context", metavar="NAME", help="its context (default: its current one)")
+    j.add_argument("--apply", action="store_true", help="apply the objects (server-side apply) instead of printing")
+    kind(j.add_argument("--out", metavar="DIR", help="write each object to a file in DIR (mode 0600: real Secrets)"),
+         "file")
+    j.add_argument("--namespace", default="knfleet", help="the management cluster's namespace (default knfleet)")
+    j.add_argument("--fleet", help="the fleet's name (default: the inventory file's stem)")
+    j.add_argument("--image", default=f"knfleet:{__version__}", help="knfleet's image (default %(default)s)")
+    j.add_argument("--shard-size", type=_whole(1), default=jobs.DEFAULT_SHARD_SIZE, metavar="N",
+                   help="clusters per shard at most (default %(default)s); shards are balanced by count")
+    j.add_argument("--schedule", default=jobs.DEFAULT_SCHEDULE, help="the converge CronJob's schedule "
+                   "(default '%(default)s')")
+    j.add_argument("--parallelism", type=_whole(1), metavar="N", help="shards run at once (default: all)")
+    j.add_argument("--deadline", type=_whole(1), default=jobs.DEFAULT_DEADLINE, metavar="SECONDS",
+                   help="a Job's activeDeadlineSeconds (default %(default)s)")
+    j.add_argument("--max-failed-clusters", type=_whole(0), default=0, metavar="N",
+                   help="the rollout halts when more than N clusters failed (default 0), as knfleet rollout")
+    j.add_argument("--rollout", metavar="NAME", help="also the coordinator Job of rollout NAME (one name per rollout)")
+    j.add_argument("--no-converge", action="store_true", help="no converge CronJob (and no converge Secrets)")
+    j.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
+                   help="carried in fleet.json and applied by every shard (as pyinfra --data)")
+    j.set_defaults(func=cmd_jobs)
+    s = sub.add_parser("shard", help="(in a Job's pod) converge one shard of the fleet, write its result ConfigMap")
+    kind(s.add_argument("--fleet-file", required=True, metavar="FILE", help="fleet.json"), "json")
+    s.add_argument("--kind", required=True, choices=("converge", "rollout"))
+    s.add_argument("--index", required=True, type=_whole(0), metavar="I", help="the shard ($(JOB_COMPLETION_INDEX))")
+    kind(s.add_argument("--kubeconfigs", required=True, metavar="DIR", help="the shard's <cluster>.kubeconfig files"),
+         "file")
+    s.add_argument("--run", required=True, help="the run's name (the Job's)")
+    s.add_argument("--namespace", required=True, help="where the result ConfigMap goes")
+    s.add_argument("--wave", type=_whole(0), metavar="W", help="the rollout wave (--kind rollout)")
+    s.add_argument("--rollout", metavar="NAME", help="the rollout's name (--kind rollout)")
+    s.set_defaults(func=cmd_shard)
+    c = sub.add_parser("coordinate", help="(in the coordinator Job's pod) run a rollout's waves as Indexed Jobs, "
+                                          "resumable, halting as knfleet rollout")
+    kind(c.add_argument("--fleet-file", required=True, metavar="FILE", help="fleet.json"), "json")
+    c.add_argument("--rollout", required=True, metavar="NAME")
+    c.add_argument("--namespace", required=True)
+    c.add_argument("--image", required=True, help="the image of the wave Jobs' pods")
+    c.add_argument("--poll", type=_positive(float), default=2.0, metavar="SECONDS",
+                   help="how often the wave Job is looked at (default 2)")
+    c.set_defaults(func=cmd_coordinate)
+
+
 def parser() -> argparse.ArgumentParser:
     """knfleet's command line (also what `knfleet completion` is made from)."""
     kind = completion.kind
@@ -418,6 +511,7 @@ def parser() -> argparse.ArgumentParser:
     ad.add_argument("--wakes-per-day", type=_positive(float), metavar="N",
                     help="wakes from zero per day in real traffic (default: those the reports saw, per day)")
     ad.set_defaults(func=cmd_advise)
+    _jobs_parsers(sub)
     co = sub.add_parser("completion", help="print the shell completion script: source <(knfleet completion bash)")
     co.add_argument("shell", choices=("bash", "zsh"))
     co.set_defaults(func=cmd_completion)

@@ -3,6 +3,10 @@
 A pod is run for real when one of its containers' images names a binary below (any registry, tag or
 digest: a mirrored or upgraded release is recognised the same way). kwok still schedules such a pod
 and gives it an IP, but leaves its containers' status to the runner (see nodes.kwok_config).
+
+Knative's binaries are the builds of their release (releases.pick); knfleet's own image (the Containerfile at the
+repository root) is this checkout: its console script from the venv the runner runs from, its WORKDIR /knfleet
+this repository (see pods.py and podspec.py).
 """
 
 from __future__ import annotations
@@ -18,6 +22,19 @@ class Binary:
     # env var -> the container port it sets; each gets a free local port (ports are per process here,
     # not per pod IP, so two clusters never collide)
     port_env: dict[str, int] = field(default_factory=dict)
+    # True: a Knative binary, run as the build of the image's release; False: knfleet's own image (this checkout)
+    knative: bool = True
+    # What the image's filesystem holds at these paths (its entrypoint, its WORKDIR) and what stands for them here:
+    # a pod's `command` must name one of `commands`; a path below a key of `image_dirs` is rewritten to its folder.
+    commands: tuple[str, ...] = ()
+    workdir: str | None = None  # the image's WORKDIR (None: the pod's own folder)
+    # the image's ENV (its PATH and HOME are pods.image_path and the pod's folder here)
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def entrypoints(self) -> tuple[str, ...]:
+        """The names a pod's `command[0]` may give this image's entrypoint (Knative's images: /ko-app/<name>)."""
+        return self.commands or (f"/ko-app/{self.name}",)
 
 
 # Knative reads its metrics port as a 16-bit signed value (knative.dev/pkg metrics/config.go): <= 32767.
@@ -39,11 +56,16 @@ BINARIES: tuple[Binary, ...] = (
     # Failed as the process exited (kwok's own completion stage leaves them to the runner).
     Binary(name="migrate", image=re.compile(r"knative\.dev/pkg/apiextensions/storageversion/cmd/migrate[@:]")),
     Binary(name="cleanup", image=re.compile(r"knative\.dev/serving/pkg/cleanup/cmd/cleanup[@:]")),
+    # knfleet's image (`knfleet jobs`: the CronJob's and the rollout's shards and coordinator): ENTRYPOINT knfleet,
+    # WORKDIR /knfleet. Any registry, tag or digest whose repository's last path component is `knfleet`.
+    Binary(name="knfleet", image=re.compile(r"(^|/)knfleet[:@]"), knative=False,
+           commands=("knfleet", "/opt/venv/bin/knfleet"), workdir="/knfleet",
+           env={"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}),
 )
 
-# The jq expression kwok's stages use to leave these pods' container status to the runner.
-KWOK_IMAGE_TEST = ("knative.dev/(serving/cmd/(webhook|controller)|pkg/apiextensions/storageversion/cmd/migrate"
-                   "|serving/pkg/cleanup/cmd/cleanup)[@:]")
+# The jq expression kwok's stages use to leave these pods' container status to the runner (a regex of kwok's jq).
+KWOK_IMAGE_TEST = ("(knative.dev/(serving/cmd/(webhook|controller)|pkg/apiextensions/storageversion/cmd/migrate"
+                   "|serving/pkg/cleanup/cmd/cleanup)[@:]|(^|/)knfleet[:@])")
 
 
 def for_image(image: str) -> Binary | None:

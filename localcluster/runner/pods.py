@@ -1,12 +1,13 @@
 """The pod runner: the kubelet of the pods whose containers are real binaries (Knative's webhook, controller and
 post-install Jobs), each run as the build of the release its image digest belongs to (releases.pick): a 1.18.1 pod
 runs the v0.45.1 build; a pod of a release with no build here (1.17.2) is not run at all, its container waiting with
-the reason.
+the reason. Pods of knfleet's own image (`knfleet jobs`' shards and coordinator) run this checkout's `knfleet`.
 
 kwok schedules every pod and gives it an IP. For a pod whose container image names a binary we built
 (binaries.BINARIES), the runner does what a kubelet would: starts the process with the env and args
-of the pod spec (fieldRefs, ConfigMap/Secret refs, `$(VAR)` expansion), with the credentials of the
-pod's service account (a TokenRequest bound to the pod, so the release's own RBAC applies), with free
+of the pod spec (fieldRefs, ConfigMap/Secret refs, `$(VAR)` expansion), its volumes written under the pod's
+folder and the container paths in its args, env and workingDir rewritten to them (podspec.py), with the
+credentials of the pod's service account (a TokenRequest bound to the pod, so the release's own RBAC applies), with free
 local ports in place of the container ports, probes its readiness as the pod spec says, writes the
 container status (Running, Ready, CrashLoopBackOff with restart counts and the last exit), restarts
 it with back-off, and stops it by PID when the pod goes away. Everything it starts is recorded in
@@ -15,16 +16,15 @@ it with back-off, and stops it by PID when the pod goes away. Everything it star
 
 from __future__ import annotations
 
-import base64
 import ctypes
 import json
 import os
 import random
-import re
 import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -38,8 +38,11 @@ import yaml
 from kubernetes.client.rest import ApiException
 
 from localcluster import procs
-from localcluster.runner import releases
+from localcluster.runner import podspec, releases
 from localcluster.runner.binaries import METRICS_PORT_MAX, Binary, for_image
+from localcluster.runner.podspec import WaitingError, expand, field_ref
+
+__all__ = ["PodRunner", "expand", "field_ref", "stop_recorded"]
 
 # Fault injection for tests: {"<namespace>/<app label>": "hold" | "ready-without-process"}. "hold" never starts
 # the process (the container stays ContainerCreating, like a stuck image pull); "ready-without-process" reports
@@ -49,7 +52,6 @@ FAULTS = ("hold", "ready-without-process")
 BACKOFF_START, BACKOFF_MAX, BACKOFF_RESET = 1.0, 30.0, 60.0  # kubelet: 10 s doubling to 5 min, reset after 10 min
 STOP_GRACE_MAX = 10.0
 TOKEN_SECONDS = 24 * 3600
-_VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
 def now_iso() -> str:
@@ -86,29 +88,6 @@ def _set_parent_death_signal() -> None:
         pass
 
 
-def expand(text: str, env: dict[str, str]) -> str:
-    """Kubernetes' $(VAR) expansion: known names are replaced, $$ escapes, unknown ones stay as they are."""
-    text = text.replace("$$", "\0")
-    text = _VAR.sub(lambda m: env.get(m.group(1), m.group(0)), text)
-    return text.replace("\0", "$")
-
-
-def field_ref(pod: dict[str, Any], path: str) -> str:
-    meta, spec, status = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
-    m = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
-    if m:
-        return str((meta.get(m.group(1)) or {}).get(m.group(2), ""))
-    simple = {
-        "metadata.name": meta.get("name"), "metadata.namespace": meta.get("namespace"),
-        "metadata.uid": meta.get("uid"), "spec.nodeName": spec.get("nodeName"),
-        "spec.serviceAccountName": spec.get("serviceAccountName") or "default",
-        "status.podIP": status.get("podIP"), "status.hostIP": status.get("hostIP"),
-    }
-    if path not in simple:
-        raise ValueError(f"unsupported fieldRef {path}")
-    return str(simple[path] or "")
-
-
 @dataclass
 class Container:
     """One real process standing for one container of one pod."""
@@ -140,6 +119,8 @@ class Container:
     release: str | None = None  # the Knative release of the image (by digest)
     path: Path | None = None  # the build that runs; None: nothing may run, `blocked` says why
     blocked: tuple[str, str] | None = None  # (waiting reason, message)
+    waiting: tuple[str, str] | None = None  # cannot be created yet (a missing Secret, ...): (reason, message)
+    container_id: str | None = None  # of the last process started (kept after it exited, as a kubelet keeps it)
 
     @property
     def key(self) -> str:
@@ -249,13 +230,21 @@ class PodRunner:
         c.ports = {port: free_port() for port in binary.port_env.values()}
         self._pick(c)
         version = c.labels.get("app.kubernetes.io/version", "?")
-        runs = f"{c.path} (Knative {c.release})" if c.path else f"nothing: {c.blocked[1] if c.blocked else '?'}"
+        what = f"Knative {c.release}" if c.binary.knative else "knfleet's image: this checkout"
+        runs = f"{c.path} ({what})" if c.path else f"nothing: {c.blocked[1] if c.blocked else '?'}"
         self.log(f"{c.key}: image {c.image} (release label {version}) runs {runs}; "
                  f"ports {', '.join(f'{k}->{v}' for k, v in sorted(c.ports.items()))}")
         return c
 
     def _pick(self, c: Container) -> None:
         """The build of the image's release, or why nothing may run (kept as the container's waiting reason)."""
+        if not c.binary.knative:  # knfleet's image: this checkout's console script, from the venv the runner runs in
+            c.path = knfleet_script()
+            c.blocked = None if c.path.exists() else (
+                "KnfleetNotInstalled", f"{c.path} does not exist: `make venv` installs knfleet's console script")
+            if c.blocked:
+                c.path = None
+            return
         got = releases.pick(c.image, self.bin_root)
         if got is None:  # not one of ours (cannot happen: reconcile only makes Containers for our binaries)
             c.blocked = ("UnknownKnativeRelease", f"image {c.image} is not a Knative binary the runner backs")
@@ -283,10 +272,19 @@ class PodRunner:
         if c.popen is None and not c.done and now >= c.next_start and pod is not None:
             try:
                 self._start(c, pod)
-            except Exception as err:  # noqa: BLE001 - surfaced as the container's waiting reason
+            except WaitingError as err:  # the kubelet retries until the Secret or ConfigMap is there
+                if c.waiting != (err.reason, str(err)):
+                    self.log(f"{c.key}: waiting: {err.reason}: {err}")
+                c.waiting = (err.reason, str(err))
+                c.next_start = now + c.backoff
+                c.backoff = min(c.backoff * 2, BACKOFF_MAX)
+            except Exception as err:  # noqa: BLE001 - surfaced as the container's last termination
+                c.waiting = None
                 c.last_exit = {"terminated": {"exitCode": 128, "reason": "StartError", "message": str(err)[:500],
                                               "startedAt": now_iso(), "finishedAt": now_iso()}}
                 self.log(f"{c.key}: cannot start: {err}")
+                if c.restart_policy == "Never":  # a kubelet does not try again: the pod fails
+                    c.done = True
                 c.next_start = now + c.backoff
                 c.backoff = min(c.backoff * 2, BACKOFF_MAX)
         if c.popen is not None and now >= c.next_probe:
@@ -310,16 +308,16 @@ class PodRunner:
             ref = item.get("valueFrom") or {}
             if "fieldRef" in ref:
                 env[name] = field_ref(pod, ref["fieldRef"]["fieldPath"])
-            elif "configMapKeyRef" in ref:
-                r = ref["configMapKeyRef"]
-                data = self._read_data("config_map", ns, r["name"], r)
+            elif "configMapKeyRef" in ref or "secretKeyRef" in ref:
+                kind = "config_map" if "configMapKeyRef" in ref else "secret"
+                r = ref.get("configMapKeyRef") or ref["secretKeyRef"]
+                data = self._read_data(kind, ns, r["name"], r)
                 if r["key"] in data:
                     env[name] = data[r["key"]]
-            elif "secretKeyRef" in ref:
-                r = ref["secretKeyRef"]
-                data = self._read_data("secret", ns, r["name"], r)
-                if r["key"] in data:
-                    env[name] = data[r["key"]]
+                elif not r.get("optional"):
+                    what = "ConfigMap" if kind == "config_map" else "Secret"
+                    raise WaitingError("CreateContainerConfigError",
+                                       f"couldn't find key {r['key']} in {what} {ns}/{r['name']}")
             elif "resourceFieldRef" in ref:
                 r = ref["resourceFieldRef"]
                 kind, _, res = r["resource"].partition(".")
@@ -328,28 +326,60 @@ class PodRunner:
                 env[name] = ""
         return env
 
-    def _read_data(self, kind: str, ns: str, name: str, ref: dict[str, Any]) -> dict[str, str]:
+    def _read_bytes(self, kind: str, ns: str, name: str) -> dict[str, bytes] | None:
+        """A Secret's or ConfigMap's data as bytes; None when it does not exist."""
         try:
             obj = getattr(self.core, f"read_namespaced_{kind}")(name, ns)
         except ApiException as err:
-            if err.status == 404 and ref.get("optional"):
-                return {}
+            if err.status == 404:
+                return None
             raise RuntimeError(f"{kind.replace('_', '')} {ns}/{name}: {err.reason}") from None
-        data = dict(obj.data or {})
         if kind == "secret":
-            data = {k: base64.b64decode(v).decode(errors="replace") for k, v in data.items()}
-        return data
+            return podspec.decode("secret", obj.data)
+        return podspec.decode("configmap", obj.data, getattr(obj, "binary_data", None))
 
-    def _kubeconfig(self, c: Container, pod: dict[str, Any]) -> Path:
-        """A kubeconfig with a token of the pod's service account, bound to the pod (like a projected token)."""
+    def _read_data(self, kind: str, ns: str, name: str, ref: dict[str, Any]) -> dict[str, str]:
+        data = self._read_bytes(kind, ns, name)
+        if data is None:
+            if ref.get("optional"):
+                return {}
+            what = "configmap" if kind == "config_map" else "secret"
+            raise WaitingError("CreateContainerConfigError", f'{what} "{name}" not found')
+        return {k: v.decode(errors="replace") for k, v in data.items()}
+
+    def _token(self, c: Container, pod: dict[str, Any], audience: str | None, seconds: int) -> str:
+        """A token of the pod's service account, bound to the pod (a projected token's TokenRequest)."""
         from kubernetes import client
 
         sa = (pod.get("spec") or {}).get("serviceAccountName") or "default"
         req = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(
-            audiences=[], expiration_seconds=TOKEN_SECONDS,
+            audiences=[audience] if audience else [], expiration_seconds=seconds,
             bound_object_ref=client.V1BoundObjectReference(kind="Pod", api_version="v1", name=c.pod, uid=c.uid)))
-        token = self.core.create_namespaced_service_account_token(sa, c.namespace, req).status.token
-        folder = self.dir / "pods" / f"{c.namespace}_{c.pod}"
+        return self.core.create_namespaced_service_account_token(sa, c.namespace, req).status.token
+
+    def pod_dir(self, c: Container) -> Path:
+        return self.dir / "pods" / f"{c.namespace}_{c.pod}"
+
+    def _volumes(self, c: Container, pod: dict[str, Any]) -> dict[str, Path]:
+        """The pod's volumes written under its folder (podspec.volume_files): volume name -> local folder."""
+        ns = c.namespace
+        kinds = {"secret": "secret", "configmap": "config_map"}
+
+        def read(kind: str, name: str) -> dict[str, bytes] | None:
+            return self._read_bytes(kinds[kind], ns, name)
+
+        def tokens(audience: str | None, seconds: int) -> str:
+            return self._token(c, pod, audience, max(seconds, 600))
+
+        root = self.pod_dir(c) / "volumes"
+        return {v["name"]: podspec.write_volume(root, v["name"], podspec.volume_files(v, read, pod, tokens))
+                for v in (pod.get("spec") or {}).get("volumes") or []}
+
+    def _kubeconfig(self, c: Container, pod: dict[str, Any]) -> Path:
+        """A kubeconfig with a token of the pod's service account, bound to the pod (like a projected token)."""
+        sa = (pod.get("spec") or {}).get("serviceAccountName") or "default"
+        token = self._token(c, pod, None, TOKEN_SECONDS)
+        folder = self.pod_dir(c)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "kubeconfig"
         cfg = {
@@ -368,18 +398,20 @@ class PodRunner:
 
     def _start(self, c: Container, pod: dict[str, Any]) -> None:
         ctr = next(x for x in pod["spec"]["containers"] if x["name"] == c.name)
-        env = self._env(pod, ctr)
+        where = podspec.mounts(ctr, self._volumes(c, pod), image_dirs(c.binary))
+        env = {**c.binary.env, **{k: podspec.rewrite(v, where) for k, v in self._env(pod, ctr).items()}}
         for port, local in list(c.ports.items()):  # another cluster's process may have taken it meanwhile
             if not port_free(local):
                 c.ports[port] = free_port()
                 self.log(f"{c.key}: local port {local} (container port {port}) is taken; now {c.ports[port]}")
         for var, port in c.binary.port_env.items():
             env[var] = str(c.ports[port])
-        env["KUBECONFIG"] = str(self._kubeconfig(c, pod))
-        env["HOME"] = str(self.dir / "pods" / f"{c.namespace}_{c.pod}")
-        env.setdefault("PATH", "/usr/bin:/bin")
+        env.setdefault("KUBECONFIG", str(self._kubeconfig(c, pod)))  # the pod's own KUBECONFIG (rewritten) wins
+        env["HOME"] = str(self.pod_dir(c))
+        env.setdefault("PATH", image_path(c.binary))
         assert c.path is not None  # _tend starts only a container whose release has a build
-        argv = [str(c.path), *(expand(str(a), env) for a in ctr.get("args") or [])]
+        argv = podspec.argv(c.binary, c.path, ctr, env, where)
+        cwd = podspec.working_dir(ctr, c.binary, where, self.pod_dir(c))
         c.log = self.dir / "logs" / "pods" / f"{c.namespace}_{c.pod}_{c.name}.log"
         c.log.parent.mkdir(parents=True, exist_ok=True)
         with open(c.log, "ab") as out:
@@ -387,8 +419,9 @@ class PodRunner:
             out.flush()
             c.popen = subprocess.Popen(  # noqa: S603 - our own binary
                 argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                cwd=env["HOME"], preexec_fn=_set_parent_death_signal)  # noqa: PLW1509
+                cwd=cwd, preexec_fn=_set_parent_death_signal)  # noqa: PLW1509
         c.started_at, c.started_mono, c.ready, c.probe_failures = now_iso(), time.monotonic(), False, 0
+        c.waiting, c.container_id = None, f"knfleet-runner://{c.popen.pid}"
         c.next_probe = time.monotonic() + float((c.readiness or {}).get("initialDelaySeconds") or 0)
         self.log(f"{c.key}: started pid {c.popen.pid}")
 
@@ -398,7 +431,7 @@ class PodRunner:
         ran = now - c.started_mono
         c.last_exit = {"terminated": {
             "exitCode": code if code >= 0 else 128 - code, "reason": "Completed" if code == 0 else "Error",
-            "startedAt": c.started_at, "finishedAt": now_iso()}}
+            "startedAt": c.started_at, "finishedAt": now_iso(), "containerID": c.container_id}}
         c.popen, c.ready = None, False
         self.log(f"{c.key}: exited with {code} after {ran:.1f}s (see {c.log})")
         if c.restart_policy == "Never" or (c.restart_policy == "OnFailure" and code == 0):
@@ -468,8 +501,9 @@ class PodRunner:
                 st["restartCount"] = c.restarts
                 st["ready"] = c.ready
                 st["started"] = c.popen is not None or c.ready
+                if c.pid or (c.done and c.container_id):  # a finished container keeps its ID, as a kubelet's does
+                    st["containerID"] = c.container_id
                 if c.pid:
-                    st["containerID"] = f"knfleet-runner://{c.pid}"
                     st["state"] = {"running": {"startedAt": c.started_at}}
                 elif c.ready:  # fault "ready-without-process"
                     st["state"] = {"running": {"startedAt": c.started_at}}
@@ -477,6 +511,8 @@ class PodRunner:
                     st["state"] = c.last_exit
                 elif c.blocked:  # no build of the image's release: never run with another release's binary
                     st["state"] = {"waiting": {"reason": c.blocked[0], "message": c.blocked[1]}}
+                elif c.waiting:  # a missing Secret or ConfigMap: retried, as the kubelet does
+                    st["state"] = {"waiting": {"reason": c.waiting[0], "message": c.waiting[1]}}
                 elif c.last_exit:
                     secs = max(0, int(c.next_start - time.monotonic()))
                     st["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message": (
@@ -564,6 +600,26 @@ class PodRunner:
             self.reap()
             time.sleep(0.1)
         self._save()
+
+
+def knfleet_script() -> Path:
+    """What knfleet's image's entrypoint is here: the console script of the venv the runner runs from."""
+    return Path(sys.executable).parent / "knfleet"
+
+
+def image_dirs(binary: Binary) -> dict[str, Path]:
+    """The image's own folders and what stands for them here (knfleet's: WORKDIR /knfleet is this checkout,
+    /opt/venv the venv the runner runs from); Knative's images: none (their processes run in the pod's folder)."""
+    if binary.knative:
+        return {}
+    return {binary.workdir or "/knfleet": releases.REPO, "/opt/venv": Path(sys.prefix)}
+
+
+def image_path(binary: Binary) -> str:
+    """The image's PATH (knfleet's Containerfile puts /opt/venv/bin first), with its folders as they are here."""
+    if binary.knative:
+        return "/usr/bin:/bin"
+    return f"{Path(sys.prefix) / 'bin'}:/usr/local/bin:/usr/bin:/bin"
 
 
 def stop_recorded(cluster_dir: Path) -> list[str]:

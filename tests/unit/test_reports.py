@@ -315,7 +315,7 @@ def test_completion_script(tmp_path, shell):
     if shell == "zsh":
         assert run.stdout.startswith("#compdef knfleet") and "bashcompinit" in run.stdout
     assert set(complete(script, "")) == {"lint", "rollout", "rollback", "status", "diff", "doctor", "report",
-                                         "advise", "completion", "--help", "--version"}
+                                         "advise", "jobs", "shard", "coordinate", "completion", "--help", "--version"}
     assert sorted(complete(script, "ro")) == ["rollback", "rollout"]
     assert complete(script, "rollo") == ["rollout"]
     assert sorted(complete(script, "rollout", "--re")) == ["--report", "--report-html", "--resume"]
@@ -334,6 +334,10 @@ def test_completion_script(tmp_path, shell):
     assert complete(script, "advise", "", cwd=tmp_path) == ["r1.json"]  # issue 25: saved reports
     assert sorted(complete(script, "advise", "--g")) == ["--gpu-hour-cost", "--gpus-per-pod"]
     assert complete(script, "lint", "group_data/all.py", "--reports", "", cwd=tmp_path) == ["r1.json"]
+    # issue 26: the management cluster's objects
+    assert sorted(complete(script, "jobs", "inventories/")) == ["inventories/example.py", "inventories/local.py"]
+    assert complete(script, "jobs", "--sh") == ["--shard-size"]
+    assert complete(script, "shard", "--kind", "") == ["converge", "rollout"]
 
 
 def test_zsh_completion_through_bashcompinit(tmp_path):
