@@ -8,7 +8,7 @@ CLUSTERS ?= 1
 BIN_DIR = $(shell $(PY) -m localcluster.build --print)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv build local-up local-down local-status test unit integration faults lint demo bench clean
+.PHONY: help venv build local-up local-down local-status test unit integration faults lint demo bench bench-fleet clean
 
 help:
 	@echo "make demo                 set up everything, bring up a local cluster, run knfleet on it"
@@ -17,6 +17,7 @@ help:
 	@echo "make local-up [CLUSTERS=n] start local clusters local-1..n (.local/clusters/<name>/kubeconfig)"
 	@echo "make local-down           stop every local cluster (by PID)"
 	@echo "make bench                measure knfleet on local clusters"
+	@echo "make bench-fleet          one runner over 10, 100, 1,000 simulated clusters (record/replay)"
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +60,9 @@ demo: build
 bench: build
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	PATH="$(BIN_DIR):$$PATH" $(PY) -m localcluster.bench
+
+bench-fleet: build
+	PATH="$(BIN_DIR):$$PATH" $(PY) -m localcluster.fleetbench
 
 clean: local-down
 	rm -rf .local

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -243,8 +244,32 @@ def proxy_objects(settings: InstallSettings) -> list[dict[str, Any]]:
     return docs
 
 
+_STAGES: OrderedDict[tuple[Any, ...], tuple[Stage, ...]] = OrderedDict()
+STAGES_KEPT = 8
+
+
+def clear_caches() -> None:
+    """Forget every parse and rendering kept in this process (tests of the parse cache)."""
+    _parsed_json.cache_clear()
+    _STAGES.clear()
+
+
 def install_stages(bundle: Bundle, settings: InstallSettings) -> list[Stage]:
-    """crds -> config (namespace + ConfigMaps) -> core -> kourier -> proxy."""
+    """crds -> config (namespace + ConfigMaps) -> core -> kourier -> proxy.
+
+    Clusters with the same bundle and settings share one rendering (the same Stage objects: treat them as read-only):
+    rendering the release once per cluster kept a copy of every parsed release object per cluster, gigabytes at a
+    thousand clusters (docs/fleet-scale.md). The key is the files' texts and the settings' full repr."""
+    key = (bundle.version, tuple(sorted(bundle.files.items())), repr(settings))
+    found = _STAGES.get(key)
+    if found is None:
+        found = _STAGES[key] = tuple(_install_stages(bundle, settings))
+        while len(_STAGES) > STAGES_KEPT:
+            _STAGES.popitem(last=False)
+    return list(found)
+
+
+def _install_stages(bundle: Bundle, settings: InstallSettings) -> list[Stage]:
     crds = [o for o in load_docs(bundle.text("serving-crds.yaml")) if _is_crd(o)]
     core = load_docs(bundle.text("serving-core.yaml"))
     owned = settings.owned_config()

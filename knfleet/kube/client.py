@@ -273,6 +273,10 @@ class Cluster:
             api.close()
             raise self._credential_error
         self._check_transport(api.configuration)
+        # The kubeconfig loader's refresh hook sets `host` again before every request of a token user, and each time
+        # the configuration scans the whole environment for proxies (urllib's getproxies): ~0.25 ms a request, for
+        # nothing, as the connection pool was built with the proxy already. Setting the proxy pins the one found.
+        api.configuration.proxy = api.configuration.proxy
         api.configuration.connection_pool_maxsize = WORKERS
         api.rest_client.pool_manager.connection_pool_kw["maxsize"] = WORKERS
         # urllib3's own retries stay for connections (its default of 3) but not for answers: those are

@@ -107,9 +107,9 @@ def test_values_that_are_not_image_references_are_refused(ref):
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A cache folder of the test's own (KNFLEET_CACHE), and no parse remembered in this process."""
     monkeypatch.setenv("KNFLEET_CACHE", str(tmp_path / "cache"))
-    render._parsed_json.cache_clear()
+    render.clear_caches()
     yield tmp_path / "cache" / "bundles" / getattr(render, "CACHE_DIR", "parsed")  # (main: parsed/, unchecked)
-    render._parsed_json.cache_clear()
+    render.clear_caches()
 
 
 def kourier_entry(folder: Path) -> Path:
@@ -132,17 +132,17 @@ def test_a_planted_parse_cache_entry_is_not_believed(cache):
     """On main a file at <cache>/parsed/<sha256 of kourier.yaml>.json was used as found: after the bundle passed its
     checksum, the Kourier stage became a ClusterRoleBinding to cluster-admin."""
     good = kourier_stage()
-    render._parsed_json.cache_clear()
+    render.clear_caches()
     old = kourier_entry(cache.parent / "parsed")  # where main kept (and trusted) its entries
     old.parent.mkdir(parents=True, exist_ok=True)
     old.write_text(json.dumps(PLANTED))
     assert kourier_stage() == good
-    render._parsed_json.cache_clear()
+    render.clear_caches()
     entry = kourier_entry(cache)
     entry.parent.mkdir(parents=True, exist_ok=True)
     entry.write_text(json.dumps(PLANTED))  # the format main wrote
     assert kourier_stage() == good
-    render._parsed_json.cache_clear()
+    render.clear_caches()
     # the entry format with a header naming the right sha256, but made without this user's key
     header = {"format": render.CACHE_FORMAT, "source_sha256": entry.stem, "mac": "0" * 64}
     entry.write_text(json.dumps(header) + "\n" + json.dumps(PLANTED))
@@ -154,16 +154,16 @@ def test_a_planted_parse_cache_entry_is_not_believed(cache):
 def test_a_corrupt_parse_cache_entry_is_parsed_again_and_rebuilt(cache, content):
     """On main a corrupt entry ended the run with a traceback (json.decoder.JSONDecodeError)."""
     good = kourier_stage()
-    render._parsed_json.cache_clear()
+    render.clear_caches()
     kourier_entry(cache).write_bytes(content)
     assert kourier_stage() == good
-    render._parsed_json.cache_clear()
+    render.clear_caches()
     assert render._cached(cache, render._cache_key(cache), kourier_entry(cache).stem) is not None  # rebuilt
 
 
 def test_an_intact_entry_is_used_without_parsing_again(cache, monkeypatch):
     good = kourier_stage()
-    render._parsed_json.cache_clear()
+    render.clear_caches()
 
     def no_parse(*_a: Any, **_k: Any) -> Any:
         raise AssertionError("parsed again although the cache holds an intact entry")
@@ -183,7 +183,7 @@ def test_the_parse_cache_folder_is_private_to_its_user(cache):
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the folder to another user")
 def test_a_parse_cache_folder_of_another_user_is_not_used(cache):
     good = kourier_stage()
-    render._parsed_json.cache_clear()
+    render.clear_caches()
     entry = kourier_entry(cache)
     entry.write_text(json.dumps(PLANTED))
     os.chown(cache, 65534, 65534)
