@@ -157,9 +157,11 @@ def record_wave(doc: dict[str, Any], state: dict[str, Any], wave: int,
 
 def compact(o: dict[str, Any]) -> dict[str, Any]:
     out = {k: o[k] for k in COMPACT if k in o}
-    for k in ("errors", "failures"):
-        if k in out:
-            out[k] = list(out[k])[:2]
+    if "errors" in out:
+        out["errors"] = [str(e)[:300] for e in list(out["errors"])[:2]]
+    if "failures" in out:
+        out["failures"] = [{**f, "message": str(f.get("message", ""))[:300]} if isinstance(f, dict) else f
+                           for f in list(out["failures"])[:2]]
     return out
 
 
@@ -216,10 +218,14 @@ class Store:
         since it was read)."""
         data = {**((cm or {}).get("data") or {}), "state.json": json.dumps(state)}
         if report is not None:
+            budget = REPORT_LIMIT - len(data["state.json"])  # one ConfigMap holds both: 1 MiB in all
             text = json.dumps(report)
-            if len(text) > REPORT_LIMIT:  # the full outcomes stay in the shards' result ConfigMaps
+            if len(text) > budget:  # the full outcomes stay in the shards' result ConfigMaps
                 text = json.dumps({**report, "compact": True,
                                    "clusters": {n: compact(o) for n, o in report["clusters"].items()}})
+            if len(text) > budget:  # a very large fleet: each cluster's status and wave only
+                text = json.dumps({**report, "compact": True, "clusters": {
+                    n: {k: o.get(k) for k in ("cluster", "status", "wave")} for n, o in report["clusters"].items()}})
             data["report.json"] = text
         if cm is None:
             self.mgmt.create({"apiVersion": "v1", "kind": "ConfigMap",

@@ -321,3 +321,20 @@ def test_a_management_cluster_blip_is_looked_at_again_not_a_new_pod(capsys):
     refused.get = lambda *a, **k: (_ for _ in ()).throw(KubeError("mgmt", "get", 403, "Forbidden", "no"))  # type: ignore[method-assign]
     with pytest.raises(KubeError):
         run(refused)
+
+
+def test_the_state_and_the_report_fit_one_configmap_together(capsys):
+    """Review finding: report.json was kept under the limit alone while state.json sits in the same ConfigMap,
+    and compact outcomes kept error texts of any length: the final write of a large fleet's rollout could pass
+    1 MiB and fail for ever."""
+    api = Api(fleet())
+    store = co.Store(api, "knfleet", "f", "r1")
+    state = {"waves": {"0": {"status": co.PASSED, "clusters": {}}}, "halted_at": None, "pad": "s" * 500_000}
+    huge = {f"c{i}": {"cluster": f"c{i}", "status": "failed", "wave": 0, "errors": ["e" * 5000] * 5,
+                      "failures": [{"step": "x", "reason": "Failed", "message": "m" * 5000}], "steps": ["x"] * 50}
+            for i in range(300)}
+    store.write(state, None, report={"status": "halted", "clusters": huge})
+    data = api.objs[("ConfigMap", jobs.state_name("f", "r1"))]["data"]
+    assert sum(len(v) for v in data.values()) <= co.REPORT_LIMIT
+    rep = json.loads(data["report.json"])
+    assert rep["compact"] and sorted(rep["clusters"]) == sorted(huge) and rep["clusters"]["c0"]["status"] == "failed"
