@@ -197,7 +197,8 @@ class PodRunner:
         ending: dict[str, dict[str, Any]] = {}
         for pod in pods:
             meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
-            if meta.get("deletionTimestamp") and self._ends_itself(pod):
+            # a kubelet ends the pods bound to its node; an unscheduled one is the pod GC's (it marks it Failed)
+            if meta.get("deletionTimestamp") and spec.get("nodeName") and self._ends_itself(pod):
                 wanted |= self._terminate(pod)
                 ending[meta["uid"]] = pod
                 continue

@@ -290,6 +290,13 @@ def test_a_container_whose_start_waited_ends_terminated_not_waiting(runner):
     assert st["state"]["terminated"]["reason"] == "ContainerStatusUnknown"
 
 
+def test_an_unscheduled_deleted_pod_is_left_to_the_pod_gc(runner):
+    p = pod(ip=False, phase="Pending")
+    del p["spec"]["nodeName"]
+    runner.reconcile([deleted(p)])
+    assert runner.core.calls == []  # no kubelet owns it: kube-controller-manager's pod GC marks it Failed, deletes it
+
+
 @pytest.mark.parametrize("phase", ["Succeeded", "Failed"])
 def test_a_deleted_pod_that_finished_before_the_runner_started_is_deleted_as_it_is(runner, phase):
     runner.reconcile([deleted(pod(phase=phase))])
