@@ -255,20 +255,22 @@ def read_results(mgmt: Any, namespace: str, doc: dict[str, Any], rollout: str, w
 def coordinate(mgmt: Any, doc: dict[str, Any], rollout: str, namespace: str, image: str,
                poll: float = 2.0, sleep: Any = time.sleep) -> int:
     from knfleet.fleet.rollout import print_table
-    from knfleet.kube.client import Conflict
+    from knfleet.kube.client import Conflict, KubeError
 
     store = Store(mgmt, namespace, doc["fleet"], rollout)
+    hold_converge(mgmt, namespace, doc["fleet"], poll, sleep)
+    blips = 0
     say(f"rollout {rollout} of fleet {doc['fleet']}: " + "; ".join(
         f"wave {w}: {len(jobs.wave_of(doc, w)['shards'])} shard(s), {len(wave_members(doc, w))} cluster(s)"
         for w in wave_numbers(doc)))
     while True:
-        state, cm = store.read()
-        wave = current_wave(doc, state)
-        job = None
-        if wave is not None and state.get("halted_at") is None:
-            job = job_view(mgmt, namespace, jobs.wave_job_name(doc["fleet"], rollout, wave))
-        action = next_action(doc, state, job)
         try:
+            state, cm = store.read()
+            wave = current_wave(doc, state)
+            job = None
+            if wave is not None and state.get("halted_at") is None:
+                job = job_view(mgmt, namespace, jobs.wave_job_name(doc["fleet"], rollout, wave))
+            action = next_action(doc, state, job)
             if action.kind == "create":
                 assert action.wave is not None
                 obj = jobs.wave_job(doc, action.wave, rollout, namespace, image, action.max_failed_indexes)
@@ -301,6 +303,12 @@ def coordinate(mgmt: Any, doc: dict[str, Any], rollout: str, namespace: str, ima
                                      exit_code=action.code, halted_at_wave=state.get("halted_at"),
                                      max_failed_clusters=int(doc.get("max_failed", 0)))
                 store.write(state, cm, report=rep)
+                if action.code == 0:
+                    release_converge(mgmt, namespace, doc)
+                else:
+                    say(f"the scheduled converge ({jobs.cronjob_name(doc['fleet'])}) stays suspended: it would push "
+                        "this rollout's desired state to every cluster at once; fix, then roll out again or apply "
+                        "`knfleet jobs` without --rollout to resume it")
                 print_table(results)
                 print(json.dumps(rep, indent=2), flush=True)
                 say(f"rollout {action.status} (exit {action.code}); report in ConfigMap {namespace}/{store.name} "
@@ -309,6 +317,66 @@ def coordinate(mgmt: Any, doc: dict[str, Any], rollout: str, namespace: str, ima
         except Conflict:
             say("the state changed while it was being written: reading it again")
             continue
+        except KubeError as err:  # the management cluster busy or briefly away: look again, not a new pod each time
+            if not transient(err) or blips >= MAX_BLIPS:
+                raise
+            blips += 1
+            say(f"the management cluster did not answer ({err}); trying again ({blips}/{MAX_BLIPS})")
+            sleep(poll)
+            continue
+        blips = 0
+
+
+MAX_BLIPS = 60  # consecutive failed looks at the management cluster (a poll apart) before the pod gives up
+
+
+def transient(err: Exception) -> bool:
+    """An answer that says "try again" (429, 5xx) or none at all: worth another look, not a new pod."""
+    from knfleet.kube.client import TRANSIENT, Unreachable
+
+    return isinstance(err, Unreachable) or getattr(err, "status", 0) in TRANSIENT
+
+
+def hold_converge(mgmt: Any, namespace: str, fleet: str, poll: float, sleep: Any = time.sleep,
+                  timeout: float = 3600) -> None:
+    """The scheduled converge suspended (it would push this rollout's desired state to every cluster at once, and
+    its runs would hold the clusters' locks against the waves); then wait for its running Jobs to end."""
+    name = jobs.cronjob_name(fleet)
+    cj = mgmt.get("batch/v1", "CronJob", name, namespace)
+    if cj is None:
+        return
+    if not (cj.get("spec") or {}).get("suspend"):
+        mgmt.patch("batch/v1", "CronJob", name, namespace, {"spec": {"suspend": True}})
+        say(f"the scheduled converge {name} suspended while the rollout runs")
+    waited = 0.0
+    while (active := ((mgmt.get("batch/v1", "CronJob", name, namespace) or {}).get("status") or {}).get("active")):
+        if waited == 0:
+            say(f"waiting for the scheduled converge's running Job(s) to end: "
+                f"{', '.join(a.get('name', '?') for a in active)}")
+        if waited >= timeout:
+            raise jobs.JobsError(f"the scheduled converge {name} still runs after {timeout:.0f}s; the rollout did not "
+                                 "start (no wave touched)")
+        sleep(poll)
+        waited += poll
+
+
+def release_converge(mgmt: Any, namespace: str, doc: dict[str, Any]) -> None:
+    """After a converged rollout: the scheduled converge resumes, if it converges what this rollout rolled out."""
+    name = jobs.cronjob_name(doc["fleet"])
+    cj = mgmt.get("batch/v1", "CronJob", name, namespace)
+    if cj is None or not (cj.get("spec") or {}).get("suspend"):
+        return
+    cm = mgmt.get("v1", "ConfigMap", jobs.base(doc["fleet"]), namespace) or {}
+    try:
+        same = json.loads((cm.get("data") or {}).get("fleet.json") or "null") == doc
+    except ValueError:
+        same = False
+    if not same:
+        say(f"the scheduled converge {name} stays suspended: its desired state is not this rollout's; apply "
+            "`knfleet jobs` without --rollout to resume it")
+        return
+    mgmt.patch("batch/v1", "CronJob", name, namespace, {"spec": {"suspend": False}})
+    say(f"the scheduled converge {name} resumed (it converges what this rollout rolled out)")
 
 
 def main(fleet_file: str, rollout: str, namespace: str, image: str, poll: float = 2.0) -> int:

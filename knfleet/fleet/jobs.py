@@ -43,8 +43,10 @@ DEFAULT_DEADLINE = 1500
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 MAX_FLEET = 30  # knfleet-<fleet>-converge is a CronJob name (<= 52 characters)
 MAX_JOB_NAME = 63  # a Job's name is also its pods' job-name label value
+FLEET_JSON_LIMIT = 1_000_000  # a ConfigMap's data: at most 1 MiB in all
 CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
-CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
+# as the CronJob controller's parser (robfig/cron v3) allows: day of week 0-6, a range's start not after its end
+CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 6))
 CRON_NAMES = {3: ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
               4: ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]}
 
@@ -117,10 +119,15 @@ def check_schedule(schedule: str) -> str:
             ends = base.split("-")
             if len(ends) > 2:
                 raise bad
+            values = []
             for e in ends:
                 v = _cron_value(e, i)
                 if v is None or not lo <= v <= hi:
                     raise JobsError(f"--schedule = {shown(schedule)}: the {what} {e!r} is not allowed; use {lo}-{hi}")
+                values.append(v)
+            if len(values) == 2 and values[0] > values[1]:
+                raise JobsError(f"--schedule = {shown(schedule)}: the {what} range {base!r} is not allowed; its start "
+                                "may not be after its end")
     return text
 
 
@@ -340,7 +347,10 @@ def rbac(o: Options) -> list[dict[str, Any]]:
         coordinator_sa(o.fleet): [
             {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "delete"]},
             {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "create", "update", "patch"]},
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}],
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+            # the scheduled converge held while the rollout runs (suspend), resumed when it converged
+            {"apiGroups": ["batch"], "resources": ["cronjobs"], "verbs": ["get", "patch"],
+             "resourceNames": [cronjob_name(o.fleet)]}],
     }
     out: list[dict[str, Any]] = []
     for sa, r in rules.items():
@@ -363,8 +373,18 @@ def shard_args(kind: str, namespace: str, wave: int | None = None, rollout: str 
     return args
 
 
-def fleet_volume(fleet: str) -> dict[str, Any]:
-    return {"name": "fleet", "configMap": {"name": base(fleet)}}
+def fleet_volume(configmap: str) -> dict[str, Any]:
+    return {"name": "fleet", "configMap": {"name": configmap}}
+
+
+IMAGE_UID = 65532  # the Containerfile's USER: the Secrets' files are readable by it through fsGroup
+POD_SECURITY = {"runAsNonRoot": True, "runAsUser": IMAGE_UID, "runAsGroup": IMAGE_UID, "fsGroup": IMAGE_UID}
+
+
+def rollout_fleet(fleet: str, rollout: str) -> str:
+    """The rollout's own copy of fleet.json (immutable): its coordinator and wave Jobs read only that one, so a
+    later `knfleet jobs --apply` changes neither what a running rollout rolls out nor how its shards are cut."""
+    return f"{base(fleet)}-{rollout}-fleet"
 
 
 SHARD_GRACE_S = 120
@@ -372,10 +392,12 @@ SHARD_GRACE_S = 120
 
 def indexed_job_spec(fleet: str, image: str, args: list[str], secrets: list[str], completions: int,
                      parallelism: int | None, deadline: int, backoff_per_index: int,
-                     max_failed_indexes: int | None = None, labels: dict[str, str] | None = None) -> dict[str, Any]:
+                     max_failed_indexes: int | None = None, labels: dict[str, str] | None = None,
+                     configmap: str | None = None) -> dict[str, Any]:
     """An Indexed Job's spec: index I converges shard I with the kubeconfigs of Secret `secrets[I]` (every
     shard's Secret is a volume of the pod template; index I reads the folder /etc/knfleet/shards/I)."""
-    volumes = [fleet_volume(fleet)] + [{"name": f"shard-{i}", "secret": {"secretName": s, "defaultMode": 0o400}}
+    volumes = [fleet_volume(configmap or base(fleet))] + [
+        {"name": f"shard-{i}", "secret": {"secretName": s, "defaultMode": 0o440}}
                                        for i, s in enumerate(secrets)]
     mounts = [{"name": "fleet", "mountPath": FLEET_DIR, "readOnly": True}] + [
         {"name": f"shard-{i}", "mountPath": f"{SHARDS_DIR}/{i}", "readOnly": True} for i in range(len(secrets))]
@@ -386,7 +408,7 @@ def indexed_job_spec(fleet: str, image: str, args: list[str], secrets: list[str]
         "template": {
             "metadata": {"labels": {**MANAGED, FLEET_LABEL: fleet, **(labels or {})}},
             "spec": {
-                "restartPolicy": "Never", "serviceAccountName": shard_sa(fleet),
+                "restartPolicy": "Never", "serviceAccountName": shard_sa(fleet), "securityContext": dict(POD_SECURITY),
                 # SIGTERM (a spent failure budget, a drain) stops each cluster's run before its next step; this is
                 # the time left to finish a write, release the locks and write the shard's result
                 "terminationGracePeriodSeconds": SHARD_GRACE_S,
@@ -394,7 +416,10 @@ def indexed_job_spec(fleet: str, image: str, args: list[str], secrets: list[str]
                     "name": CONTAINER, "image": image, "imagePullPolicy": "IfNotPresent", "command": ["knfleet"],
                     "args": args, "workingDir": WORKDIR,
                     "env": [{"name": "KNFLEET_RUN",
-                             "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['job-name']"}}}],
+                             "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['job-name']"}}},
+                            {"name": "KNFLEET_JOB_UID",  # the converge results belong to their Job (garbage collected)
+                             "valueFrom": {"fieldRef": {
+                                 "fieldPath": "metadata.labels['batch.kubernetes.io/controller-uid']"}}}],
                     "volumeMounts": mounts}],
                 "volumes": volumes}}}
     if max_failed_indexes is not None:
@@ -408,7 +433,9 @@ def cronjob(doc: dict[str, Any], o: Options) -> dict[str, Any]:
                            [converge_secret(o.fleet, i) for i in range(len(shards))], len(shards), o.parallelism,
                            o.deadline, backoff_per_index=1)
     return {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": meta(cronjob_name(o.fleet), o),
-            "spec": {"schedule": o.schedule, "concurrencyPolicy": "Forbid", "successfulJobsHistoryLimit": 3,
+            # suspended while a rollout applied with it runs: its coordinator resumes it once the rollout converged
+            "spec": {"suspend": o.rollout is not None,
+                     "schedule": o.schedule, "concurrencyPolicy": "Forbid", "successfulJobsHistoryLimit": 3,
                      "failedJobsHistoryLimit": 3, "startingDeadlineSeconds": 300,
                      "jobTemplate": {"metadata": {"labels": {**MANAGED, FLEET_LABEL: o.fleet}}, "spec": job}}}
 
@@ -423,7 +450,8 @@ def wave_job(doc: dict[str, Any], wave: int, rollout: str, namespace: str, image
     spec = indexed_job_spec(fleet, image, shard_args("rollout", namespace, wave, rollout),
                             [rollout_secret(fleet, wave, i) for i in range(n)], n, doc.get("parallelism"),
                             int(doc.get("deadline") or DEFAULT_DEADLINE), backoff_per_index=0,
-                            max_failed_indexes=max(0, min(max_failed_indexes, n - 1)), labels=labels)
+                            max_failed_indexes=max(0, min(max_failed_indexes, n - 1)), labels=labels,
+                            configmap=rollout_fleet(fleet, rollout))
     return {"apiVersion": "batch/v1", "kind": "Job",
             "metadata": {"name": wave_job_name(fleet, rollout, wave), "namespace": namespace,
                          "labels": {**MANAGED, FLEET_LABEL: fleet, **labels}},
@@ -457,28 +485,48 @@ def coordinator_job(o: Options) -> dict[str, Any]:
                     "metadata": {"labels": {**MANAGED, FLEET_LABEL: o.fleet, ROLLOUT_LABEL: o.rollout}},
                     "spec": {
                         "restartPolicy": "Never", "serviceAccountName": coordinator_sa(o.fleet),
+                        "securityContext": dict(POD_SECURITY),
                         "containers": [{"name": CONTAINER, "image": o.image, "imagePullPolicy": "IfNotPresent",
                                         "command": ["knfleet"], "args": args, "workingDir": WORKDIR,
                                         "volumeMounts": [{"name": "fleet", "mountPath": FLEET_DIR,
                                                           "readOnly": True}]}],
-                        "volumes": [fleet_volume(o.fleet)]}}}}
+                        "volumes": [fleet_volume(rollout_fleet(o.fleet, o.rollout))]}}}}
 
 
 def render(clusters: list[inv.Cluster], o: Options, configs: dict[str, str]) -> list[dict[str, Any]]:
     """Every object, in the order they are applied (Secrets with their real data)."""
     check_options(o)
     doc = fleet_doc(clusters, o)
+    if o.rollout is not None:  # an Indexed Job's pods are named <job>-<index>-<suffix>: each a DNS label
+        for w in doc["waves"]:
+            name = wave_job_name(o.fleet, o.rollout, w["wave"])
+            if len(name) + 1 + len(str(len(w["shards"]) - 1)) > MAX_JOB_NAME:
+                raise JobsError(f"--rollout = {o.rollout!r} is not allowed with --fleet {o.fleet!r}: wave "
+                                f"{w['wave']}'s Job {name!r} with its {len(w['shards'])} indexes would give names "
+                                f"longer than {MAX_JOB_NAME} characters; use a shorter rollout name")
+    text = json.dumps(doc, sort_keys=True)
+    if len(text.encode()) > FLEET_JSON_LIMIT:
+        raise JobsError(f"fleet.json = {len(text.encode()):,} bytes is not allowed; a ConfigMap holds at most "
+                        f"{FLEET_JSON_LIMIT:,}: split the inventory into several fleets (--fleet), or move per-cluster "
+                        "data into fewer groups")
     objs: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": o.namespace, "labels": dict(MANAGED)}},
-        *rbac(o),
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(base(o.fleet), o),
-         "data": {"fleet.json": json.dumps(doc, sort_keys=True)}}]
+        *rbac(o)]
+    if o.rollout is not None and o.converge:  # held before its desired state changes (the coordinator resumes it)
+        objs.append(cronjob(doc, o))
+    if o.converge:
+        objs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(base(o.fleet), o),
+                     "data": {"fleet.json": text}})
+    if o.rollout is not None:
+        objs.append({"apiVersion": "v1", "kind": "ConfigMap", "immutable": True,
+                     "metadata": meta(rollout_fleet(o.fleet, o.rollout), o, **{ROLLOUT_LABEL: o.rollout}),
+                     "data": {"fleet.json": text}})
     if o.converge:
         objs += [secret(converge_secret(o.fleet, i), o, s, configs) for i, s in enumerate(doc["converge_shards"])]
     if o.rollout is not None:
         objs += [secret(rollout_secret(o.fleet, w["wave"], i), o, s, configs)
                  for w in doc["waves"] for i, s in enumerate(w["shards"])]
-    if o.converge:
+    if o.converge and o.rollout is None:
         objs.append(cronjob(doc, o))
     if o.rollout is not None:
         objs.append(coordinator_job(o))

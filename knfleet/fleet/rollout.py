@@ -53,7 +53,7 @@ def run_wave(inventory_file: str, deploy_file: str, hosts: list[str], data: dict
     from pyinfra_cli.inventory import make_inventory
     from pyinfra_cli.util import load_deploy_file
 
-    from knfleet.run import deploy
+    from knfleet.run import deploy, heap
 
     state = State(check_for_changes=False)
     state.cwd = os.getcwd()
@@ -81,7 +81,9 @@ def run_wave(inventory_file: str, deploy_file: str, hosts: list[str], data: dict
     finally:
         state.set_stage(StateStage.Disconnect)
         disconnect_all(state)
-    return outcome.outcomes(state)
+    got = outcome.outcomes(state)
+    heap.release()  # the next wave's run starts from a heap without this one's (frozen cycles freed)
+    return got
 
 
 def _failed(o: ClusterOutcome | None) -> bool:

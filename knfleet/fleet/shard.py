@@ -73,9 +73,27 @@ def result_configmap(name: str, namespace: str, doc: dict[str, Any], run: str,
         text = json.dumps({"compact": True, "clusters": {n: compact(o.as_dict()) for n, o in results.items()}})
     if kind == "rollout":
         labels.update({jobs.ROLLOUT_LABEL: rollout or "", jobs.WAVE_LABEL: str(wave)})
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace,
-                                                                  "labels": labels},
-            "data": {"outcome.json": text}}
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels}
+    job_uid = os.environ.get("KNFLEET_JOB_UID")
+    if kind == "converge" and job_uid:  # goes with its Job (the CronJob's history limits), not kept for ever
+        meta["ownerReferences"] = [{"apiVersion": "batch/v1", "kind": "Job", "name": run, "uid": job_uid}]
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"outcome.json": text}}
+
+
+def write_result(mgmt: Any, obj: dict[str, Any], tries: int = 6, sleep: Any = time.sleep) -> None:
+    """The result written, trying again on an answer that says "try again" or none (a lost result counts every
+    cluster of the shard failed, converged ones included): about a minute in all, within the pod's grace period."""
+    from knfleet.fleet.coordinator import transient
+
+    for attempt in range(tries):
+        try:
+            mgmt.apply(obj)
+            return
+        except Exception as err:
+            if attempt == tries - 1 or not transient(err):
+                raise
+            say(f"cannot write the result yet ({err}); trying again")
+            sleep(min(2.0 * 2 ** attempt, 20.0))
 
 
 def failed_all(names: list[str], doc: dict[str, Any], why: str, wave: int | None) -> dict[str, ClusterOutcome]:
@@ -146,7 +164,7 @@ def run(fleet_file: str, kind: str, index: int, kubeconfigs: str, run_name: str,
     try:
         mgmt = jobs.management(None)
         try:
-            mgmt.apply(result_configmap(name, namespace, doc, run_name, results, kind, wave, rollout_name))
+            write_result(mgmt, result_configmap(name, namespace, doc, run_name, results, kind, wave, rollout_name))
         finally:
             mgmt.close()
     except (KubeError, InputError) as err:

@@ -31,3 +31,11 @@ def install(state: Any) -> None:
         return
     state.add_callback_handler(FreezeBetweenOperations())
     gc.disable()
+
+
+def release() -> None:
+    """After a run in a process that goes on (`knfleet rollout`'s waves, a shard): what was frozen is looked at again
+    and automatic collection is back, so one wave's run (its pyinfra state is full of cycles) is freed."""
+    gc.unfreeze()
+    gc.enable()
+    gc.collect()

@@ -252,6 +252,7 @@ def acquire(cluster: Cluster, holder: str, ttl: int = 60, wait: float = 0,
     deadline = clock() + wait
     seen = Observer(clock)
     while True:
+        stopping.check(cluster.name, "taking the lock")  # asked to stop (SIGTERM) while waiting for another run
         try:
             cluster.create(lease(holder, ttl, now=wall()), guarded=False)
             return f"lock {NAMESPACE}/{NAME} taken by {holder}"

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import requests
 
 from knfleet.report.records import SmokeResult, describe, path_of, skipped  # noqa: F401 - the values
+from knfleet.run import stopping
 
 SYSTEM = "你是一个有用的助手."
 USER = "怎么计算1+1."
@@ -145,6 +146,10 @@ def chat(service: str, send: Send, model: str, deadline_s: float, was_at_zero: b
         if time.monotonic() >= end:
             return SmokeResult(service, False, None, None, None, attempts, f"no good answer within {deadline_s:.0f}s; "
                                                                             f"last: {last}")
+        why = stopping.requested()
+        if why is not None:  # SIGTERM: no more attempts (the pod's grace period is for the lock and the result)
+            return SmokeResult(service, False, None, None, None, attempts,
+                               f"stopped before a good answer: the run was asked to stop ({why}); last: {last}")
         time.sleep(0.5)
 
 

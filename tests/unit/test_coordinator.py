@@ -135,6 +135,7 @@ class Api:
         self.conflicts_left = 0  # the next N replaces of the state answer 409 (someone else wrote it)
         self.stop_after: int | None = None  # raise Killed after this many writes (a coordinator pod killed)
         self.writes = 0
+        self.patches: list[tuple[str, str, dict[str, Any]]] = []
 
     def _bump(self, obj: dict[str, Any]) -> dict[str, Any]:
         self.rv += 1
@@ -186,6 +187,12 @@ class Api:
         self.objs[key] = self._bump(copy.deepcopy(obj))
         self._written()
         return self.objs[key]
+
+    def patch(self, api_version: str, kind: str, name: str, namespace: str | None, body: Any) -> dict[str, Any]:
+        obj = self.objs[(kind, name)]
+        obj["spec"] = {**obj.get("spec", {}), **body["spec"]}
+        self.patches.append((kind, name, body["spec"]))
+        return self._bump(obj)
 
     def state(self) -> dict[str, Any]:
         return json.loads(self.objs[("ConfigMap", jobs.state_name("f", "r1"))]["data"]["state.json"])
@@ -252,3 +259,65 @@ def test_bad_arguments_cannot_start(tmp_path, capsys, monkeypatch):
     f.write_text(json.dumps(fleet()))
     assert co.main(str(f), "R_1", "knfleet", "knfleet:t") == co.EXIT_CANNOT_START
     assert "--rollout = 'R_1' is not allowed" in capsys.readouterr().err
+
+
+def scheduled_converge(api: Api, active: list[str], fleet_json: dict[str, Any] | None) -> None:
+    api.objs[("CronJob", jobs.cronjob_name("f"))] = {"metadata": {"name": jobs.cronjob_name("f")},
+                                                   "spec": {"suspend": True},
+                                                   "status": {"active": [{"name": n} for n in active]}}
+    if fleet_json is not None:
+        api.objs[("ConfigMap", jobs.base("f"))] = {"metadata": {"name": jobs.base("f")},
+                                                   "data": {"fleet.json": json.dumps(fleet_json)}}
+
+
+def test_the_scheduled_converge_is_held_until_its_runs_end_and_resumed_only_after_a_converged_rollout(capsys):
+    """Review finding: the converge CronJob pushed a rollout's desired state to every cluster at once, and its runs
+    held the clusters' locks against the waves. The coordinator holds it (suspended, its running Job waited for),
+    resumes it when the rollout converged, and leaves it suspended after a halt."""
+    api = Api(fleet())
+    scheduled_converge(api, ["knfleet-f-converge-1"], api.doc)
+    looks = []
+
+    def sleep(_: float) -> None:  # the converge's running Job ends after two looks
+        looks.append(1)
+        if len(looks) == 2:
+            api.objs[("CronJob", jobs.cronjob_name("f"))]["status"]["active"] = []
+
+    assert co.coordinate(api, api.doc, "r1", "knfleet", "knfleet:t", poll=0, sleep=sleep) == co.EXIT_OK
+    assert len(looks) >= 2 and api.created[0] == "knfleet-f-r1-w0"
+    assert api.patches == [("CronJob", "knfleet-f-converge", {"suspend": False})]  # held already; resumed at the end
+    halted = Api(fleet(), fail={"c1"})
+    scheduled_converge(halted, [], halted.doc)
+    assert run(halted) == co.EXIT_HALTED
+    assert halted.patches == [] and "stays suspended" in capsys.readouterr().out
+    other = Api(fleet())  # converged, but the CronJob's fleet.json is not this rollout's: not resumed
+    scheduled_converge(other, [], {"fleet": "f", "hosts": {}})
+    assert run(other) == co.EXIT_OK and other.patches == []
+    running = Api(fleet())  # not suspended yet (applied before): suspended first
+    scheduled_converge(running, [], running.doc)
+    running.objs[("CronJob", "knfleet-f-converge")]["spec"]["suspend"] = False
+    assert run(running) == co.EXIT_OK
+    assert [p[2] for p in running.patches] == [{"suspend": True}, {"suspend": False}]
+
+
+def test_a_management_cluster_blip_is_looked_at_again_not_a_new_pod(capsys):
+    """Review finding: any failed request to the management cluster ended the coordinator pod (exit 4), and
+    seven of them in a rollout of hours failed its Job. A 5xx, 429 or no answer is now looked at again."""
+    from knfleet.kube.client import KubeError, Unreachable
+
+    api = Api(fleet())
+    real_get, blips = api.get, [Unreachable("mgmt", "get", 0, "", "refused"),
+                                KubeError("mgmt", "get", 503, "ServiceUnavailable", "etcd timeout")]
+
+    def get(*args: Any, **kw: Any) -> Any:
+        if blips and args[1] == "Job":
+            raise blips.pop()
+        return real_get(*args, **kw)
+
+    api.get = get  # type: ignore[method-assign]
+    assert run(api) == co.EXIT_OK and not blips
+    assert "trying again (1/" in capsys.readouterr().out
+    refused = Api(fleet())
+    refused.get = lambda *a, **k: (_ for _ in ()).throw(KubeError("mgmt", "get", 403, "Forbidden", "no"))  # type: ignore[method-assign]
+    with pytest.raises(KubeError):
+        run(refused)

@@ -48,3 +48,22 @@ def test_cyclic_garbage_goes_at_the_next_operation_start(clean_gc: None) -> None
     assert gone() is not None
     heap.FreezeBetweenOperations().operation_start(None, "op")
     assert gone() is None
+
+
+def test_a_cycle_frozen_while_alive_is_freed_after_release(clean_gc: None) -> None:
+    """Review finding: a wave's pyinfra state (full of cycles) was frozen while alive and never freed, so every
+    wave of `knfleet rollout` (and its bake re-run) kept the previous ones' state: gigabytes at fleet scale."""
+    import weakref
+
+    class Node:
+        pass
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    gone = weakref.ref(a)
+    heap.FreezeBetweenOperations().operation_start(None, "op")  # alive then: frozen
+    del a, b
+    heap.FreezeBetweenOperations().operation_start(None, "op2")
+    assert gone() is not None  # frozen cycles are not looked at by later collections
+    heap.release()
+    assert gone() is None and gc.isenabled() and gc.get_freeze_count() == 0

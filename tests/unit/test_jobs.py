@@ -126,7 +126,10 @@ def test_cronjob_runs_one_indexed_job_over_the_converge_shards(tmp_path):
                          "$(JOB_COMPLETION_INDEX)", "--kubeconfigs", "/etc/knfleet/shards/$(JOB_COMPLETION_INDEX)",
                          "--run", "$(KNFLEET_RUN)", "--namespace", "knfleet"]
     assert c["env"] == [{"name": "KNFLEET_RUN",
-                         "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['job-name']"}}}]
+                         "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['job-name']"}}},
+                        {"name": "KNFLEET_JOB_UID", "valueFrom": {"fieldRef": {
+                            "fieldPath": "metadata.labels['batch.kubernetes.io/controller-uid']"}}}]
+    assert spec["suspend"] is False  # no rollout applied with it
     secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
     assert secrets == {"shard-0": "knfleet-fleet-c0", "shard-1": "knfleet-fleet-c1", "shard-2": "knfleet-fleet-c2"}
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
@@ -161,7 +164,9 @@ def test_roles_grant_only_what_each_service_account_needs(tmp_path):
     assert coord["rules"] == [
         {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch", "delete"]},
         {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "create", "update", "patch"]},
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+        {"apiGroups": ["batch"], "resources": ["cronjobs"], "verbs": ["get", "patch"],
+         "resourceNames": ["knfleet-fleet-converge"]}]
     for role in (shard_role, coord):  # no Secret rights, no wildcard, no cluster-wide role
         for rule in role["rules"]:
             assert "secrets" not in rule["resources"] and "*" not in rule["verbs"] + rule["resources"]
@@ -464,3 +469,102 @@ def test_a_result_too_large_for_a_configmap_is_stored_compact(tmp_path):
     data = json.loads(cm["data"]["outcome.json"])
     assert len(cm["data"]["outcome.json"]) < 900_000 and data["compact"] is True
     assert data["clusters"]["c29"]["status"] == "changed" and "steps" not in data["clusters"]["c29"]
+
+
+def test_pods_run_as_the_images_user_and_can_read_their_mounted_kubeconfigs(tmp_path):
+    """Review finding: the Secrets were mounted 0400 (root's) while the image runs as uid 65532: no shard could read
+    its kubeconfigs on a real cluster. The pods now run as the Containerfile's USER with it as fsGroup."""
+    user = re.search(r"^USER (\d+):(\d+)$", (REPO / "Containerfile").read_text(), re.M)
+    assert user is not None
+    uid, gid = int(user.group(1)), int(user.group(2))
+    objs, doc = rendered(tmp_path, [0, 1], rollout="r1")
+    templates = [by(objs, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+                 by(objs, "Job")["spec"]["template"]["spec"],
+                 jobs.wave_job(doc, 0, "r1", "knfleet", "knfleet:x", 0)["spec"]["template"]["spec"]]
+    for pod in templates:
+        sc = pod["securityContext"]
+        assert sc["runAsUser"] == uid and sc["runAsGroup"] == gid and sc["fsGroup"] == gid and sc["runAsNonRoot"]
+        for v in pod["volumes"]:
+            if "secret" in v:
+                assert v["secret"]["defaultMode"] & 0o040  # group-readable: the fsGroup reads it
+                assert not v["secret"]["defaultMode"] & 0o007  # never others'
+
+
+def test_a_rollout_reads_its_own_immutable_fleet_and_holds_the_scheduled_converge(tmp_path):
+    """Review finding: every apply rewrote the one fleet.json that the CronJob, the coordinator and its wave Jobs
+    all read, so the next scheduled converge pushed a rollout's new state to every wave at once (a halt protected
+    nothing), and a later apply re-cut a running rollout's shards. Now a rollout has its own immutable copy, and
+    the CronJob applied with it is suspended (before its desired state changes) until the rollout converged."""
+    objs, doc = rendered(tmp_path, [0, 1], rollout="r1")
+    kinds = [(o["kind"], o["metadata"]["name"]) for o in objs]
+    snap = by(objs, "ConfigMap", "knfleet-fleet-r1-fleet")
+    assert snap["immutable"] is True and json.loads(snap["data"]["fleet.json"]) == doc
+    assert by(objs, "CronJob")["spec"]["suspend"] is True
+    assert kinds.index(("CronJob", "knfleet-fleet-converge")) < kinds.index(("ConfigMap", "knfleet-fleet"))
+    coord = by(objs, "Job")["spec"]["template"]["spec"]
+    assert coord["volumes"] == [{"name": "fleet", "configMap": {"name": "knfleet-fleet-r1-fleet"}}]
+    wave = jobs.wave_job(doc, 1, "r1", "knfleet", "knfleet:x", 0)["spec"]["template"]["spec"]
+    assert {"name": "fleet", "configMap": {"name": "knfleet-fleet-r1-fleet"}} in wave["volumes"]
+    plain, _ = rendered(tmp_path, [0, 1])
+    assert by(plain, "CronJob")["spec"]["suspend"] is False
+    assert [o["metadata"]["name"] for o in plain if o["kind"] == "ConfigMap"] == ["knfleet-fleet"]
+
+
+@pytest.mark.parametrize("schedule", ["0 3 * * 7", "5-1 * * * *", "0 3 * * 1-7", "0 20-4 * * *"])
+def test_schedules_the_cronjob_controller_refuses_are_refused_here(schedule):
+    """Review finding: day of week 7 and reversed ranges passed here and were refused by the API server (robfig
+    cron v3: day of week 0-6, a range's start not after its end) after earlier objects were applied."""
+    with pytest.raises(jobs.JobsError) as err:
+        jobs.check_schedule(schedule)
+    assert schedule in str(err.value)
+
+
+def test_a_fleet_json_over_a_configmaps_limit_is_refused_before_anything_is_applied(tmp_path):
+    with pytest.raises(jobs.JobsError) as err:
+        rendered(tmp_path, [0], data={"_notes": "x" * 1_100_000})
+    assert "fleet.json" in str(err.value) and "1,000,000" in str(err.value)
+
+
+def test_a_rollout_name_too_long_for_its_waves_indexed_job_is_refused(tmp_path):
+    """Review finding: the API server also requires '<job>-<last index>' to be a DNS label; a rollout name that fit
+    only without the index passed here and its coordinator then failed to create the wave's Job."""
+    name = "r" * (63 - len("knfleet-fleet-rollout-"))  # the longest the coordinator Job's name allows
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    rendered(tmp_path / "a", [999] * 10, rollout=name, shard_size=1)  # wave 999's Job: 60 characters, "-9" fits
+    with pytest.raises(jobs.JobsError) as err:
+        rendered(tmp_path / "b", [999] * 101, rollout=name, shard_size=1)  # "-100" does not
+    assert "longer than 63" in str(err.value) and "wave 999" in str(err.value)
+
+
+def test_a_shards_result_survives_a_management_cluster_blip_and_a_converge_result_goes_with_its_job(monkeypatch):
+    """Review findings: one failed write lost a shard's result (every cluster of it then counted failed, converged
+    ones included); converge results had no owner, so they piled up after the CronJob's history limits."""
+    from knfleet.kube.client import KubeError, Unreachable
+    from knfleet.report import outcome
+
+    doc = {"fleet": "f"}
+    results = {"c0": outcome.ClusterOutcome("c0", outcome.CONVERGED, host="@kube/c0")}
+    monkeypatch.setenv("KNFLEET_JOB_UID", "uid-1")
+    obj = shard.result_configmap("knfleet-f-job-1-r0", "knfleet", doc, "knfleet-f-converge-1", results, "converge",
+                                 None, None)
+    assert obj["metadata"]["ownerReferences"] == [{"apiVersion": "batch/v1", "kind": "Job",
+                                                   "name": "knfleet-f-converge-1", "uid": "uid-1"}]
+    rollout_obj = shard.result_configmap("x", "knfleet", doc, "r1", results, "rollout", 0, "r1")
+    assert "ownerReferences" not in rollout_obj["metadata"]  # the coordinator reads it after its Job
+
+    class Mgmt:
+        def __init__(self, errors: list[Exception]) -> None:
+            self.errors, self.applied = errors, []
+
+        def apply(self, o: dict) -> None:
+            if self.errors:
+                raise self.errors.pop(0)
+            self.applied.append(o)
+
+    m = Mgmt([Unreachable("m", "apply", 0, "", "refused"), KubeError("m", "apply", 503, "", "busy")])
+    shard.write_result(m, obj, sleep=lambda s: None)
+    assert m.applied == [obj]
+    forbidden = Mgmt([KubeError("m", "apply", 403, "Forbidden", "no")])
+    with pytest.raises(KubeError):
+        shard.write_result(forbidden, obj, sleep=lambda s: None)

@@ -16,7 +16,7 @@ from datetime import timedelta
 
 import pytest
 
-from knfleet.kube.client import Cluster, Target, poll
+from knfleet.kube.client import Cluster, Conflict, Target, poll
 from knfleet.run import lock
 
 
@@ -215,3 +215,42 @@ def test_sigterm_stops_a_run_before_its_next_write_wait_or_step_and_leaves_its_o
         signal.signal(signal.SIGTERM, before)
         stopping.reset()
         cluster.guard = None
+
+
+def test_a_run_asked_to_stop_stops_waiting_for_anothers_lock_and_its_smoke_retries():
+    """Review finding: the two long waits that are not the waiter's (taking a lock another run holds, the smoke
+    test's retries) went on after SIGTERM until the pod was killed, its result unwritten."""
+    from knfleet.run import smoke, stopping
+
+    class Held:
+        name = "c"
+
+        def create(self, body: object, guarded: bool = True) -> None:
+            raise Conflict("c", "create lease", 409, "AlreadyExists", "exists")
+
+        def get(self, *args: object) -> dict:
+            return lease_version("7")
+
+    clock = FakeClock()
+    waits = []
+
+    def sleep(s: float) -> None:
+        waits.append(s)
+        clock.t += s
+        if len(waits) == 3:
+            stopping.request("signal SIGTERM")
+
+    try:
+        with pytest.raises(stopping.Stopped) as err:
+            lock.acquire(Held(), "me", ttl=60, wait=3600, clock=clock, sleep=sleep)  # type: ignore[arg-type]
+        assert len(waits) == 3 and "taking the lock" in str(err.value)
+        sent = []
+
+        def send(timeout: float) -> tuple[int, str]:
+            sent.append(timeout)
+            return 503, "no route yet"
+
+        got = smoke.chat("ns/qwen", send, "qwen", deadline_s=3600, was_at_zero=False)
+        assert len(sent) == 1 and not got.ok and "asked to stop (signal SIGTERM)" in (got.error or "")
+    finally:
+        stopping.reset()
