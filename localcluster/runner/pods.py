@@ -53,6 +53,11 @@ BACKOFF_START, BACKOFF_MAX, BACKOFF_RESET = 1.0, 30.0, 60.0  # kubelet: 10 s dou
 STOP_GRACE_MAX = 10.0
 KNFLEET_GRACE_MAX = 60.0  # a deleted knfleet pod's grace period, at most (its runs stop before their next step)
 TOKEN_SECONDS = 24 * 3600
+TERMINAL = ("Succeeded", "Failed")
+# What a kubelet writes for a container of a pod it ends without a record of it (never started, or its runtime lost
+# it): kubelet status_manager.go TerminatePod, k8s 1.32.
+UNKNOWN_END = {"exitCode": 137, "reason": "ContainerStatusUnknown",
+               "message": "The container could not be located when the pod was terminated"}
 
 
 def now_iso() -> str:
@@ -150,6 +155,7 @@ class PodRunner:
         self.log = log
         self.containers: dict[str, Container] = {}
         self.patched: dict[str, str] = {}  # pod uid -> last status written (json)
+        self.ended: set[str] = set()  # uids of deleted pods whose final status is written and delete sent
         self.state_file = cluster_dir / "runner.json"
         self.faults_file = cluster_dir / FAULTS_FILE
         self.stopping: list[tuple[subprocess.Popen[bytes], float, str]] = []
@@ -191,12 +197,15 @@ class PodRunner:
         ending: dict[str, dict[str, Any]] = {}
         for pod in pods:
             meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
-            if meta.get("deletionTimestamp") and self._ends_itself(pod):
+            # a kubelet ends the pods bound to its node; an unscheduled one is the pod GC's (it marks it Failed)
+            if meta.get("deletionTimestamp") and spec.get("nodeName") and self._ends_itself(pod):
                 wanted |= self._terminate(pod)
                 ending[meta["uid"]] = pod
                 continue
             if meta.get("deletionTimestamp") or not status.get("podIP") or not spec.get("nodeName"):
                 continue
+            if status.get("phase") in TERMINAL and not any(c.uid == meta["uid"] for c in self.containers.values()):
+                continue  # finished before this runner started: a kubelet never runs a finished pod's containers
             for ctr in spec.get("containers") or []:
                 binary = for_image(ctr.get("image", ""))
                 if binary is None:
@@ -224,6 +233,7 @@ class PodRunner:
         for uid in list(self.patched):
             if uid not in by_uid:
                 self.patched.pop(uid)
+        self.ended &= set(by_uid)
         self.reap()
         self._save()
 
@@ -293,15 +303,19 @@ class PodRunner:
         return keys
 
     def _finish_deleted(self, pod: dict[str, Any]) -> None:
-        """Once every process of a deleted knfleet pod has ended: its final status, then the delete (grace 0)."""
+        """Once every process of a deleted knfleet pod has ended: its final status (a terminal phase, as a kubelet's
+        TerminatePod makes sure of), then the delete (grace 0). Retried next time if the status was not written."""
         meta = pod["metadata"]
+        if meta["uid"] in self.ended:  # done already; the pod is still listed (a Job's finalizer, a stale cache)
+            return
         mine = [c for c in self.containers.values() if c.uid == meta["uid"]]
         if any(c.popen is not None and c.popen.poll() is None for c in mine):
             return
         for c in mine:
             c.done = True
-        if mine:
-            self._write_status(pod)
+        written = self._write_status(pod) if mine else self._write_unknown_end(pod)
+        if not written:
+            return
         from kubernetes import client
 
         try:
@@ -311,8 +325,29 @@ class PodRunner:
         except ApiException as err:
             if err.status not in (404, 409):
                 self.log(f"{meta['namespace']}/{meta['name']}: not deleted: {err.reason}")
+                return
+        self.ended.add(meta["uid"])
         for key in [k for k, c in self.containers.items() if c.uid == meta["uid"]]:
             self.containers.pop(key)
+
+    def _write_unknown_end(self, pod: dict[str, Any]) -> bool:
+        """A deleted pod with no record here (deleted before it got an IP, or before this runner started): phase
+        Failed, each container not already terminated ended as ContainerStatusUnknown (137), unless the pod is
+        terminal already. True once written (or nothing to write)."""
+        status = unknown_end_status(pod)
+        if status is None:
+            return True
+        meta = pod["metadata"]
+        try:
+            self.core.patch_namespaced_pod_status(meta["name"], meta["namespace"], {"status": status},
+                                                  _content_type="application/merge-patch+json")
+        except ApiException as err:
+            if err.status == 404:
+                return True
+            self.log(f"pod {meta['namespace']}/{meta['name']}: final status not written: {err.reason}")
+            return False
+        self.log(f"{meta['namespace']}/{meta['name']}: deleted before it ran here: marked Failed")
+        return True
 
     def _tend(self, c: Container, pod: dict[str, Any] | None, now: float) -> None:
         if c.kill_at is not None:  # its pod is being deleted: only its end is watched
@@ -554,7 +589,8 @@ class PodRunner:
         return c.popen is not None  # no probe (or exec/grpc): ready once running, as the kubelet does
 
     # --- status ---------------------------------------------------------------------------------------
-    def _write_status(self, pod: dict[str, Any]) -> None:
+    def _write_status(self, pod: dict[str, Any]) -> bool:
+        """The pod's status from its containers here; True once written (or unchanged, or the pod is gone)."""
         uid = pod["metadata"]["uid"]
         mine = {c.name: c for c in self.containers.values() if c.uid == uid}
         statuses = []
@@ -575,6 +611,8 @@ class PodRunner:
                     st["state"] = {"running": {"startedAt": c.started_at}}
                 elif c.done and c.last_exit:
                     st["state"] = c.last_exit
+                elif c.done:  # its pod was deleted before it ever started: as a kubelet's TerminatePod ends it
+                    st["state"] = {"terminated": dict(UNKNOWN_END)}
                 elif c.blocked:  # no build of the image's release: never run with another release's binary
                     st["state"] = {"waiting": {"reason": c.blocked[0], "message": c.blocked[1]}}
                 elif c.waiting:  # a missing Secret or ConfigMap: retried, as the kubelet does
@@ -623,15 +661,18 @@ class PodRunner:
                                                   (s["state"].get("waiting") or {}).get("reason"),
                                                   s.get("containerID")) for s in statuses]])
         if self.patched.get(uid) == digest:
-            return
+            return True
         try:
             self.core.patch_namespaced_pod_status(pod["metadata"]["name"], pod["metadata"]["namespace"],
                                                   {"status": status}, _content_type="application/merge-patch+json")
             self.patched[uid] = digest
         except ApiException as err:
-            if err.status != 404:
-                self.log(f"pod {pod['metadata']['namespace']}/{pod['metadata']['name']}: status not written: "
-                         f"{err.reason}")
+            if err.status == 404:
+                return True
+            self.log(f"pod {pod['metadata']['namespace']}/{pod['metadata']['name']}: status not written: "
+                     f"{err.reason}")
+            return False
+        return True
 
     # --- stop -----------------------------------------------------------------------------------------------
     def _stop(self, c: Container, why: str) -> None:
@@ -666,6 +707,41 @@ class PodRunner:
             self.reap()
             time.sleep(0.1)
         self._save()
+
+
+def unknown_end_status(pod: dict[str, Any]) -> dict[str, Any] | None:
+    """The status a kubelet's TerminatePod (k8s 1.32) gives a pod it ends with no container to stop: None when the
+    pod is terminal already; else phase Failed and, once the pod is initialized (no init containers, or a container
+    that left waiting), each container not already terminated as ContainerStatusUnknown, exit code 137. Ready and
+    ContainersReady False (reason PodFailed, as the kubelet's next status has them); other conditions (a
+    DisruptionTarget the eviction API wrote, say) kept."""
+    spec, status = pod.get("spec") or {}, pod.get("status") or {}
+    if status.get("phase") in TERMINAL:
+        return None
+    old = {s.get("name"): s for s in status.get("containerStatuses") or []}
+    initialized = not spec.get("initContainers") or any(
+        (s.get("lastState") or {}).get("terminated") or "waiting" not in (s.get("state") or {}) for s in old.values())
+    out: dict[str, Any] = {"phase": "Failed"}
+    if initialized:
+        statuses = []
+        for ctr in spec.get("containers") or []:
+            prev = old.get(ctr["name"]) or {}
+            st = {**prev, "name": ctr["name"], "image": prev.get("image") or ctr.get("image", ""),
+                  "imageID": prev.get("imageID") or ctr.get("image", ""), "ready": False, "started": False,
+                  "restartCount": prev.get("restartCount") or 0}
+            if not (prev.get("state") or {}).get("terminated"):
+                st["state"] = {"terminated": dict(UNKNOWN_END)}
+            statuses.append(st)
+        out["containerStatuses"] = statuses
+    now = now_iso()
+    conditions = [c for c in status.get("conditions") or [] if c.get("type") not in ("Ready", "ContainersReady")]
+    for kind in ("ContainersReady", "Ready"):
+        prev = next((c for c in status.get("conditions") or [] if c.get("type") == kind), {})
+        since = prev.get("lastTransitionTime") if prev.get("status") == "False" else None
+        conditions.append({"type": kind, "status": "False", "reason": "PodFailed", "lastProbeTime": None,
+                           "lastTransitionTime": since or now})
+    out["conditions"] = conditions
+    return out
 
 
 def knfleet_script() -> Path:
